@@ -1,0 +1,166 @@
+// Package configs owns crivm's TOML configuration: its types, the embedded
+// commented defaults (crivm.conf), loading with drop-ins and flag overrides,
+// and validation. Every error names the file (or flag) and the key.
+package configs
+
+import (
+	_ "embed"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// DefaultTemplate is the full commented default configuration. It is also
+// the base layer of every Load: a key absent from all files keeps the value
+// written here.
+//
+//go:embed crivm.conf
+var DefaultTemplate string
+
+// Runtime types.
+const (
+	RuntimeTypeOCI = "oci"
+	RuntimeTypeVM  = "vm"
+)
+
+// Workload trust values.
+const (
+	Trusted   = "trusted"
+	Untrusted = "untrusted"
+)
+
+// Config is the [crivm] table.
+type Config struct {
+	Root      string        `toml:"root" json:"root"`
+	Runroot   string        `toml:"runroot" json:"runroot"`
+	Listen    string        `toml:"listen" json:"listen"`
+	LogLevel  string        `toml:"log_level" json:"log_level"`
+	LogFormat string        `toml:"log_format" json:"log_format"`
+	Runtime   RuntimeConfig `toml:"runtime" json:"runtime"`
+	Network   NetworkConfig `toml:"network" json:"network"`
+	Image     ImageConfig   `toml:"image" json:"image"`
+}
+
+// RuntimeConfig is [crivm.runtime].
+type RuntimeConfig struct {
+	DefaultRuntime           string                     `toml:"default_runtime" json:"default_runtime"`
+	RuntimeUntrustedWorkload string                     `toml:"runtime_untrusted_workload" json:"runtime_untrusted_workload"`
+	DefaultWorkloadTrust     string                     `toml:"default_workload_trust" json:"default_workload_trust"`
+	TrustPolicy              string                     `toml:"trust_policy" json:"trust_policy"`
+	AuditLog                 string                     `toml:"audit_log" json:"audit_log"`
+	CgroupManager            string                     `toml:"cgroup_manager" json:"cgroup_manager"`
+	Runtimes                 map[string]*RuntimeHandler `toml:"runtimes" json:"runtimes"`
+}
+
+// RuntimeHandler is one [crivm.runtime.runtimes.NAME] table. The keys in the
+// second group apply to runtime_type "vm" only.
+type RuntimeHandler struct {
+	RuntimeType string   `toml:"runtime_type" json:"runtime_type"`
+	Aliases     []string `toml:"aliases" json:"aliases,omitempty"`
+	RuntimePath string   `toml:"runtime_path" json:"runtime_path,omitempty"`
+	MonitorPath string   `toml:"monitor_path" json:"monitor_path,omitempty"`
+
+	Hypervisor       string `toml:"hypervisor" json:"hypervisor,omitempty"`
+	HypervisorPath   string `toml:"hypervisor_path" json:"hypervisor_path,omitempty"`
+	Accel            string `toml:"accel" json:"accel,omitempty"`
+	MachineType      string `toml:"machine_type" json:"machine_type,omitempty"`
+	Kernel           string `toml:"kernel" json:"kernel,omitempty"`
+	DefaultVCPUs     int    `toml:"default_vcpus" json:"default_vcpus,omitempty"`
+	DefaultMemoryMiB int    `toml:"default_memory_mib" json:"default_memory_mib,omitempty"`
+	SharedFS         string `toml:"shared_fs" json:"shared_fs,omitempty"`
+	AgentTransport   string `toml:"agent_transport" json:"agent_transport,omitempty"`
+}
+
+// NetworkConfig is [crivm.network].
+type NetworkConfig struct {
+	CNIPluginDirs []string `toml:"cni_plugin_dirs" json:"cni_plugin_dirs"`
+	NetworkDir    string   `toml:"network_dir" json:"network_dir"`
+}
+
+// ImageConfig is [crivm.image].
+type ImageConfig struct {
+	PauseImage         string   `toml:"pause_image" json:"pause_image"`
+	InsecureRegistries []string `toml:"insecure_registries" json:"insecure_registries"`
+}
+
+// vmDefaults fills a vm handler table that a drop-in adds under a new name.
+var vmDefaults = RuntimeHandler{
+	Hypervisor:       "qemu",
+	HypervisorPath:   "/usr/bin/qemu-system-x86_64",
+	Accel:            "auto",
+	MachineType:      "q35",
+	DefaultVCPUs:     1,
+	DefaultMemoryMiB: 256,
+	SharedFS:         "9p",
+	AgentTransport:   "auto",
+}
+
+// ociDefaults fills an oci handler table that a drop-in adds under a new name.
+var ociDefaults = RuntimeHandler{
+	RuntimePath: "/usr/sbin/runc",
+	MonitorPath: "/usr/bin/conmon",
+}
+
+func (h *RuntimeHandler) fillDefaults() {
+	d := ociDefaults
+	if h.RuntimeType == RuntimeTypeVM {
+		d = vmDefaults
+	}
+	fill := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	fill(&h.RuntimePath, d.RuntimePath)
+	fill(&h.MonitorPath, d.MonitorPath)
+	fill(&h.Hypervisor, d.Hypervisor)
+	fill(&h.HypervisorPath, d.HypervisorPath)
+	fill(&h.Accel, d.Accel)
+	fill(&h.MachineType, d.MachineType)
+	fill(&h.SharedFS, d.SharedFS)
+	fill(&h.AgentTransport, d.AgentTransport)
+	if h.DefaultVCPUs == 0 {
+		h.DefaultVCPUs = d.DefaultVCPUs
+	}
+	if h.DefaultMemoryMiB == 0 {
+		h.DefaultMemoryMiB = d.DefaultMemoryMiB
+	}
+}
+
+// HandlerNames returns the configured handler names, sorted.
+func (c *Config) HandlerNames() []string {
+	names := make([]string, 0, len(c.Runtime.Runtimes))
+	for n := range c.Runtime.Runtimes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// ResolveHandler maps a RuntimeClass handler name or one of its aliases to
+// the configured name. The empty name resolves to default_runtime.
+func (c *Config) ResolveHandler(name string) (string, *RuntimeHandler, bool) {
+	if name == "" {
+		name = c.Runtime.DefaultRuntime
+	}
+	if h, ok := c.Runtime.Runtimes[name]; ok {
+		return name, h, true
+	}
+	for n, h := range c.Runtime.Runtimes {
+		if slices.Contains(h.Aliases, name) {
+			return n, h, true
+		}
+	}
+	return "", nil, false
+}
+
+// SocketPath is listen without an optional unix:// scheme.
+func (c *Config) SocketPath() string {
+	return filepath.Clean(strings.TrimPrefix(c.Listen, "unix://"))
+}
+
+// StoreDir is where the sandbox/container store lives.
+func (c *Config) StoreDir() string { return filepath.Join(c.Root, "store") }
+
+// LockPath is the file whose flock keeps a second crivm off this root.
+func (c *Config) LockPath() string { return filepath.Join(c.Root, "crivm.lock") }

@@ -1,0 +1,67 @@
+// Package steps runs a sequence of named steps and, when one fails, undoes
+// the ones before it in reverse order. The daemon's start-up uses it, and so do
+// sandbox and VM boots: every resource a step creates is released by the
+// cleanup that step returns.
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/crivm/crivm/internal/log"
+)
+
+// Cleanup undoes one step. It must be safe to call after a partial failure
+// of a later step; it is called at most once.
+type Cleanup func(ctx context.Context) error
+
+// Step is one named unit of work. Do returns the Cleanup for what it created
+// (nil when it created nothing to undo).
+type Step struct {
+	Name string
+	Do   func(ctx context.Context) (Cleanup, error)
+}
+
+// Undo holds the cleanups of the steps that have run, newest last.
+type Undo struct {
+	names    []string
+	cleanups []Cleanup
+}
+
+// Run executes steps in order. On the first failure it runs the cleanups of
+// the completed steps in reverse order and returns "NAME: err", joined with
+// any cleanup errors. On success the caller owns the returned Undo and calls
+// Undo.Run when the resources are to be released.
+func Run(ctx context.Context, steps []Step) (*Undo, error) {
+	u := &Undo{}
+	for _, s := range steps {
+		c, err := s.Do(ctx)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", s.Name, err)
+			if cerr := u.Run(context.WithoutCancel(ctx)); cerr != nil {
+				return nil, errors.Join(err, cerr)
+			}
+			return nil, err
+		}
+		u.names = append(u.names, s.Name)
+		u.cleanups = append(u.cleanups, c)
+	}
+	return u, nil
+}
+
+// Run undoes the completed steps, newest first, and keeps going past errors.
+func (u *Undo) Run(ctx context.Context) error {
+	var errs []error
+	for i := len(u.cleanups) - 1; i >= 0; i-- {
+		if u.cleanups[i] == nil {
+			continue
+		}
+		if err := u.cleanups[i](ctx); err != nil {
+			log.G(ctx).Warn("cleanup failed", "step", u.names[i], "err", err)
+			errs = append(errs, fmt.Errorf("undoing %s: %w", u.names[i], err))
+		}
+	}
+	u.names, u.cleanups = nil, nil
+	return errors.Join(errs...)
+}
