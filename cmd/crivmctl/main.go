@@ -1,0 +1,98 @@
+// Command crivmctl is a crictl-style client for crivm (or any CRI runtime),
+// built on k8s.io/cri-client, the kubelet's own client.
+//
+//	crivmctl [--runtime-endpoint EP] [--timeout D] [-o table|json] VERB [args]
+//
+// Verbs: version, info, pods, ps.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+const defaultEndpoint = "unix:///run/crivm/crivm.sock"
+
+// cli carries the global flags to the verbs.
+type cli struct {
+	endpoint string
+	timeout  time.Duration
+	output   string
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+type verb struct {
+	name, usage string
+	run         func(ctx context.Context, c *cli, args []string) error
+}
+
+var verbs = []verb{
+	{"version", "print the runtime's name and version", runVersion},
+	{"info", "print the runtime's status conditions and, with -v, its config", runInfo},
+	{"pods", "list pod sandboxes [--name N] [--namespace NS] [--state ready|notready] [--label k=v] [-q]", runPods},
+	{"ps", "list containers [-a] [--pod ID] [--state S] [--label k=v] [-q]", runPs},
+}
+
+var errUsage = errors.New("usage")
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintf(os.Stderr, "crivmctl: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	c := &cli{stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("crivmctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ep := os.Getenv("CONTAINER_RUNTIME_ENDPOINT")
+	if ep == "" {
+		ep = defaultEndpoint
+	}
+	fs.StringVar(&c.endpoint, "runtime-endpoint", ep, "CRI endpoint (env CONTAINER_RUNTIME_ENDPOINT)")
+	fs.StringVar(&c.endpoint, "r", ep, "shorthand for --runtime-endpoint")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "per-call timeout")
+	fs.StringVar(&c.output, "o", "table", "output: table or json")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: crivmctl [flags] VERB [args]\n\nverbs:\n")
+		for _, v := range verbs {
+			fmt.Fprintf(stderr, "  %-8s %s\n", v.name, v.usage)
+		}
+		fmt.Fprintf(stderr, "\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if c.output != "table" && c.output != "json" {
+		fmt.Fprintf(stderr, "crivmctl: -o %q: want table or json\n", c.output)
+		return errUsage
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	for _, v := range verbs {
+		if v.name == fs.Arg(0) {
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			defer cancel()
+			return v.run(ctx, c, fs.Args()[1:])
+		}
+	}
+	fmt.Fprintf(stderr, "crivmctl: unknown verb %q\n", fs.Arg(0))
+	fs.Usage()
+	return errUsage
+}

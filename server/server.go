@@ -1,0 +1,61 @@
+// Package server implements the CRI RuntimeService and ImageService, one
+// file per RPC. RPC methods return domain errors (internal/errdefs); the
+// interceptors in instrument.go log every call and turn those errors into
+// gRPC statuses. An RPC whose issue has not landed is not defined here, so
+// the embedded Unimplemented servers answer it with codes.Unimplemented.
+package server
+
+import (
+	"log/slog"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/store"
+)
+
+// Deps are what the services need from the daemon. Config returns the
+// current effective configuration; it changes only on SIGHUP reloads.
+type Deps struct {
+	Config func() *configs.Config
+	Store  *store.Store
+	// Version is the crivm build version.
+	Version string
+	// Logger is the daemon's logger; every RPC context carries a child of it.
+	Logger *slog.Logger
+}
+
+// RuntimeService serves runtime.v1.RuntimeService.
+type RuntimeService struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	deps Deps
+}
+
+// ImageService serves runtime.v1.ImageService. No image RPC has landed yet.
+type ImageService struct {
+	runtimeapi.UnimplementedImageServiceServer
+}
+
+var (
+	_ runtimeapi.RuntimeServiceServer = (*RuntimeService)(nil)
+	_ runtimeapi.ImageServiceServer   = (*ImageService)(nil)
+)
+
+// New returns a gRPC server with both CRI services registered behind the
+// instrumenting interceptors.
+func New(deps Deps) *grpc.Server {
+	in := instrument{base: deps.Logger}
+	if in.base == nil {
+		in.base = slog.Default()
+	}
+	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(in.unary),
+		grpc.ChainStreamInterceptor(in.stream),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.MaxSendMsgSize(16<<20),
+	)
+	runtimeapi.RegisterRuntimeServiceServer(gs, &RuntimeService{deps: deps})
+	runtimeapi.RegisterImageServiceServer(gs, &ImageService{})
+	return gs
+}

@@ -1,0 +1,142 @@
+// Package store keeps crivm's sandboxes and containers: their IDs, reserved
+// names and state, persisted in a bbolt database under root so that a
+// restarted daemon finds them again. server/ and the handlers share it.
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"maps"
+	"slices"
+	"time"
+)
+
+// SandboxState mirrors the CRI PodSandboxState.
+type SandboxState string
+
+const (
+	SandboxReady    SandboxState = "ready"
+	SandboxNotReady SandboxState = "notready"
+)
+
+// ContainerState mirrors the CRI ContainerState.
+type ContainerState string
+
+const (
+	ContainerCreated ContainerState = "created"
+	ContainerRunning ContainerState = "running"
+	ContainerExited  ContainerState = "exited"
+	ContainerUnknown ContainerState = "unknown"
+)
+
+// Process identifies a host process across PID reuse: StartTime is field 22
+// of /proc/PID/stat, in clock ticks since boot, and BootID the boot it ran in.
+type Process struct {
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"`
+	BootID    string `json:"boot_id,omitempty"`
+}
+
+// PodMetadata is the CRI PodSandboxMetadata.
+type PodMetadata struct {
+	Name      string `json:"name"`
+	UID       string `json:"uid"`
+	Namespace string `json:"namespace"`
+	Attempt   uint32 `json:"attempt"`
+}
+
+// Sandbox is one pod sandbox record.
+type Sandbox struct {
+	ID       string      `json:"id"`
+	Name     string      `json:"name"`
+	Metadata PodMetadata `json:"metadata"`
+	// RuntimeHandler is what the kubelet asked for; Handler is the configured
+	// handler the trust verdict chose.
+	RuntimeHandler string            `json:"runtime_handler"`
+	Handler        string            `json:"handler"`
+	Trust          []byte            `json:"trust,omitempty"` // the verdict, as JSON
+	Labels         map[string]string `json:"labels,omitempty"`
+	Annotations    map[string]string `json:"annotations,omitempty"`
+	State          SandboxState      `json:"state"`
+	CreatedAt      time.Time         `json:"created_at"`
+	LogDirectory   string            `json:"log_directory,omitempty"`
+	NetNSPath      string            `json:"netns_path,omitempty"`
+	IP             string            `json:"ip,omitempty"`
+	AdditionalIPs  []string          `json:"additional_ips,omitempty"`
+	// Process is the infra container (runc) or the hypervisor (vm).
+	Process *Process `json:"process,omitempty"`
+	// Config is the RunPodSandbox config, proto-encoded.
+	Config []byte `json:"config,omitempty"`
+	// Extra holds handler-owned values (socket paths, bundle dirs).
+	Extra map[string]string `json:"extra,omitempty"`
+}
+
+// ContainerMetadata is the CRI ContainerMetadata.
+type ContainerMetadata struct {
+	Name    string `json:"name"`
+	Attempt uint32 `json:"attempt"`
+}
+
+// Container is one container record.
+type Container struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	SandboxID   string            `json:"sandbox_id"`
+	Metadata    ContainerMetadata `json:"metadata"`
+	Image       string            `json:"image"`
+	ImageRef    string            `json:"image_ref"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	State       ContainerState    `json:"state"`
+	CreatedAt   time.Time         `json:"created_at"`
+	StartedAt   time.Time         `json:"started_at,omitzero"`
+	FinishedAt  time.Time         `json:"finished_at,omitzero"`
+	ExitCode    int32             `json:"exit_code"`
+	Reason      string            `json:"reason,omitempty"`
+	Message     string            `json:"message,omitempty"`
+	LogPath     string            `json:"log_path,omitempty"`
+	Process     *Process          `json:"process,omitempty"`
+	// ExitFile is where the monitor writes the exit code.
+	ExitFile string            `json:"exit_file,omitempty"`
+	Config   []byte            `json:"config,omitempty"`
+	Extra    map[string]string `json:"extra,omitempty"`
+}
+
+func (p *Process) clone() *Process {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
+}
+
+func (s *Sandbox) clone() *Sandbox {
+	c := *s
+	c.Trust = slices.Clone(s.Trust)
+	c.Labels = maps.Clone(s.Labels)
+	c.Annotations = maps.Clone(s.Annotations)
+	c.AdditionalIPs = slices.Clone(s.AdditionalIPs)
+	c.Process = s.Process.clone()
+	c.Config = slices.Clone(s.Config)
+	c.Extra = maps.Clone(s.Extra)
+	return &c
+}
+
+func (c *Container) clone() *Container {
+	n := *c
+	n.Labels = maps.Clone(c.Labels)
+	n.Annotations = maps.Clone(c.Annotations)
+	n.Process = c.Process.clone()
+	n.Config = slices.Clone(c.Config)
+	n.Extra = maps.Clone(c.Extra)
+	return &n
+}
+
+// NewID returns a random 64-hex-character ID.
+func NewID() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("reading random bytes: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}

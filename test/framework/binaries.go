@@ -1,0 +1,55 @@
+// Package framework runs the real crivm daemon for e2e tests: it builds the
+// binaries once, starts the daemon on a private socket and root, and hands
+// out k8s.io/cri-client clients.
+package framework
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+)
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// BinDir returns a directory holding crivm, crivmctl and crivm-agent. It is
+// $CRIVM_BIN_DIR when set (make test sets it to bin/ after building),
+// otherwise the binaries are built once per test process into a temp dir.
+func BinDir() (string, error) {
+	binOnce.Do(func() {
+		if d := os.Getenv("CRIVM_BIN_DIR"); d != "" {
+			binDir, binErr = filepath.Abs(d)
+			return
+		}
+		binDir, binErr = os.MkdirTemp("", "crivm-e2e-bin-")
+		if binErr != nil {
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		repo := filepath.Join(filepath.Dir(file), "..", "..")
+		for _, cmd := range []string{"crivm", "crivmctl"} {
+			b := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "./cmd/"+cmd)
+			b.Dir = repo
+			if out, err := b.CombinedOutput(); err != nil {
+				binErr = fmt.Errorf("building %s: %v\n%s", cmd, err, out)
+				return
+			}
+		}
+	})
+	return binDir, binErr
+}
+
+// Bin returns the path of one built binary.
+func Bin(name string) (string, error) {
+	d, err := BinDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, name), nil
+}
