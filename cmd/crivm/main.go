@@ -20,7 +20,7 @@ import (
 
 // globalFlags are the flags that override config keys.
 type globalFlags struct {
-	configFile, configDir                     string
+	configFile, configDir                      string
 	root, runroot, listen, logLevel, logFormat string
 }
 
