@@ -1,0 +1,144 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultBootDir is where FindKernel looks for installed kernels.
+const DefaultBootDir = "/boot"
+
+// errNoKernel is returned when neither a configured kernel nor any
+// vmlinuz-* exists in the boot directory.
+var errNoKernel = errors.New("no guest kernel found in /boot (install linux-image-amd64 or set kernel = ...)")
+
+// FindKernel returns the guest kernel to boot: configured when set (it must
+// exist), else /boot/vmlinuz-$(uname -r), else the newest /boot/vmlinuz-* by
+// version order.
+func FindKernel(configured string) (string, error) {
+	var u unix.Utsname
+	release := ""
+	if err := unix.Uname(&u); err == nil {
+		release = unix.ByteSliceToString(u.Release[:])
+	}
+	return findKernel(configured, DefaultBootDir, release)
+}
+
+func findKernel(configured, bootDir, release string) (string, error) {
+	if configured != "" {
+		if err := checkKernelFile(configured); err != nil {
+			return "", fmt.Errorf("checking configured kernel %s: %w", configured, err)
+		}
+		return configured, nil
+	}
+	if release != "" {
+		p := filepath.Join(bootDir, "vmlinuz-"+release)
+		if checkKernelFile(p) == nil {
+			return p, nil
+		}
+	}
+	entries, err := os.ReadDir(bootDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("listing %s: %w", bootDir, err)
+	}
+	var versions []string
+	for _, e := range entries {
+		v, ok := strings.CutPrefix(e.Name(), "vmlinuz-")
+		if !ok || v == "" || isPackagingLeftover(v) {
+			continue
+		}
+		if checkKernelFile(filepath.Join(bootDir, e.Name())) == nil {
+			versions = append(versions, v)
+		}
+	}
+	if len(versions) == 0 {
+		if bootDir != DefaultBootDir {
+			return "", fmt.Errorf("no guest kernel found in %s (install linux-image-amd64 or set kernel = ...)", bootDir)
+		}
+		return "", errNoKernel
+	}
+	newest := slices.MaxFunc(versions, compareVersions)
+	return filepath.Join(bootDir, "vmlinuz-"+newest), nil
+}
+
+// isPackagingLeftover reports names dpkg or editors leave next to a kernel.
+func isPackagingLeftover(v string) bool {
+	for _, s := range []string{".dpkg-tmp", ".dpkg-new", ".dpkg-old", ".dpkg-bak", ".old", ".bak", "~"} {
+		if strings.HasSuffix(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkKernelFile requires p to resolve to a non-empty regular file. The
+// error does not repeat p; callers name it.
+func checkKernelFile(p string) error {
+	st, err := os.Stat(p)
+	if err != nil {
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			return pe.Err
+		}
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return errors.New("not a regular file")
+	}
+	if st.Size() == 0 {
+		return errors.New("empty file")
+	}
+	return nil
+}
+
+// compareVersions orders version strings the way `sort -V` does for kernel
+// releases: runs of digits compare numerically, other runs byte-wise, so
+// 6.1.0-10-amd64 > 6.1.0-9-amd64 and 6.10 > 6.9.
+func compareVersions(a, b string) int {
+	for a != "" && b != "" {
+		var ra, rb string
+		ra, a = nextRun(a)
+		rb, b = nextRun(b)
+		da, db := isDigit(ra[0]), isDigit(rb[0])
+		switch {
+		case da && db:
+			na, nb := strings.TrimLeft(ra, "0"), strings.TrimLeft(rb, "0")
+			if c := len(na) - len(nb); c != 0 {
+				return c
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+		case da != db:
+			// A number sorts after a separator or suffix: 6.1.0-10 > 6.1.0-rc.
+			if da {
+				return 1
+			}
+			return -1
+		default:
+			if c := strings.Compare(ra, rb); c != 0 {
+				return c
+			}
+		}
+	}
+	return len(a) - len(b)
+}
+
+// nextRun splits s (non-empty) into its leading run of digits or non-digits
+// and the rest.
+func nextRun(s string) (string, string) {
+	d := isDigit(s[0])
+	i := 1
+	for i < len(s) && isDigit(s[i]) == d {
+		i++
+	}
+	return s[:i], s[i:]
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }

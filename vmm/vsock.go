@@ -1,0 +1,70 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// VhostVsockDevice is the host device QEMU's vhost-vsock-pci needs.
+const VhostVsockDevice = "/dev/vhost-vsock"
+
+// Agent transports.
+const (
+	TransportAuto   = "auto"
+	TransportVsock  = "vsock"
+	TransportSerial = "serial"
+)
+
+// VhostVsockAvailable reports whether /dev/vhost-vsock exists and opens
+// read-write, and why not when it does not.
+func VhostVsockAvailable() (bool, string) {
+	return deviceUsable(VhostVsockDevice)
+}
+
+// deviceUsable opens dev read-write (what QEMU does) and closes it again.
+func deviceUsable(dev string) (bool, string) {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, dev + " missing"
+		}
+		return false, fmt.Sprintf("opening %s: %v", dev, unwrapPath(err))
+	}
+	f.Close()
+	return true, dev + " present"
+}
+
+// ChooseTransport resolves agent_transport: auto picks vsock when
+// /dev/vhost-vsock is usable, else serial. An explicit vsock without the
+// device is an error.
+func ChooseTransport(requested string) (string, string, error) {
+	ok, why := VhostVsockAvailable()
+	return chooseTransport(requested, ok, why)
+}
+
+func chooseTransport(requested string, vsockOK bool, why string) (string, string, error) {
+	switch requested {
+	case TransportAuto, "":
+		if vsockOK {
+			return TransportVsock, "auto: " + why, nil
+		}
+		return TransportSerial, "auto: " + why + ", using virtio-serial", nil
+	case TransportVsock:
+		if !vsockOK {
+			return "", "", fmt.Errorf("agent_transport = vsock but %s is not usable: %s", VhostVsockDevice, why)
+		}
+		return TransportVsock, "configured: " + why, nil
+	case TransportSerial:
+		return TransportSerial, "configured", nil
+	}
+	return "", "", fmt.Errorf("unknown agent_transport %q (want auto, vsock or serial)", requested)
+}
+
+func unwrapPath(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
+	}
+	return err
+}
