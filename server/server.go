@@ -13,6 +13,7 @@ import (
 
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/store"
+	"github.com/crivm/crivm/trust"
 )
 
 // Deps are what the services need from the daemon. Config returns the
@@ -20,6 +21,7 @@ import (
 type Deps struct {
 	Config func() *configs.Config
 	Store  *store.Store
+	Trust  *trust.Classifier
 	// Version is the crivm build version.
 	Version string
 	// Logger is the daemon's logger; every RPC context carries a child of it.

@@ -24,6 +24,7 @@ import (
 	"github.com/crivm/crivm/internal/version"
 	"github.com/crivm/crivm/server"
 	"github.com/crivm/crivm/store"
+	"github.com/crivm/crivm/trust"
 )
 
 // daemon holds what lives for the whole run. cfg changes only in reload.
@@ -34,6 +35,8 @@ type daemon struct {
 	store    *store.Store
 	listener net.Listener
 	lock     *os.File
+	trust    *trust.Classifier
+	audit    *trust.AuditLog
 }
 
 func runDaemon(g globalFlags) error {
@@ -56,7 +59,7 @@ func runDaemon(g globalFlags) error {
 		return fmt.Errorf("starting: %w", err)
 	}
 
-	gs := server.New(server.Deps{Config: d.cfg.Load, Store: d.store, Version: version.Version, Logger: logger})
+	gs := server.New(server.Deps{Config: d.cfg.Load, Store: d.store, Trust: d.trust, Version: version.Version, Logger: logger})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(d.listener) }()
 	logger.Info("serving CRI", "socket", cfg.SocketPath())
@@ -100,7 +103,7 @@ func stopGracefully(gs stopper, timeout time.Duration) {
 
 // shutdown releases what a good start holds. The socket goes; state stays.
 func (d *daemon) shutdown(sock string) error {
-	return errors.Join(closeSocket(d.listener, sock), d.store.Close(), d.lock.Close())
+	return errors.Join(closeSocket(d.listener, sock), d.audit.Close(), d.store.Close(), d.lock.Close())
 }
 
 // closeSocket closes l (which may already be closed) and makes sure the socket
@@ -160,6 +163,30 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 		}},
 		{Name: "reconciling state", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			return nil, server.Reconcile(ctx, d.store)
+		}},
+		{Name: "opening trust audit log", Do: func(context.Context) (steps.Cleanup, error) {
+			path := cfg.Runtime.AuditLog
+			_, statErr := os.Stat(path)
+			a, err := trust.NewAuditLog(path)
+			if err != nil {
+				return nil, err
+			}
+			d.audit = a
+			return func(context.Context) error {
+				err := a.Close()
+				if path != "" && errors.Is(statErr, os.ErrNotExist) {
+					err = errors.Join(err, os.Remove(path))
+				}
+				return err
+			}, nil
+		}},
+		{Name: "loading trust policy", Do: func(context.Context) (steps.Cleanup, error) {
+			p, err := trust.LoadPolicy(cfg.Runtime.TrustPolicy, cfg)
+			if err != nil {
+				return nil, err
+			}
+			d.trust = trust.New(cfg, p, trust.WithAuditLog(d.audit))
+			return nil, nil
 		}},
 		{Name: "listening", Do: func(context.Context) (steps.Cleanup, error) {
 			l, err := listenUnix(sock)
@@ -282,6 +309,12 @@ func (d *daemon) reload(ctx context.Context) {
 			next.Runtime.TrustPolicy = loaded.Config.Runtime.TrustPolicy
 		}
 		l.Info("config key reloaded", "key", "crivm."+k)
+	}
+	if err := d.trust.Reload(next.Runtime.TrustPolicy); err != nil {
+		l.Error("trust policy reload failed: keeping the policy in force", "err", err)
+		next.Runtime.TrustPolicy = old.Runtime.TrustPolicy
+	} else {
+		l.Info("trust policy reloaded", "path", next.Runtime.TrustPolicy)
 	}
 	l.Info("SIGHUP: reload done", "files", loaded.Files)
 	// The level changes last, so the lines above show at the old level.

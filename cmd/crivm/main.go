@@ -5,6 +5,8 @@
 //	crivm [flags] version         print the version
 //	crivm [flags] check [--probe] [-o json]
 //	                              print what this host supports, per handler
+//	crivm [flags] trust explain --pod pod.json [--handler H] [--image REF]...
+//	crivm [flags] trust check-policy FILE|DIR
 package main
 
 import (
@@ -94,6 +96,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "check":
 		return runCheck(g, rest[1:], stdout, stderr)
+	case "trust":
+		return runTrust(g, rest[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "crivm: unknown command %q\n", rest[0])
 	fs.Usage()

@@ -48,8 +48,12 @@ func ParseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("unknown log level %q (want trace, debug, info, warn or error)", s)
 }
 
-// New returns a logger writing text or JSON lines to w at the level held in lv.
+// New returns a logger writing text or JSON lines to w at the level held in
+// lv (info when lv is nil).
 func New(w io.Writer, format string, lv *slog.LevelVar) *slog.Logger {
+	if lv == nil {
+		lv = new(slog.LevelVar)
+	}
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

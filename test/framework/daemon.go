@@ -28,6 +28,8 @@ type Daemon struct {
 	Config  string // the main config file
 	DropIn  string // the drop-in dir
 	LogPath string
+	// AuditLog is the trust audit log, set by a drop-in 00-test.conf.
+	AuditLog string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -66,6 +68,12 @@ func NewDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	}
 	conf := fmt.Sprintf("[crivm]\nroot = %q\nrunroot = %q\nlisten = %q\nlog_level = \"debug\"\n%s", d.Root, d.Runroot, d.Socket, opts.Config)
 	if err := os.WriteFile(d.Config, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Keep the audit log out of /var/log; a test's own config may override it.
+	d.AuditLog = filepath.Join(dir, "trust-audit.log")
+	dropIn := fmt.Sprintf("[crivm.runtime]\naudit_log = %q\n", d.AuditLog)
+	if err := os.WriteFile(filepath.Join(d.DropIn, "00-test.conf"), []byte(dropIn), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
