@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,6 +25,19 @@ func (c *cli) runtime(ctx context.Context) (internalapi.RuntimeService, error) {
 		return nil, fmt.Errorf("connecting to %s: %w", c.endpoint, err)
 	}
 	return rs, nil
+}
+
+// readProtoJSON reads a CRI config file in crictl's JSON format (protojson;
+// snake_case and lowerCamelCase field names both work).
+func readProtoJSON(path string, m proto.Message) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if err := protojson.Unmarshal(data, m); err != nil {
+		return fmt.Errorf("parsing %s: %w", path, err)
+	}
+	return nil
 }
 
 // printJSON writes messages the way crictl does: protojson, indented.

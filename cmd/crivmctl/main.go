@@ -3,7 +3,7 @@
 //
 //	crivmctl [--runtime-endpoint EP] [--timeout D] [-o table|json] VERB [args]
 //
-// Verbs: version, info, pods, ps.
+// Verbs: version, info, pods, ps, runp.
 package main
 
 import (
@@ -14,6 +14,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 const defaultEndpoint = "unix:///run/crivm/crivm.sock"
@@ -37,11 +39,13 @@ var verbs = []verb{
 	{"info", "print the runtime's status conditions and, with -v, its config", runInfo},
 	{"pods", "list pod sandboxes [--name N] [--namespace NS] [--state ready|notready] [--label k=v] [-q]", runPods},
 	{"ps", "list containers [-a] [--pod ID] [--state S] [--label k=v] [-q]", runPs},
+	{"runp", "run a pod sandbox from a pod-config.json [--runtime HANDLER]", runRunp},
 }
 
 var errUsage = errors.New("usage")
 
 func main() {
+	quietKlog()
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintf(os.Stderr, "crivmctl: %v\n", err)
@@ -49,6 +53,16 @@ func main() {
 		}
 		os.Exit(2)
 	}
+}
+
+// quietKlog silences the client library's own error lines: crivmctl reports
+// every failure itself.
+func quietKlog() {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	_ = fs.Set("logtostderr", "false")
+	_ = fs.Set("stderrthreshold", "FATAL")
+	klog.SetOutput(io.Discard)
 }
 
 func run(args []string, stdout, stderr io.Writer) error {

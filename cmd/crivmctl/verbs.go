@@ -164,3 +164,26 @@ func runPs(ctx context.Context, c *cli, args []string) error {
 	}
 	return w.Flush()
 }
+
+func runRunp(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("runp", flag.ContinueOnError)
+	handler := fs.String("runtime", "", "RuntimeClass handler (empty: let the trust classifier choose)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprintln(c.stderr, "usage: crivmctl runp [--runtime H] pod-config.json")
+		return errUsage
+	}
+	var cfg runtimeapi.PodSandboxConfig
+	if err := readProtoJSON(fs.Arg(0), &cfg); err != nil {
+		return err
+	}
+	rs, err := c.runtime(ctx)
+	if err != nil {
+		return err
+	}
+	id, err := rs.RunPodSandbox(ctx, &cfg, *handler)
+	if err != nil {
+		return fmt.Errorf("running pod sandbox: %w", err)
+	}
+	fmt.Fprintln(c.stdout, id)
+	return nil
+}

@@ -1,0 +1,41 @@
+# crivm: `make demo` and `make test` are the two commands on a fresh machine.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO      ?= go
+TAGS    := containers_image_openpgp exclude_graphdriver_btrfs
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/crivm/crivm/internal/version.Version=$(VERSION)
+GOFLAGS_BUILD := -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
+
+.PHONY: all deps build test unit e2e demo lint clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(GO) build $(GOFLAGS_BUILD) -o bin/crivm ./cmd/crivm
+	$(GO) build $(GOFLAGS_BUILD) -o bin/crivmctl ./cmd/crivmctl
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/crivm-agent ./cmd/crivm-agent
+
+# Every test: unit tests and e2e tests against the real daemon, under -race.
+test: deps build lint
+	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -race -count=1 -timeout 25m -tags "$(TAGS)" ./...
+
+unit: build
+	$(GO) test -race -count=1 -tags "$(TAGS)" $$($(GO) list ./... | grep -v /test/)
+
+e2e: build
+	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -v -timeout 25m -tags "$(TAGS)" ./test/...
+
+demo: deps build
+	@scripts/demo.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet -tags "$(TAGS)" ./...
+
+clean:
+	rm -rf bin
