@@ -81,6 +81,13 @@ type NetworkConfig struct {
 type ImageConfig struct {
 	PauseImage         string   `toml:"pause_image" json:"pause_image"`
 	InsecureRegistries []string `toml:"insecure_registries" json:"insecure_registries"`
+	// UnqualifiedSearchRegistries are tried in order for a short name such
+	// as "busybox". Empty: Docker's rule, docker.io/library/busybox.
+	UnqualifiedSearchRegistries []string `toml:"unqualified_search_registries" json:"unqualified_search_registries"`
+	// RegistryMirrors maps a registry to the mirrors tried before it.
+	RegistryMirrors map[string][]string `toml:"registry_mirrors" json:"registry_mirrors,omitempty"`
+	// StorageDriver is "overlay" or "vfs".
+	StorageDriver string `toml:"storage_driver" json:"storage_driver"`
 }
 
 // vmDefaults fills a vm handler table that a drop-in adds under a new name.
@@ -158,6 +165,11 @@ func (c *Config) ResolveHandler(name string) (string, *RuntimeHandler, bool) {
 func (c *Config) SocketPath() string {
 	return filepath.Clean(strings.TrimPrefix(c.Listen, "unix://"))
 }
+
+// StorageRoot and StorageRunroot hold containers/storage (images, layers,
+// container rootfs).
+func (c *Config) StorageRoot() string    { return filepath.Join(c.Root, "storage") }
+func (c *Config) StorageRunroot() string { return filepath.Join(c.Runroot, "storage") }
 
 // StoreDir is where the sandbox/container store lives.
 func (c *Config) StoreDir() string { return filepath.Join(c.Root, "store") }

@@ -67,6 +67,12 @@ func (c *Config) Validate() error {
 	if c.Image.PauseImage == "" {
 		checks = append(checks, keyErr("crivm.image.pause_image", "must be set"))
 	}
+	checks = append(checks, oneOf("crivm.image.storage_driver", c.Image.StorageDriver, "overlay", "vfs"))
+	for reg, mirrors := range c.Image.RegistryMirrors {
+		if len(mirrors) == 0 {
+			checks = append(checks, keyErr("crivm.image.registry_mirrors."+reg, "lists no mirror"))
+		}
+	}
 	for _, err := range checks {
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/image"
 	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/trust"
 )
@@ -22,6 +23,7 @@ type Deps struct {
 	Config func() *configs.Config
 	Store  *store.Store
 	Trust  *trust.Classifier
+	Images *image.Service
 	// Version is the crivm build version.
 	Version string
 	// Logger is the daemon's logger; every RPC context carries a child of it.
@@ -34,9 +36,10 @@ type RuntimeService struct {
 	deps Deps
 }
 
-// ImageService serves runtime.v1.ImageService. No image RPC has landed yet.
+// ImageService serves runtime.v1.ImageService.
 type ImageService struct {
 	runtimeapi.UnimplementedImageServiceServer
+	deps Deps
 }
 
 var (
@@ -58,6 +61,6 @@ func New(deps Deps) *grpc.Server {
 		grpc.MaxSendMsgSize(16<<20),
 	)
 	runtimeapi.RegisterRuntimeServiceServer(gs, &RuntimeService{deps: deps})
-	runtimeapi.RegisterImageServiceServer(gs, &ImageService{})
+	runtimeapi.RegisterImageServiceServer(gs, &ImageService{deps: deps})
 	return gs
 }

@@ -18,7 +18,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"go.podman.io/image/v5/docker/reference"
+
 	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/image"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/steps"
 	"github.com/crivm/crivm/internal/version"
@@ -37,6 +40,7 @@ type daemon struct {
 	lock     *os.File
 	trust    *trust.Classifier
 	audit    *trust.AuditLog
+	images   *image.Service
 }
 
 func runDaemon(g globalFlags) error {
@@ -59,7 +63,7 @@ func runDaemon(g globalFlags) error {
 		return fmt.Errorf("starting: %w", err)
 	}
 
-	gs := server.New(server.Deps{Config: d.cfg.Load, Store: d.store, Trust: d.trust, Version: version.Version, Logger: logger})
+	gs := server.New(server.Deps{Config: d.cfg.Load, Store: d.store, Trust: d.trust, Images: d.images, Version: version.Version, Logger: logger})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(d.listener) }()
 	logger.Info("serving CRI", "socket", cfg.SocketPath())
@@ -103,7 +107,7 @@ func stopGracefully(gs stopper, timeout time.Duration) {
 
 // shutdown releases what a good start holds. The socket goes; state stays.
 func (d *daemon) shutdown(sock string) error {
-	return errors.Join(closeSocket(d.listener, sock), d.audit.Close(), d.store.Close(), d.lock.Close())
+	return errors.Join(closeSocket(d.listener, sock), d.audit.Close(), d.images.Close(), d.store.Close(), d.lock.Close())
 }
 
 // closeSocket closes l (which may already be closed) and makes sure the socket
@@ -157,6 +161,30 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 				if errors.Is(statErr, os.ErrNotExist) {
 					// This failed start created the store: leave no trace.
 					return errors.Join(err, os.RemoveAll(cfg.StoreDir()))
+				}
+				return err
+			}, nil
+		}},
+		{Name: "opening image storage", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			_, statErr := os.Stat(cfg.StorageRoot())
+			pause, _ := reference.ParseNormalizedNamed(cfg.Image.PauseImage)
+			var pinned []string
+			if pause != nil {
+				pinned = append(pinned, reference.TagNameOnly(pause).String())
+			}
+			imgs, err := image.New(ctx, image.Options{
+				Root: cfg.StorageRoot(), Runroot: cfg.StorageRunroot(), Driver: cfg.Image.StorageDriver,
+				InsecureRegistries: cfg.Image.InsecureRegistries, SearchRegistries: cfg.Image.UnqualifiedSearchRegistries,
+				Mirrors: cfg.Image.RegistryMirrors, PinnedImages: pinned,
+			})
+			if err != nil {
+				return nil, err
+			}
+			d.images = imgs
+			return func(context.Context) error {
+				err := imgs.Close()
+				if errors.Is(statErr, os.ErrNotExist) {
+					err = errors.Join(err, os.RemoveAll(cfg.StorageRoot()), os.RemoveAll(cfg.StorageRunroot()))
 				}
 				return err
 			}, nil

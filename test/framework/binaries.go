@@ -12,6 +12,9 @@ import (
 	"sync"
 )
 
+// BuildTags are the tags crivm is built with (containers/image and storage).
+const BuildTags = "containers_image_openpgp exclude_graphdriver_btrfs"
+
 var (
 	binOnce sync.Once
 	binDir  string
@@ -34,7 +37,7 @@ func BinDir() (string, error) {
 		_, file, _, _ := runtime.Caller(0)
 		repo := filepath.Join(filepath.Dir(file), "..", "..")
 		for _, cmd := range []string{"crivm", "crivmctl"} {
-			b := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "./cmd/"+cmd)
+			b := exec.Command("go", "build", "-tags", BuildTags, "-o", filepath.Join(binDir, cmd), "./cmd/"+cmd)
 			b.Dir = repo
 			if out, err := b.CombinedOutput(); err != nil {
 				binErr = fmt.Errorf("building %s: %v\n%s", cmd, err, out)
