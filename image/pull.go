@@ -58,7 +58,10 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (PullResult,
 	var errs []error
 	for _, named := range cands {
 		res, err := s.pulls.do(ctx, named.String(), func(pctx context.Context) (PullResult, error) {
-			return s.pullOne(pctx, named, sys)
+			s.tracker.begin()
+			res, err := s.pullOne(pctx, named, sys)
+			s.tracker.end(context.WithoutCancel(pctx), err != nil, s.sweepOrphanLayers)
+			return res, err
 		})
 		if err == nil {
 			return res, nil

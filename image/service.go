@@ -43,7 +43,8 @@ type Service struct {
 	// sys is the base SystemContext; pulls copy it and add credentials.
 	sys types.SystemContext
 
-	pulls pullGroup
+	pulls   pullGroup
+	tracker pullTracker
 
 	// mu guards info, the per-image-ID cache of what ListImages reports.
 	// Image IDs are content addresses, so an entry never goes stale; it is
@@ -133,11 +134,10 @@ func (s *Service) writeRegistriesConf() error {
 		SystemRegistriesConfPath:    filepath.Join(dir, "registries.conf"),
 		SystemRegistriesConfDirPath: filepath.Join(dir, "registries.conf.d"),
 		// Only the kubelet's credentials count: no ambient auth files.
-		AuthFilePath:             filepath.Join(dir, "no-auth.json"),
-		DockerCompatAuthFilePath: filepath.Join(dir, "no-auth.json"),
-		RegistriesDirPath:        filepath.Join(dir, "registries.d"),
-		SignaturePolicyPath:      os.DevNull,
-		BigFilesTemporaryDir:     filepath.Join(s.opts.Root, "tmp"),
+		AuthFilePath:         filepath.Join(dir, "no-auth.json"),
+		RegistriesDirPath:    filepath.Join(dir, "registries.d"),
+		SignaturePolicyPath:  os.DevNull,
+		BigFilesTemporaryDir: filepath.Join(s.opts.Root, "tmp"),
 	}
 	return os.MkdirAll(s.sys.BigFilesTemporaryDir, 0o700)
 }

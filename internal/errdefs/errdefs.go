@@ -78,6 +78,9 @@ func Unimplemented(format string, args ...any) error {
 	return Newf(ErrUnimplemented, format, args...)
 }
 
+// IsClass reports whether err belongs to class (one of the sentinels).
+func IsClass(err, class error) bool { return errors.Is(err, class) }
+
 var classes = []struct {
 	err  error
 	code codes.Code

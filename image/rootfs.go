@@ -1,0 +1,69 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.podman.io/storage"
+
+	"github.com/crivm/crivm/internal/log"
+)
+
+// CreateRootfs creates a container's writable layer on the image imageRef
+// names and mounts it. It returns the mount point and the image ID. On
+// failure nothing is left in storage.
+func (s *Service) CreateRootfs(ctx context.Context, id, name, imageRef string) (rootfs, imageID string, err error) {
+	img, err := s.lookup(imageRef)
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := s.store.CreateContainer(id, []string{name}, img.ID, "", "", nil); err != nil {
+		return "", "", fmt.Errorf("creating storage container: %w", err)
+	}
+	mp, err := s.store.Mount(id, "")
+	if err != nil {
+		if derr := s.store.DeleteContainer(id); derr != nil {
+			log.G(ctx).Warn("deleting storage container after a failed mount", "id", id, "err", derr)
+		}
+		return "", "", fmt.Errorf("mounting rootfs: %w", err)
+	}
+	return mp, img.ID, nil
+}
+
+// MountRootfs (re)mounts an existing container's rootfs, e.g. after a
+// restart, and returns the mount point.
+func (s *Service) MountRootfs(id string) (string, error) {
+	mp, err := s.store.Mount(id, "")
+	if err != nil {
+		return "", fmt.Errorf("mounting rootfs: %w", err)
+	}
+	return mp, nil
+}
+
+// RemoveRootfs unmounts and deletes a container's writable layer. A missing
+// container is not an error.
+func (s *Service) RemoveRootfs(ctx context.Context, id string) error {
+	if _, err := s.store.Unmount(id, true); err != nil && !gone(err) {
+		return fmt.Errorf("unmounting rootfs: %w", err)
+	}
+	if err := s.store.DeleteContainer(id); err != nil && !gone(err) {
+		return fmt.Errorf("deleting storage container: %w", err)
+	}
+	return nil
+}
+
+// gone reports errors that mean the storage container no longer exists.
+func gone(err error) bool {
+	return errors.Is(err, storage.ErrContainerUnknown) || errors.Is(err, storage.ErrNotAContainer) ||
+		errors.Is(err, storage.ErrLayerUnknown)
+}
+
+// WritableLayerBytes is the disk space of a container's writable layer.
+func (s *Service) WritableLayerBytes(id string) (uint64, error) {
+	n, err := s.store.ContainerSize(id)
+	if err != nil {
+		return 0, fmt.Errorf("sizing container layer: %w", err)
+	}
+	return uint64(n), nil
+}
