@@ -8,7 +8,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/crivm/crivm/internal/version.Version=$(VERSION)
 GOFLAGS_BUILD := -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 
-.PHONY: all deps build test unit e2e demo lint clean
+.PHONY: all deps build test unit e2e demo lint clean bench-pull
 
 all: build
 
@@ -32,6 +32,10 @@ e2e: build
 
 demo: deps build
 	@scripts/demo.sh
+
+# Image pull+unpack throughput against skopeo, same run (docs/performance.md).
+bench-pull: deps build
+	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/bench/pull -n 5 -mib 100
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
