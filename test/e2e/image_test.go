@@ -254,3 +254,42 @@ func TestPullsUnderStress(t *testing.T) {
 		t.Errorf("pull with a wrong password: %v; want 401", err)
 	}
 }
+
+// TestMirrorsAndSearch: a configured mirror serves a registry that does not
+// exist, and a short name resolves through the unqualified-search registries.
+func TestMirrorsAndSearch(t *testing.T) {
+	testutil.RequiresRoot(t)
+	testutil.RequiresBinary(t, registry.Binary)
+	ctx := context.Background()
+	reg := framework.StartRegistry(t, registry.Options{})
+	d := framework.NewDaemon(t, framework.DaemonOptions{})
+	conf := `[crivm.image]
+insecure_registries = ["` + reg.Host + `"]
+unqualified_search_registries = ["` + reg.Host + `"]
+[crivm.image.registry_mirrors]
+"registry.invalid" = ["` + reg.Host + `"]
+`
+	if err := os.WriteFile(filepath.Join(d.DropIn, "05-registry.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Start(ctx)
+	is := d.ImageService(ctx)
+
+	// 1. registry.invalid does not resolve; its mirror has the image.
+	if _, err := is.PullImage(ctx, spec("registry.invalid/busybox:latest"), nil, nil); err != nil {
+		t.Fatalf("pull through mirror: %v", err)
+	}
+	if st, err := is.ImageStatus(ctx, spec("registry.invalid/busybox:latest"), false); err != nil || st.GetImage() == nil {
+		t.Errorf("mirrored image not stored under its own name: %v %v", st, err)
+	}
+
+	// 2. A short name resolves through the search registry.
+	id, err := is.PullImage(ctx, spec("pause"), nil, nil)
+	if err != nil {
+		t.Fatalf("pull short name: %v", err)
+	}
+	st, err := is.ImageStatus(ctx, spec(reg.Ref("pause", "latest")), false)
+	if err != nil || st.GetImage().GetId() != id {
+		t.Errorf("short name pause: stored as %v (%v), want %s", st.GetImage(), err, reg.Ref("pause", "latest"))
+	}
+}
