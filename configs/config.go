@@ -39,6 +39,14 @@ type Config struct {
 	Runtime   RuntimeConfig `toml:"runtime" json:"runtime"`
 	Network   NetworkConfig `toml:"network" json:"network"`
 	Image     ImageConfig   `toml:"image" json:"image"`
+	Stream    StreamConfig  `toml:"stream" json:"stream"`
+}
+
+// StreamConfig is [crivm.stream]: the exec/attach/port-forward server.
+type StreamConfig struct {
+	Address string `toml:"address" json:"address"`
+	// Port 0 picks a free port at start-up.
+	Port int `toml:"port" json:"port"`
 }
 
 // RuntimeConfig is [crivm.runtime].
@@ -170,6 +178,12 @@ func (c *Config) SocketPath() string {
 // container rootfs).
 func (c *Config) StorageRoot() string    { return filepath.Join(c.Root, "storage") }
 func (c *Config) StorageRunroot() string { return filepath.Join(c.Runroot, "storage") }
+
+// HandlerDir is a handler's state dir under runroot.
+func (c *Config) HandlerDir(name string) string { return filepath.Join(c.Runroot, "handlers", name) }
+
+// PodsDir holds each pod's resolv.conf, hosts, hostname and shm.
+func (c *Config) PodsDir() string { return filepath.Join(c.Runroot, "pods") }
 
 // StoreDir is where the sandbox/container store lives.
 func (c *Config) StoreDir() string { return filepath.Join(c.Root, "store") }

@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -66,6 +67,12 @@ func (c *Config) Validate() error {
 	checks = append(checks, absPath("crivm.network.network_dir", c.Network.NetworkDir, false))
 	if c.Image.PauseImage == "" {
 		checks = append(checks, keyErr("crivm.image.pause_image", "must be set"))
+	}
+	if net.ParseIP(c.Stream.Address) == nil {
+		checks = append(checks, keyErr("crivm.stream.address", "%q is not an IP address", c.Stream.Address))
+	}
+	if c.Stream.Port < 0 || c.Stream.Port > 65535 {
+		checks = append(checks, keyErr("crivm.stream.port", "%d is outside 0..65535", c.Stream.Port))
 	}
 	checks = append(checks, oneOf("crivm.image.storage_driver", c.Image.StorageDriver, "overlay", "vfs"))
 	for reg, mirrors := range c.Image.RegistryMirrors {

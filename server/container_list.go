@@ -21,13 +21,16 @@ func (s *RuntimeService) ListContainers(ctx context.Context, req *runtimeapi.Lis
 		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
 			return false
 		}
-		if f.GetState() != nil && containerState(c.State) != f.GetState().GetState() {
-			return false
-		}
 		return labelsMatch(c.Labels, f.GetLabelSelector())
 	})
 	resp := &runtimeapi.ListContainersResponse{Containers: make([]*runtimeapi.Container, 0, len(ctrs))}
 	for _, c := range ctrs {
+		// The state filter applies after the refresh: the kubelet learns of
+		// exits from this list.
+		c = s.refreshContainer(ctx, c)
+		if f.GetState() != nil && containerState(c.State) != f.GetState().GetState() {
+			continue
+		}
 		resp.Containers = append(resp.Containers, &runtimeapi.Container{
 			Id:           c.ID,
 			PodSandboxId: c.SandboxID,

@@ -18,13 +18,14 @@ func (s *RuntimeService) ListPodSandbox(ctx context.Context, req *runtimeapi.Lis
 		if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
 			return false
 		}
-		if f.GetState() != nil && sandboxState(sb.State) != f.GetState().GetState() {
-			return false
-		}
 		return labelsMatch(sb.Labels, f.GetLabelSelector())
 	})
 	resp := &runtimeapi.ListPodSandboxResponse{Items: make([]*runtimeapi.PodSandbox, 0, len(sbs))}
 	for _, sb := range sbs {
+		sb = s.refreshSandbox(ctx, sb)
+		if f.GetState() != nil && sandboxState(sb.State) != f.GetState().GetState() {
+			continue
+		}
 		resp.Items = append(resp.Items, &runtimeapi.PodSandbox{
 			Id:             sb.ID,
 			Metadata:       podMetadata(sb.Metadata),

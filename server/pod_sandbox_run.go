@@ -2,18 +2,37 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
+	imgspec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/steps"
+	"github.com/crivm/crivm/netns"
+	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/trust"
 )
 
-// RunPodSandbox classifies the pod and hands it to the chosen handler. A
-// refused pod creates nothing: the trust decision comes before any resource.
+// Annotations crivm adds to every sandbox: the trust verdict and handler.
+const (
+	AnnotationTrust   = "io.crivm.trust"
+	AnnotationHandler = "io.crivm.handler"
+)
+
+// RunPodSandbox classifies the pod, then runs the shared pipeline (pod files,
+// netns, CNI, pause rootfs) and the chosen handler as named steps. A step
+// that fails undoes the ones before it, so a refused or failed pod leaves
+// nothing behind. The trust decision comes before any resource.
 func (s *RuntimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
 	cfg := req.GetConfig()
 	if err := validatePodConfig(cfg); err != nil {
@@ -25,17 +44,178 @@ func (s *RuntimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunP
 		return nil, fmt.Errorf("pod %s/%s refused: %w", in.Namespace, in.Name, err)
 	}
 	log.G(ctx).Info("trust verdict", "pod", in.Namespace+"/"+in.Name, "handler", v.Handler, "trusted", v.Trusted, "reasons", v.Reasons)
-	return nil, handlerUnavailable(v)
+	entry, err := s.deps.Handlers.Get(v.Handler)
+	if err != nil {
+		return nil, err
+	}
+
+	md := cfg.GetMetadata()
+	sb := &store.Sandbox{
+		ID:             store.NewID(),
+		Name:           store.SandboxName(store.PodMetadata{Name: md.Name, UID: md.Uid, Namespace: md.Namespace, Attempt: md.Attempt}),
+		Metadata:       store.PodMetadata{Name: md.Name, UID: md.Uid, Namespace: md.Namespace, Attempt: md.Attempt},
+		RuntimeHandler: req.GetRuntimeHandler(),
+		Handler:        v.Handler,
+		Labels:         cfg.GetLabels(),
+		Annotations:    cfg.GetAnnotations(),
+		State:          store.SandboxReady,
+		LogDirectory:   cfg.GetLogDirectory(),
+		Extra:          map[string]string{},
+	}
+	if sb.Trust, err = json.Marshal(v); err != nil {
+		return nil, fmt.Errorf("encoding verdict: %w", err)
+	}
+	if sb.Annotations == nil {
+		sb.Annotations = map[string]string{}
+	}
+	sb.Annotations[AnnotationTrust] = trustWord(v.Trusted)
+	sb.Annotations[AnnotationHandler] = v.Handler
+	if sb.Config, err = proto.Marshal(cfg); err != nil {
+		return nil, fmt.Errorf("encoding pod config: %w", err)
+	}
+	ctx = log.With(ctx, "sandbox", sb.ID, "pod", md.Namespace+"/"+md.Name)
+
+	if err := s.deps.Store.Sandboxes.Reserve(sb.Name, sb.ID); err != nil {
+		return nil, err
+	}
+	// Once recorded, the sandbox's resources are released by Stop/Remove.
+	if _, err := steps.Run(ctx, s.runSandboxSteps(sb, cfg, entry)); err != nil {
+		s.deps.Store.Sandboxes.Release(sb.Name, sb.ID)
+		return nil, err
+	}
+	log.G(ctx).Info("pod sandbox running", "handler", v.Handler, "ip", sb.IP)
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: sb.ID}, nil
 }
 
-// handlerUnavailable is the answer while a handler type has no
-// implementation in this build. A vm-routed pod is refused with
-// FailedPrecondition: it must never fall back to an oci handler.
-func handlerUnavailable(v trust.Verdict) error {
-	if v.HandlerType == configs.RuntimeTypeVM {
-		return errdefs.FailedPrecondition("no vm handler available for handler %q: the vm runtime type is not implemented in this build, and a pod routed to a VM is never run outside one", v.Handler)
+func trustWord(trusted bool) string {
+	if trusted {
+		return "trusted"
 	}
-	return errdefs.Unimplemented("handler %q: the oci runtime type is not implemented in this build", v.Handler)
+	return "untrusted"
+}
+
+// runSandboxSteps fills sb as it goes; the last step persists it.
+func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodSandboxConfig, entry *handlers.Entry) []steps.Step {
+	files := podFilesIn(filepath.Join(s.deps.PodsDir, sb.ID))
+	hostNet := hostNetwork(cfg)
+	hostname := podHostname(cfg)
+	var pauseRootfs string
+	var pauseImage *imgspec.Image
+	start := time.Now()
+	return []steps.Step{
+		{Name: "writing pod files", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if err := os.MkdirAll(files.Dir, 0o755); err != nil {
+				return nil, err
+			}
+			cleanup := func(context.Context) error { return files.remove() }
+			err := errors.Join(files.writeResolvConf(cfg.GetDnsConfig()), files.writeHostname(hostname))
+			if err == nil && !hostIPC(cfg) {
+				err = files.mountShm()
+			}
+			if err != nil {
+				return nil, errors.Join(err, cleanup(ctx))
+			}
+			sb.Extra["pod_dir"] = files.Dir
+			return cleanup, nil
+		}},
+		{Name: "creating network namespace", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if hostNet {
+				return nil, nil
+			}
+			ns, err := netns.New(s.deps.NetNSDir, "crivm-"+sb.ID[:32])
+			if err != nil {
+				return nil, err
+			}
+			sb.NetNSPath = ns.Path()
+			return func(context.Context) error { return ns.Remove() }, nil
+		}},
+		{Name: "setting up pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if hostNet {
+				return nil, files.writeHosts(true, "", hostname)
+			}
+			nreq := networkRequest(sb, cfg)
+			res, err := s.deps.Network.Setup(ctx, nreq)
+			if err != nil {
+				return nil, err
+			}
+			for i, ip := range res.IPs {
+				if i == 0 {
+					sb.IP = ip.String()
+				} else {
+					sb.AdditionalIPs = append(sb.AdditionalIPs, ip.String())
+				}
+			}
+			cleanup := func(ctx context.Context) error { return s.deps.Network.Teardown(ctx, nreq) }
+			if err := files.writeHosts(false, sb.IP, hostname); err != nil {
+				return nil, errors.Join(err, cleanup(ctx))
+			}
+			return cleanup, nil
+		}},
+		{Name: "preparing pause rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if entry.Type != configs.RuntimeTypeOCI {
+				return nil, nil
+			}
+			rootfs, img, err := s.pauseRootfs(ctx, sb)
+			if err != nil {
+				return nil, err
+			}
+			pauseRootfs, pauseImage = rootfs, img
+			return func(ctx context.Context) error { return s.deps.Images.RemoveRootfs(ctx, sb.ID) }, nil
+		}},
+		{Name: "starting sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			req := &handlers.SandboxRequest{
+				Sandbox: sb, Config: cfg, Dir: files.Dir, NetNSPath: sb.NetNSPath,
+				ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
+				PauseRootfs: pauseRootfs,
+			}
+			if !hostIPC(cfg) {
+				req.ShmPath = files.Shm
+			}
+			if pauseImage != nil {
+				req.PauseImage = &pauseImage.Config
+			}
+			started, err := entry.StartSandbox(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			sb.Process = started.Process
+			for k, v := range started.Extra {
+				sb.Extra[k] = v
+			}
+			return func(ctx context.Context) error {
+				return errors.Join(entry.StopSandbox(ctx, sb), entry.RemoveSandbox(ctx, sb))
+			}, nil
+		}},
+		{Name: "recording sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			sb.CreatedAt = time.Now()
+			if err := s.deps.Store.Sandboxes.Add(sb); err != nil {
+				return nil, err
+			}
+			log.G(ctx).Debug("sandbox recorded", "took", time.Since(start))
+			return func(context.Context) error { return s.deps.Store.Sandboxes.Delete(sb.ID) }, nil
+		}},
+	}
+}
+
+// networkRequest is the CNI request for sb; Setup and Teardown use the same.
+func networkRequest(sb *store.Sandbox, cfg *runtimeapi.PodSandboxConfig) netns.SetupRequest {
+	req := netns.SetupRequest{
+		ContainerID: sb.ID, NetNSPath: sb.NetNSPath,
+		PodName: sb.Metadata.Name, PodNamespace: sb.Metadata.Namespace, PodUID: sb.Metadata.UID,
+	}
+	for _, pm := range cfg.GetPortMappings() {
+		proto := "tcp"
+		switch pm.Protocol {
+		case runtimeapi.Protocol_UDP:
+			proto = "udp"
+		case runtimeapi.Protocol_SCTP:
+			proto = "sctp"
+		}
+		req.PortMappings = append(req.PortMappings, netns.PortMapping{
+			Protocol: proto, ContainerPort: pm.ContainerPort, HostPort: pm.HostPort, HostIP: pm.HostIp,
+		})
+	}
+	return req
 }
 
 func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {

@@ -11,8 +11,12 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"k8s.io/cri-streaming/pkg/streaming"
+
 	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/image"
+	"github.com/crivm/crivm/netns"
 	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/trust"
 )
@@ -24,6 +28,13 @@ type Deps struct {
 	Store  *store.Store
 	Trust  *trust.Classifier
 	Images *image.Service
+	// Handlers are the configured handlers by name.
+	Handlers handlers.Registry
+	// Network runs CNI; NetNSDir is where pod network namespaces live.
+	Network  *netns.Manager
+	NetNSDir string
+	// PodsDir holds each pod's files (resolv.conf, hosts, shm) under runroot.
+	PodsDir string
 	// Version is the crivm build version.
 	Version string
 	// Logger is the daemon's logger; every RPC context carries a child of it.
@@ -34,7 +45,16 @@ type Deps struct {
 type RuntimeService struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	deps Deps
+	// locks serializes the RPCs that change one sandbox or container;
+	// keys are IDs.
+	locks keyedMutex
+	// streaming serves exec, attach and port-forward. Set once by
+	// SetStreaming before serving; read-only afterwards.
+	streaming streaming.Server
 }
+
+// SetStreaming gives the service its streaming server. Call before serving.
+func (s *RuntimeService) SetStreaming(ss streaming.Server) { s.streaming = ss }
 
 // ImageService serves runtime.v1.ImageService.
 type ImageService struct {
@@ -47,9 +67,15 @@ var (
 	_ runtimeapi.ImageServiceServer   = (*ImageService)(nil)
 )
 
+// NewRuntimeService returns the runtime service; the daemon also hands it
+// to the streaming server.
+func NewRuntimeService(deps Deps) *RuntimeService {
+	return &RuntimeService{deps: deps}
+}
+
 // New returns a gRPC server with both CRI services registered behind the
 // instrumenting interceptors.
-func New(deps Deps) *grpc.Server {
+func New(deps Deps, rs *RuntimeService) *grpc.Server {
 	in := instrument{base: deps.Logger}
 	if in.base == nil {
 		in.base = slog.Default()
@@ -60,7 +86,7 @@ func New(deps Deps) *grpc.Server {
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.MaxSendMsgSize(16<<20),
 	)
-	runtimeapi.RegisterRuntimeServiceServer(gs, &RuntimeService{deps: deps})
+	runtimeapi.RegisterRuntimeServiceServer(gs, rs)
 	runtimeapi.RegisterImageServiceServer(gs, &ImageService{deps: deps})
 	return gs
 }

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,11 +22,15 @@ import (
 
 	"go.podman.io/image/v5/docker/reference"
 
+	"k8s.io/cri-streaming/pkg/streaming"
+
 	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/image"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/steps"
 	"github.com/crivm/crivm/internal/version"
+	"github.com/crivm/crivm/netns"
 	"github.com/crivm/crivm/server"
 	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/trust"
@@ -41,6 +47,9 @@ type daemon struct {
 	trust    *trust.Classifier
 	audit    *trust.AuditLog
 	images   *image.Service
+	handlers handlers.Registry
+	network  *netns.Manager
+	stream   net.Listener
 }
 
 func runDaemon(g globalFlags) error {
@@ -63,10 +72,28 @@ func runDaemon(g globalFlags) error {
 		return fmt.Errorf("starting: %w", err)
 	}
 
-	gs := server.New(server.Deps{Config: d.cfg.Load, Store: d.store, Trust: d.trust, Images: d.images, Version: version.Version, Logger: logger})
+	deps := server.Deps{
+		Config: d.cfg.Load, Store: d.store, Trust: d.trust, Images: d.images,
+		Handlers: d.handlers, Network: d.network, NetNSDir: netns.DefaultDir, PodsDir: cfg.PodsDir(),
+		Version: version.Version, Logger: logger,
+	}
+	rs := server.NewRuntimeService(deps)
+	ss, err := streaming.NewServer(streaming.Config{
+		Addr:                            d.stream.Addr().String(),
+		StreamIdleTimeout:               streaming.DefaultConfig.StreamIdleTimeout,
+		StreamCreationTimeout:           streaming.DefaultConfig.StreamCreationTimeout,
+		SupportedRemoteCommandProtocols: streaming.DefaultConfig.SupportedRemoteCommandProtocols,
+		SupportedPortForwardProtocols:   streaming.DefaultConfig.SupportedPortForwardProtocols,
+	}, server.StreamRuntime{S: rs})
+	if err != nil {
+		return errors.Join(fmt.Errorf("creating streaming server: %w", err), d.shutdown(cfg.SocketPath()))
+	}
+	rs.SetStreaming(ss)
+	go http.Serve(d.stream, ss)
+	gs := server.New(deps, rs)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(d.listener) }()
-	logger.Info("serving CRI", "socket", cfg.SocketPath())
+	logger.Info("serving CRI", "socket", cfg.SocketPath(), "streaming", d.stream.Addr().String())
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -107,7 +134,7 @@ func stopGracefully(gs stopper, timeout time.Duration) {
 
 // shutdown releases what a good start holds. The socket goes; state stays.
 func (d *daemon) shutdown(sock string) error {
-	return errors.Join(closeSocket(d.listener, sock), d.audit.Close(), d.images.Close(), d.store.Close(), d.lock.Close())
+	return errors.Join(closeSocket(d.listener, sock), d.stream.Close(), d.audit.Close(), d.images.Close(), d.store.Close(), d.lock.Close())
 }
 
 // closeSocket closes l (which may already be closed) and makes sure the socket
@@ -189,6 +216,18 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 				return err
 			}, nil
 		}},
+		{Name: "setting up handlers", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			reg, err := buildHandlers(ctx, cfg)
+			if err != nil {
+				return nil, err
+			}
+			d.handlers = reg
+			d.network = netns.NewManager(netns.Options{
+				ConfDir: cfg.Network.NetworkDir, PluginDirs: cfg.Network.CNIPluginDirs,
+				CacheDir: filepath.Join(cfg.Root, "cni"),
+			})
+			return nil, os.MkdirAll(cfg.PodsDir(), 0o711)
+		}},
 		{Name: "reconciling state", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			return nil, server.Reconcile(ctx, d.store)
 		}},
@@ -215,6 +254,14 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 			}
 			d.trust = trust.New(cfg, p, trust.WithAuditLog(d.audit))
 			return nil, nil
+		}},
+		{Name: "listening for streams", Do: func(context.Context) (steps.Cleanup, error) {
+			l, err := net.Listen("tcp", net.JoinHostPort(cfg.Stream.Address, strconv.Itoa(cfg.Stream.Port)))
+			if err != nil {
+				return nil, fmt.Errorf("listening for exec/attach/port-forward streams: %w", err)
+			}
+			d.stream = l
+			return func(context.Context) error { return l.Close() }, nil
 		}},
 		{Name: "listening", Do: func(context.Context) (steps.Cleanup, error) {
 			l, err := listenUnix(sock)

@@ -16,6 +16,8 @@ import (
 	"io"
 	"os"
 
+	"go.podman.io/storage/pkg/reexec"
+
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/internal/version"
 )
@@ -59,6 +61,11 @@ func (g *globalFlags) loadOptions() configs.LoadOptions {
 var errUsage = errors.New("usage")
 
 func main() {
+	// containers/storage re-executes this binary to unpack layers in a
+	// chroot; the child must run its own entry point, not crivm's.
+	if reexec.Init() {
+		return
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, errUsage) {
 			os.Exit(2)

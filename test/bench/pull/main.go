@@ -24,7 +24,6 @@ import (
 	"github.com/crivm/crivm/test/registry"
 )
 
-
 func main() {
 	n := flag.Int("n", 5, "iterations per side")
 	mib := flag.Int("mib", 100, "image size in MiB")

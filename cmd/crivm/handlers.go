@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/handlers/runc"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/oci"
+)
+
+// errVMNotImplemented is why a vm handler has no implementation yet.
+var errVMNotImplemented = errors.New("the vm runtime type is not implemented in this build")
+
+// buildHandlers makes one implementation per configured handler. A handler
+// whose binaries are missing stays in the registry without an
+// implementation, so its pods get FailedPrecondition naming the reason.
+func buildHandlers(ctx context.Context, cfg *configs.Config) (handlers.Registry, error) {
+	host, err := probeHost(cfg)
+	if err != nil {
+		return nil, err
+	}
+	reg := handlers.Registry{}
+	for _, name := range cfg.HandlerNames() {
+		h := cfg.Runtime.Runtimes[name]
+		e := &handlers.Entry{Name: name, Type: h.RuntimeType}
+		switch h.RuntimeType {
+		case configs.RuntimeTypeOCI:
+			impl, err := runc.New(runc.Options{Name: name, RuntimePath: h.RuntimePath, MonitorPath: h.MonitorPath,
+				Dir: cfg.HandlerDir(name), Host: host})
+			if err != nil {
+				e.Unavailable = err
+				log.G(ctx).Warn("handler not available", "handler", name, "err", err)
+			} else {
+				e.Handler = impl
+			}
+		case configs.RuntimeTypeVM:
+			e.Unavailable = errVMNotImplemented
+		}
+		reg[name] = e
+	}
+	return reg, nil
+}
+
+func probeHost(cfg *configs.Config) (oci.Host, error) {
+	cg, err := oci.ProbeCgroups()
+	if err != nil {
+		return oci.Host{}, err
+	}
+	floor, err := oci.OOMScoreAdjFloor()
+	if err != nil {
+		return oci.Host{}, fmt.Errorf("reading the oom_score_adj floor: %w", err)
+	}
+	aa, _ := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	return oci.Host{
+		CgroupDriver:      cfg.Runtime.CgroupManager,
+		Cgroups:           cg,
+		DaemonOOMScoreAdj: floor,
+		HostHasAppArmor:   strings.TrimSpace(string(aa)) == "Y",
+	}, nil
+}

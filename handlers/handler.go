@@ -1,0 +1,166 @@
+// Package handlers defines the one interface both pod handlers implement:
+// runc (plain OCI containers under conmon, handlers/runc) and vm (a microVM
+// per pod, handlers/vm). server/ drives a pod through it after the shared
+// pipeline (trust, image, netns/CNI, spec generation inputs) has run.
+package handlers
+
+import (
+	"context"
+	"io"
+	"time"
+
+	imgspec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+
+	"github.com/crivm/crivm/store"
+)
+
+// Handler runs pods and their containers. Every method is context-first and
+// returns domain errors (internal/errdefs classes). Methods that take store
+// records never persist them: the caller owns the store and persists what a
+// method returns.
+type Handler interface {
+	// StartSandbox starts the pod's isolation boundary in req.NetNSPath:
+	// runc runs the infra (pause) container, vm boots the VM and its agent.
+	// On failure it leaves nothing running.
+	StartSandbox(ctx context.Context, req *SandboxRequest) (*SandboxStarted, error)
+	// StopSandbox stops the boundary; the caller has stopped the containers.
+	// Idempotent.
+	StopSandbox(ctx context.Context, sb *store.Sandbox) error
+	// RemoveSandbox releases what StartSandbox created. Idempotent.
+	RemoveSandbox(ctx context.Context, sb *store.Sandbox) error
+
+	// CreateContainer creates (does not start) a container in sb.
+	CreateContainer(ctx context.Context, sb *store.Sandbox, req *ContainerRequest) (*ContainerCreated, error)
+	StartContainer(ctx context.Context, sb *store.Sandbox, c *store.Container) (*ContainerState, error)
+	// StopContainer sends the stop signal, waits up to opts.Timeout, then
+	// kills. Idempotent on a stopped container.
+	StopContainer(ctx context.Context, c *store.Container, opts StopOptions) (*ContainerState, error)
+	// RemoveContainer removes a stopped container's runtime state.
+	// Idempotent.
+	RemoveContainer(ctx context.Context, c *store.Container) error
+	// ContainerState reports the container's current state from the
+	// runtime (exit files, the agent), for the caller to persist.
+	ContainerState(ctx context.Context, c *store.Container) (*ContainerState, error)
+
+	ExecSync(ctx context.Context, c *store.Container, req ExecRequest) (*ExecResult, error)
+	Exec(ctx context.Context, c *store.Container, req StreamRequest) error
+	Attach(ctx context.Context, c *store.Container, req StreamRequest) error
+	PortForward(ctx context.Context, sb *store.Sandbox, port int32, stream io.ReadWriteCloser) error
+
+	UpdateResources(ctx context.Context, c *store.Container, res *specs.LinuxResources) error
+	Stats(ctx context.Context, c *store.Container) (*ContainerStats, error)
+	ReopenLog(ctx context.Context, c *store.Container) error
+}
+
+// SandboxRequest is what StartSandbox needs.
+type SandboxRequest struct {
+	Sandbox *store.Sandbox
+	Config  *runtimeapi.PodSandboxConfig
+	// Dir is the pod's private directory under runroot; handlers put
+	// their files there. It exists.
+	Dir string
+	// NetNSPath is the pod's network namespace ("" for host network).
+	NetNSPath string
+	// ResolvConfPath, HostsPath and HostnamePath are prepared files to
+	// bind into every container. ShmPath is the pod's /dev/shm mount.
+	ResolvConfPath, HostsPath, HostnamePath, ShmPath string
+	// PauseRootfs and PauseImage are the infra container's mounted rootfs and
+	// image config (runc only; vm ignores them).
+	PauseRootfs string
+	PauseImage  *imgspec.ImageConfig
+}
+
+// SandboxStarted is what the caller persists after StartSandbox.
+type SandboxStarted struct {
+	Process *store.Process
+	Extra   map[string]string
+}
+
+// ContainerRequest is what CreateContainer needs.
+type ContainerRequest struct {
+	Container     *store.Container
+	Config        *runtimeapi.ContainerConfig
+	SandboxConfig *runtimeapi.PodSandboxConfig
+	Image         *imgspec.ImageConfig
+	Rootfs        string
+	// LogPath is the absolute CRI log path ("" for none).
+	LogPath string
+	// ResolvConfPath etc. are the pod's prepared files (see SandboxRequest).
+	ResolvConfPath, HostsPath, HostnamePath, ShmPath string
+}
+
+// ContainerCreated is what the caller persists after CreateContainer.
+type ContainerCreated struct {
+	Process  *store.Process
+	ExitFile string
+	Extra    map[string]string
+}
+
+// StopOptions bound a stop.
+type StopOptions struct {
+	Timeout time.Duration
+	// Signal is the image's stop signal; zero means SIGTERM.
+	Signal int
+}
+
+// ContainerState is a container's state as the runtime sees it.
+type ContainerState struct {
+	State      store.ContainerState
+	StartedAt  time.Time
+	FinishedAt time.Time
+	ExitCode   int32
+	// Reason is OOMKilled, Completed or Error once exited.
+	Reason  string
+	Message string
+	Process *store.Process
+}
+
+// Apply copies s into the record c.
+func (s *ContainerState) Apply(c *store.Container) {
+	c.State = s.State
+	if !s.StartedAt.IsZero() {
+		c.StartedAt = s.StartedAt
+	}
+	if !s.FinishedAt.IsZero() {
+		c.FinishedAt = s.FinishedAt
+	}
+	c.ExitCode, c.Reason, c.Message = s.ExitCode, s.Reason, s.Message
+	if s.Process != nil {
+		c.Process = s.Process
+	}
+}
+
+// ExecRequest is a synchronous exec.
+type ExecRequest struct {
+	Cmd     []string
+	Timeout time.Duration // zero: none
+}
+
+// ExecResult is the outcome of ExecSync.
+type ExecResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int32
+}
+
+// StreamRequest is an exec or attach over the streaming server.
+type StreamRequest struct {
+	Cmd    []string // exec only
+	Stdin  io.Reader
+	Stdout io.WriteCloser
+	Stderr io.WriteCloser
+	TTY    bool
+	Resize <-chan remotecommand.TerminalSize
+}
+
+// ContainerStats are a container's resource usage.
+type ContainerStats struct {
+	Timestamp time.Time
+	// CPUUsageNanos is cumulative CPU time.
+	CPUUsageNanos uint64
+	// MemoryWorkingSetBytes is usage minus inactive file pages.
+	MemoryWorkingSetBytes uint64
+	MemoryUsageBytes      uint64
+}

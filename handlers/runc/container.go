@@ -1,0 +1,142 @@
+package runc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/proc"
+	"github.com/crivm/crivm/oci"
+	"github.com/crivm/crivm/store"
+)
+
+// CreateContainer generates the spec and runs `runc create` under conmon.
+// The container joins the infra process's namespaces.
+func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *handlers.ContainerRequest) (*handlers.ContainerCreated, error) {
+	c := req.Container
+	ctx = logger(ctx, c.ID)
+	if sb.Process == nil || !proc.Alive(sb.Process.Pid, sb.Process.StartTime, sb.Process.BootID) {
+		return nil, errdefs.FailedPrecondition("sandbox %s is not running: its infra process is gone", sb.ID)
+	}
+	host := h.host
+	host.Warnf = func(format string, args ...any) { log.G(ctx).Warn(fmt.Sprintf(format, args...)) }
+	spec, err := oci.ContainerSpec(oci.ContainerSpecInput{
+		Host:           host,
+		ID:             c.ID,
+		SandboxID:      sb.ID,
+		Sandbox:        req.SandboxConfig,
+		Config:         req.Config,
+		Image:          req.Image,
+		RootfsPath:     req.Rootfs,
+		SandboxPid:     sb.Process.Pid,
+		ResolvConfPath: req.ResolvConfPath,
+		HostsPath:      req.HostsPath,
+		HostnamePath:   req.HostnamePath,
+		ShmPath:        req.ShmPath,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("generating spec: %w", err)
+	}
+	p, err := h.runContainer(ctx, c.ID, c.Name, spec, req.LogPath, monitorOptions{
+		Terminal: req.Config.GetTty(), Stdin: req.Config.GetStdin(), StdinOnce: req.Config.GetStdinOnce(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &handlers.ContainerCreated{Process: p, ExitFile: h.exitFile(c.ID)}, nil
+}
+
+// StartContainer runs `runc start`. A container that exits at once is
+// reported exited, with its code.
+func (h *Handler) StartContainer(ctx context.Context, sb *store.Sandbox, c *store.Container) (*handlers.ContainerState, error) {
+	ctx = logger(ctx, c.ID)
+	if err := h.rt.start(ctx, c.ID); err != nil {
+		if st, ok, _ := h.exitState(c.ID); ok {
+			return st, fmt.Errorf("starting container: %w (exit code %d)", err, st.ExitCode)
+		}
+		return nil, fmt.Errorf("starting container: %w", err)
+	}
+	st := &handlers.ContainerState{State: store.ContainerRunning, StartedAt: time.Now(), Process: c.Process}
+	if ex, ok, _ := h.exitState(c.ID); ok {
+		ex.StartedAt = st.StartedAt
+		return ex, nil
+	}
+	return st, nil
+}
+
+// StopContainer sends the stop signal, waits, then SIGKILLs.
+func (h *Handler) StopContainer(ctx context.Context, c *store.Container, opts handlers.StopOptions) (*handlers.ContainerState, error) {
+	return h.stop(logger(ctx, c.ID), c.ID, opts)
+}
+
+func (h *Handler) stop(ctx context.Context, id string, opts handlers.StopOptions) (*handlers.ContainerState, error) {
+	if st, ok, err := h.exitState(id); ok || err != nil {
+		return st, err
+	}
+	sig := opts.Signal
+	if sig == 0 {
+		sig = int(syscall.SIGTERM)
+	}
+	if opts.Timeout > 0 {
+		if err := h.rt.kill(ctx, id, sig, false); err != nil && !errors.Is(err, errNotExist) {
+			log.G(ctx).Warn("stop signal failed; killing", "signal", sig, "err", err)
+		} else if st, ok, err := h.waitExit(ctx, id, opts.Timeout); ok || err != nil {
+			return st, err
+		}
+	}
+	if err := h.rt.kill(ctx, id, int(syscall.SIGKILL), true); err != nil && !errors.Is(err, errNotExist) {
+		return nil, fmt.Errorf("killing container: %w", err)
+	}
+	st, ok, err := h.waitExit(ctx, id, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		// A container that was created but never started has no exit to
+		// wait for once runc kills its init: conmon still writes one, but
+		// give up here rather than hang.
+		return &handlers.ContainerState{State: store.ContainerExited, ExitCode: 137, Reason: "Error",
+			FinishedAt: time.Now(), Message: "no exit code after SIGKILL"}, nil
+	}
+	return st, nil
+}
+
+// RemoveContainer deletes the runtime state, bundle and exit file.
+func (h *Handler) RemoveContainer(ctx context.Context, c *store.Container) error {
+	return h.cleanupContainer(logger(ctx, c.ID), c.ID)
+}
+
+// ContainerState reads the exit file; a running container's process is
+// checked so that a container whose monitor died is not reported running.
+func (h *Handler) ContainerState(ctx context.Context, c *store.Container) (*handlers.ContainerState, error) {
+	st, ok, err := h.exitState(c.ID)
+	if err != nil {
+		return nil, fmt.Errorf("reading exit state: %w", err)
+	}
+	if ok {
+		return st, nil
+	}
+	cur := &handlers.ContainerState{State: c.State, StartedAt: c.StartedAt, Process: c.Process}
+	if c.State == store.ContainerRunning && (c.Process == nil || !proc.Alive(c.Process.Pid, c.Process.StartTime, c.Process.BootID)) {
+		// The process is gone but conmon wrote nothing: give it a moment.
+		if st, ok, _ := h.waitExit(ctx, c.ID, 2*time.Second); ok {
+			return st, nil
+		}
+		return &handlers.ContainerState{State: store.ContainerExited, ExitCode: 255, Reason: "Error",
+			FinishedAt: time.Now(), Message: "the container's process is gone and its monitor left no exit code"}, nil
+	}
+	return cur, nil
+}
+
+// ReopenLog asks conmon to reopen the log file (after the kubelet rotated it).
+func (h *Handler) ReopenLog(ctx context.Context, c *store.Container) error {
+	if c.State != store.ContainerRunning {
+		return errdefs.FailedPrecondition("container %s is not running", c.ID)
+	}
+	return writeControl(h.bundle(c.ID), 2, 0, 0)
+}

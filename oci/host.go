@@ -1,0 +1,80 @@
+package oci
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// CgroupFeatures describes the cgroup hierarchy a spec is applied under.
+type CgroupFeatures struct {
+	// V2 is the unified hierarchy. Containers then get a private cgroup
+	// namespace, as with containerd and CRI-O; on v1 they stay in the host's.
+	V2 bool
+	// Swap is swap accounting on v1 (memory.memsw.* exists). On v2 swap
+	// limits are always set: runc ignores a zero swap limit where the
+	// kernel lacks swap accounting.
+	Swap bool
+}
+
+// ProbeCgroups inspects the host's /sys/fs/cgroup.
+func ProbeCgroups() (CgroupFeatures, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
+		return CgroupFeatures{}, fmt.Errorf("probing cgroups: %w", err)
+	}
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return CgroupFeatures{V2: true, Swap: true}, nil
+	}
+	_, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+	return CgroupFeatures{Swap: err == nil}, nil
+}
+
+// capSysResource is CAP_SYS_RESOURCE's bit number.
+const capSysResource = 24
+
+// OOMScoreAdjFloor is the lowest oom_score_adj this process's children may
+// set (Host.DaemonOOMScoreAdj): -1000 when it holds CAP_SYS_RESOURCE, else
+// its own oom_score_adj, which children inherit and may only raise.
+func OOMScoreAdjFloor() (int, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("reading /proc/self/status: %w", err)
+	}
+	capEff, err := statusField(status, "CapEff")
+	if err != nil {
+		return 0, err
+	}
+	mask, err := strconv.ParseUint(capEff, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parsing CapEff %q: %w", capEff, err)
+	}
+	if mask&(1<<capSysResource) != 0 {
+		return -1000, nil
+	}
+	own, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return 0, fmt.Errorf("reading /proc/self/oom_score_adj: %w", err)
+	}
+	adj, err := strconv.Atoi(strings.TrimSpace(string(own)))
+	if err != nil {
+		return 0, fmt.Errorf("parsing oom_score_adj %q: %w", own, err)
+	}
+	return adj, nil
+}
+
+func statusField(status []byte, key string) (string, error) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && k == key {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("reading /proc/self/status: no %s field", key)
+}

@@ -1,0 +1,189 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/errdefs"
+)
+
+// defaultMounts are the kernel filesystems every container gets, as in
+// runc's and CRI-O's default spec. /dev/shm is a bind of shmPath when set,
+// else a private 64 MiB tmpfs. A privileged container gets /sys and
+// /sys/fs/cgroup read-write.
+func defaultMounts(shmPath string, privileged bool) []specs.Mount {
+	sysMode := "ro"
+	if privileged {
+		sysMode = "rw"
+	}
+	ms := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", sysMode}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", sysMode}},
+	}
+	if shmPath != "" {
+		ms = append(ms, specs.Mount{Destination: "/dev/shm", Type: "bind", Source: shmPath, Options: []string{"rbind", "nosuid", "noexec", "nodev", "rw"}})
+	} else {
+		ms = append(ms, specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}})
+	}
+	return ms
+}
+
+// etcMounts bind-mounts the pod's resolv.conf, hosts and hostname files
+// where given: read-write like CRI-O, read-only with a read-only rootfs.
+func etcMounts(resolvConf, hosts, hostname string, readonly bool) []specs.Mount {
+	mode := "rw"
+	if readonly {
+		mode = "ro"
+	}
+	var ms []specs.Mount
+	for _, f := range []struct{ src, dst string }{
+		{resolvConf, "/etc/resolv.conf"},
+		{hosts, "/etc/hosts"},
+		{hostname, "/etc/hostname"},
+	} {
+		if f.src != "" {
+			ms = append(ms, specs.Mount{Destination: f.dst, Type: "bind", Source: f.src, Options: []string{"bind", "nosuid", "noexec", "nodev", mode}})
+		}
+	}
+	return ms
+}
+
+// allowedMountOptions are the CRI mount_options accepted: they only take
+// rights away from a bind mount.
+var allowedMountOptions = []string{"nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime", "strictatime", "ro"}
+
+// criMounts converts the CRI mounts into bind mounts and returns the rootfs
+// propagation they need: "rshared" when any mount is BIDIRECTIONAL, else
+// "rslave" when any is HOST_TO_CONTAINER, else "" (runc's default).
+// A missing host path is created as a directory and symlinks in it are
+// resolved, as CRI-O and containerd do; selinux_relabel is ignored.
+func criMounts(ms []*runtimeapi.Mount, privileged bool) ([]specs.Mount, string, error) {
+	var out []specs.Mount
+	propagation := ""
+	for _, m := range ms {
+		dst := m.GetContainerPath()
+		if !path.IsAbs(dst) || path.Clean(dst) == "/" {
+			return nil, "", errdefs.InvalidArgument("mount destination %q is not an absolute path below /", dst)
+		}
+		if m.GetImage() != nil && m.GetHostPath() == "" {
+			return nil, "", errdefs.Unimplemented("image volume at %q: image volumes are not supported", dst)
+		}
+		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
+			return nil, "", errdefs.Unimplemented("mount at %q: idmapped mounts are not supported", dst)
+		}
+		src, err := mountSource(m.GetHostPath())
+		if err != nil {
+			return nil, "", err
+		}
+
+		opts := []string{"rbind"}
+		switch m.GetPropagation() {
+		case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+			opts = append(opts, "rprivate")
+		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			opts = append(opts, "rslave")
+			if propagation == "" {
+				propagation = "rslave"
+			}
+		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			if !privileged {
+				return nil, "", errdefs.InvalidArgument("mount at %q: bidirectional propagation needs a privileged container", dst)
+			}
+			opts = append(opts, "rshared")
+			propagation = "rshared"
+		default:
+			return nil, "", errdefs.InvalidArgument("mount at %q: unknown propagation %v", dst, m.GetPropagation())
+		}
+		switch {
+		case m.GetRecursiveReadOnly() && !m.GetReadonly():
+			return nil, "", errdefs.InvalidArgument("mount at %q: recursive read-only needs readonly", dst)
+		case m.GetRecursiveReadOnly() && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+			return nil, "", errdefs.InvalidArgument("mount at %q: recursive read-only needs private propagation", dst)
+		case m.GetRecursiveReadOnly():
+			opts = append(opts, "rro")
+		case m.GetReadonly():
+			opts = append(opts, "ro")
+		default:
+			opts = append(opts, "rw")
+		}
+		for _, o := range m.GetMountOptions() {
+			if !slices.Contains(allowedMountOptions, o) {
+				return nil, "", errdefs.InvalidArgument("mount at %q: mount option %q is not allowed", dst, o)
+			}
+			if !slices.Contains(opts, o) {
+				opts = append(opts, o)
+			}
+		}
+		out = append(out, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
+	}
+	return out, propagation, nil
+}
+
+// mountSource resolves a CRI mount's host path, creating it as a directory
+// when missing.
+func mountSource(hostPath string) (string, error) {
+	if !filepath.IsAbs(hostPath) {
+		return "", errdefs.InvalidArgument("mount source %q is not an absolute path", hostPath)
+	}
+	if _, err := os.Stat(hostPath); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(hostPath, 0o755); err != nil {
+			return "", fmt.Errorf("creating mount source: %w", err)
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("checking mount source: %w", err)
+	}
+	src, err := filepath.EvalSymlinks(hostPath)
+	if err != nil {
+		return "", fmt.Errorf("resolving mount source: %w", err)
+	}
+	return src, nil
+}
+
+// mergeMounts returns the default mounts minus those a CRI mount replaces
+// (same destination, or anything under /dev when a CRI mount is /dev),
+// followed by the CRI mounts, sorted so parents precede children.
+func mergeMounts(defaults, cri []specs.Mount) []specs.Mount {
+	dsts := map[string]bool{}
+	for _, m := range cri {
+		dsts[path.Clean(m.Destination)] = true
+	}
+	var out []specs.Mount
+	for _, m := range defaults {
+		d := path.Clean(m.Destination)
+		if dsts[d] || (dsts["/dev"] && strings.HasPrefix(d, "/dev/")) {
+			continue
+		}
+		out = append(out, m)
+	}
+	return sortMounts(append(out, cri...))
+}
+
+// sortMounts orders mounts by the depth of their destination, keeping the
+// given order among equal depths, so that a mount never hides one made on
+// a path below it.
+func sortMounts(ms []specs.Mount) []specs.Mount {
+	sort.SliceStable(ms, func(i, j int) bool { return mountDepth(ms[i]) < mountDepth(ms[j]) })
+	return ms
+}
+
+func mountDepth(m specs.Mount) int {
+	d := path.Clean(m.Destination)
+	if d == "/" {
+		return 0
+	}
+	return strings.Count(d, "/")
+}

@@ -1,0 +1,205 @@
+package oci
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/oci/seccomp"
+)
+
+// defaultMaskedPaths and defaultReadonlyPaths apply to every
+// non-privileged container unless the CRI config lists its own.
+var (
+	defaultMaskedPaths = []string{
+		"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+		"/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+	defaultReadonlyPaths = []string{
+		"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+	}
+)
+
+// pathsOrDefault is the CRI list when it is non-nil (an empty list masks
+// nothing, the kubelet's procMount: Unmasked), else the defaults.
+func pathsOrDefault(cri, defaults []string) []string {
+	if cri != nil {
+		return slices.Clone(cri)
+	}
+	return slices.Clone(defaults)
+}
+
+// Legacy seccomp_profile_path and apparmor_profile values.
+const (
+	profileRuntimeDefault = "runtime/default"
+	profileDockerDefault  = "docker/default"
+	profileUnconfined     = "unconfined"
+	profileLocalhostPfx   = "localhost/"
+)
+
+// seccompProfile selects the seccomp profile. The typed field wins over the
+// deprecated path string. Privileged containers run unconfined.
+//
+// RuntimeDefault is crivm's default profile (oci/seccomp) for the process's
+// bounding capabilities. Unconfined is no filter. Localhost loads the JSON
+// file at the given path (relative paths resolve under SeccompProfileRoot).
+//
+// When nothing is asked (no typed profile, empty path) the container gets
+// RuntimeDefault, crivm being isolation-first. The kubelet, unless its
+// seccompDefault option is on, sends an explicit Unconfined for pods that
+// do not ask, which is honoured; so such pods run without seccomp, as with
+// CRI-O and containerd.
+func seccompProfile(h *Host, typed *runtimeapi.SecurityProfile, legacy string, privileged bool, caps []string) (*specs.LinuxSeccomp, error) {
+	if privileged {
+		return nil, nil
+	}
+	kind, ref, err := profileRequest(typed, legacy, "seccomp", true)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case runtimeapi.SecurityProfile_Unconfined:
+		return nil, nil
+	case runtimeapi.SecurityProfile_Localhost:
+		p, err := localhostPath(ref, h.SeccompProfileRoot)
+		if err != nil {
+			return nil, err
+		}
+		return seccomp.Load(p)
+	default:
+		return seccomp.Default(caps), nil
+	}
+}
+
+// localhostPath resolves a Localhost seccomp reference: absolute as the
+// kubelet sends it, or relative to root (and not above it).
+func localhostPath(ref, root string) (string, error) {
+	if ref == "" {
+		return "", errdefs.InvalidArgument("localhost seccomp profile without a path")
+	}
+	if filepath.IsAbs(ref) {
+		return filepath.Clean(ref), nil
+	}
+	if root == "" || !filepath.IsLocal(ref) {
+		return "", errdefs.InvalidArgument("seccomp profile %q is not an absolute path", ref)
+	}
+	return filepath.Join(root, ref), nil
+}
+
+// apparmorProfile selects the AppArmor profile name for the process
+// ("" leaves the process unconfined). The typed field wins over the
+// deprecated string; nothing asked means RuntimeDefault. Privileged
+// containers get no profile unless they name a Localhost one. On a host
+// without AppArmor nothing is set, with a warning when a profile was
+// explicitly asked for.
+func apparmorProfile(h *Host, typed *runtimeapi.SecurityProfile, legacy string, privileged bool) (string, error) {
+	kind, ref, err := profileRequest(typed, legacy, "apparmor", false)
+	if err != nil {
+		return "", err
+	}
+	asked := typed != nil || legacy != ""
+	if !h.HostHasAppArmor {
+		if asked && kind != runtimeapi.SecurityProfile_Unconfined {
+			h.warnf("AppArmor is not enabled on this host: ignoring the requested AppArmor profile")
+		}
+		return "", nil
+	}
+	switch {
+	case kind == runtimeapi.SecurityProfile_Localhost:
+		if ref == "" {
+			return "", errdefs.InvalidArgument("localhost AppArmor profile without a name")
+		}
+		return ref, nil
+	case kind == runtimeapi.SecurityProfile_Unconfined || privileged:
+		return "", nil
+	case h.AppArmorDefault == "":
+		h.warnf("no default AppArmor profile is configured: the container runs unconfined")
+		return "", nil
+	default:
+		return h.AppArmorDefault, nil
+	}
+}
+
+// profileRequest reads the typed profile or, when it is nil, the legacy
+// string ("runtime/default", "docker/default" for seccomp, "unconfined",
+// "localhost/REF"); nothing asked is RuntimeDefault.
+func profileRequest(typed *runtimeapi.SecurityProfile, legacy, what string, docker bool) (runtimeapi.SecurityProfile_ProfileType, string, error) {
+	if typed != nil {
+		switch typed.GetProfileType() {
+		case runtimeapi.SecurityProfile_RuntimeDefault, runtimeapi.SecurityProfile_Unconfined, runtimeapi.SecurityProfile_Localhost:
+			return typed.GetProfileType(), typed.GetLocalhostRef(), nil
+		}
+		return 0, "", errdefs.InvalidArgument("unknown %s profile type %v", what, typed.GetProfileType())
+	}
+	switch {
+	case legacy == "" || legacy == profileRuntimeDefault || (docker && legacy == profileDockerDefault):
+		return runtimeapi.SecurityProfile_RuntimeDefault, "", nil
+	case legacy == profileUnconfined:
+		return runtimeapi.SecurityProfile_Unconfined, "", nil
+	case strings.HasPrefix(legacy, profileLocalhostPfx):
+		return runtimeapi.SecurityProfile_Localhost, strings.TrimPrefix(legacy, profileLocalhostPfx), nil
+	}
+	return 0, "", errdefs.InvalidArgument("unknown %s profile %q", what, legacy)
+}
+
+// ipcSysctls are the sysctls of the IPC namespace (fs.mqueue.* is matched
+// by prefix).
+var ipcSysctls = []string{
+	"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+	"kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+}
+
+// sysctls validates the pod's sysctls: only namespaced ones are allowed,
+// net.* not with host networking and IPC ones not with host IPC, where
+// they would change the host. The result is nil when m is empty.
+func sysctls(m map[string]string, hostNet, hostIPC bool) (map[string]string, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if !validSysctlName(k) {
+			return nil, errdefs.InvalidArgument("invalid sysctl name %q", k)
+		}
+		switch {
+		case strings.HasPrefix(k, "net."):
+			if hostNet {
+				return nil, errdefs.InvalidArgument("sysctl %q is not allowed with host networking", k)
+			}
+		case slices.Contains(ipcSysctls, k) || strings.HasPrefix(k, "fs.mqueue."):
+			if hostIPC {
+				return nil, errdefs.InvalidArgument("sysctl %q is not allowed with host IPC", k)
+			}
+		default:
+			return nil, errdefs.InvalidArgument("sysctl %q is not namespaced", k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// validSysctlName accepts dot-separated segments of letters, digits, '_',
+// '-', and '/' (the kubelet keeps a '/' inside a segment, e.g. a VLAN
+// interface name).
+func validSysctlName(k string) bool {
+	if k == "" || len(k) > 253 {
+		return false
+	}
+	for seg := range strings.SplitSeq(k, ".") {
+		if seg == "" || seg == "/" || strings.HasPrefix(seg, "/") || strings.HasSuffix(seg, "/") {
+			return false
+		}
+		for _, c := range seg {
+			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '/'
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
+}

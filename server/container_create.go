@@ -1,0 +1,161 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/steps"
+	"github.com/crivm/crivm/store"
+	"github.com/crivm/crivm/trust"
+)
+
+// CreateContainer checks the image against the trust policy, creates the
+// container's rootfs from it and hands the container to the sandbox's
+// handler. Each step is undone if a later one fails.
+func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	cfg := req.GetConfig()
+	if cfg.GetMetadata().GetName() == "" {
+		return nil, errdefs.InvalidArgument("container metadata.name is empty")
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return nil, errdefs.InvalidArgument("container %q names no image", cfg.GetMetadata().GetName())
+	}
+	sb, err := s.deps.Store.Sandboxes.Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(sb.ID)
+	defer unlock()
+	sb = s.refreshSandbox(ctx, sb)
+	if sb.State != store.SandboxReady {
+		return nil, errdefs.FailedPrecondition("sandbox %s is not ready", sb.ID)
+	}
+	h, err := s.sandboxHandler(sb)
+	if err != nil {
+		return nil, err
+	}
+	sbCfg, err := sandboxConfig(sb)
+	if err != nil {
+		return nil, err
+	}
+	imageName, err := s.imageName(ctx, cfg.GetImage())
+	if err != nil {
+		return nil, err
+	}
+	v, err := sandboxVerdict(sb)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.deps.Trust.DecideImage(ctx, v, trust.PodInputFromConfig(sbCfg, sb.RuntimeHandler), imageName); err != nil {
+		return nil, fmt.Errorf("container %q refused: %w", cfg.GetMetadata().GetName(), err)
+	}
+
+	c := &store.Container{
+		ID:          store.NewID(),
+		SandboxID:   sb.ID,
+		Metadata:    store.ContainerMetadata{Name: cfg.GetMetadata().GetName(), Attempt: cfg.GetMetadata().GetAttempt()},
+		Image:       cfg.GetImage().GetImage(),
+		Labels:      cfg.GetLabels(),
+		Annotations: cfg.GetAnnotations(),
+		State:       store.ContainerCreated,
+		Extra:       map[string]string{},
+	}
+	c.Name = store.ContainerName(c.Metadata, sb.Metadata)
+	if c.Config, err = proto.Marshal(cfg); err != nil {
+		return nil, fmt.Errorf("encoding container config: %w", err)
+	}
+	if sb.LogDirectory != "" && cfg.GetLogPath() != "" {
+		c.LogPath = filepath.Join(sb.LogDirectory, cfg.GetLogPath())
+	}
+	ctx = log.With(ctx, "container", c.ID, "name", c.Name)
+	if err := s.deps.Store.Containers.Reserve(c.Name, c.ID); err != nil {
+		return nil, err
+	}
+	if _, err := steps.Run(ctx, s.createContainerSteps(sb, sbCfg, c, cfg, h)); err != nil {
+		s.deps.Store.Containers.Release(c.Name, c.ID)
+		return nil, err
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
+}
+
+func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimeapi.PodSandboxConfig, c *store.Container, cfg *runtimeapi.ContainerConfig, h handlers.Handler) []steps.Step {
+	var rootfs string
+	files := podFilesIn(sb.Extra["pod_dir"])
+	return []steps.Step{
+		{Name: "creating rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			rootfs, c.ImageRef, err = s.deps.Images.CreateRootfs(ctx, c.ID, c.Name, c.Image)
+			if err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context) error { return s.deps.Images.RemoveRootfs(ctx, c.ID) }, nil
+		}},
+		{Name: "creating container", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			img, err := s.deps.Images.Status(ctx, c.ImageRef)
+			if err != nil {
+				return nil, err
+			}
+			req := &handlers.ContainerRequest{
+				Container: c, Config: cfg, SandboxConfig: sbCfg, Rootfs: rootfs, LogPath: c.LogPath,
+				ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
+			}
+			if img.Config != nil {
+				req.Image = &img.Config.Config
+				c.Extra["stop_signal"] = img.Config.Config.StopSignal
+			}
+			if !hostIPC(sbCfg) {
+				req.ShmPath = files.Shm
+			}
+			created, err := h.CreateContainer(ctx, sb, req)
+			if err != nil {
+				return nil, err
+			}
+			c.Process, c.ExitFile = created.Process, created.ExitFile
+			for k, v := range created.Extra {
+				c.Extra[k] = v
+			}
+			return func(ctx context.Context) error { return h.RemoveContainer(ctx, c) }, nil
+		}},
+		{Name: "recording container", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			c.CreatedAt = time.Now()
+			return nil, s.deps.Store.Containers.Add(c)
+		}},
+	}
+}
+
+// imageName is the name the trust policy judges: the user's reference, or
+// for an image ID the image's first repo tag or digest.
+func (s *RuntimeService) imageName(ctx context.Context, spec *runtimeapi.ImageSpec) (string, error) {
+	if u := spec.GetUserSpecifiedImage(); u != "" {
+		return u, nil
+	}
+	img, err := s.deps.Images.Status(ctx, spec.GetImage())
+	if err != nil {
+		return "", fmt.Errorf("finding image %q: %w", spec.GetImage(), err)
+	}
+	if img.ID != spec.GetImage() && !isIDPrefix(img.ID, spec.GetImage()) {
+		return spec.GetImage(), nil
+	}
+	switch {
+	case len(img.RepoTags) > 0:
+		return img.RepoTags[0], nil
+	case len(img.RepoDigests) > 0:
+		return img.RepoDigests[0], nil
+	}
+	return "", errdefs.FailedPrecondition("image %s has no name to check against the trust policy", img.ID)
+}
+
+func isIDPrefix(id, s string) bool {
+	if len(s) > 7 && s[:7] == "sha256:" {
+		s = s[7:]
+	}
+	return len(s) >= 12 && len(s) <= len(id) && id[:len(s)] == s
+}

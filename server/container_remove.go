@@ -1,0 +1,52 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/store"
+)
+
+// RemoveContainer kills the container if it still runs and removes it with
+// its rootfs. Idempotent.
+func (s *RuntimeService) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	c, err := s.deps.Store.Containers.Get(req.GetContainerId())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &runtimeapi.RemoveContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(c.ID)
+	defer unlock()
+	sb, err := s.deps.Store.Sandboxes.Get(c.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	h, err := s.sandboxHandler(sb)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.removeContainer(ctx, h, s.refreshContainer(ctx, c)); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+func (s *RuntimeService) removeContainer(ctx context.Context, h handlers.Handler, c *store.Container) error {
+	if err := s.stopContainer(ctx, h, c, 0); err != nil {
+		return err
+	}
+	if err := h.RemoveContainer(ctx, c); err != nil {
+		return fmt.Errorf("removing container %s: %w", c.ID, err)
+	}
+	if err := s.deps.Images.RemoveRootfs(ctx, c.ID); err != nil {
+		return fmt.Errorf("removing rootfs of %s: %w", c.ID, err)
+	}
+	return s.deps.Store.Containers.Delete(c.ID)
+}

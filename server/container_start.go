@@ -1,0 +1,44 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/store"
+)
+
+func (s *RuntimeService) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	c, err := s.deps.Store.Containers.Get(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(c.ID)
+	defer unlock()
+	if c.State != store.ContainerCreated {
+		return nil, errdefs.FailedPrecondition("container %s is %s, not created", c.ID, c.State)
+	}
+	sb, err := s.deps.Store.Sandboxes.Get(c.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	h, err := s.sandboxHandler(sb)
+	if err != nil {
+		return nil, err
+	}
+	st, serr := h.StartContainer(ctx, sb, c)
+	if st != nil {
+		if _, err := s.deps.Store.Containers.Update(c.ID, func(r *store.Container) error {
+			st.Apply(r)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("starting container %s: %w", c.ID, serr)
+	}
+	return &runtimeapi.StartContainerResponse{}, nil
+}

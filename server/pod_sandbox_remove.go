@@ -1,0 +1,55 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/store"
+)
+
+// RemovePodSandbox stops the sandbox if needed, removes its containers and
+// everything it holds. Idempotent.
+func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	sb, err := s.deps.Store.Sandboxes.Get(req.GetPodSandboxId())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &runtimeapi.RemovePodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(sb.ID)
+	defer unlock()
+	if err := s.stopSandbox(ctx, sb); err != nil {
+		return nil, err
+	}
+	h, err := s.sandboxHandler(sb)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range s.deps.Store.Containers.List(func(c *store.Container) bool { return c.SandboxID == sb.ID }) {
+		if err := s.removeContainer(ctx, h, c); err != nil {
+			return nil, err
+		}
+	}
+	if err := h.RemoveSandbox(ctx, sb); err != nil {
+		return nil, fmt.Errorf("removing sandbox: %w", err)
+	}
+	if err := s.deps.Images.RemoveRootfs(ctx, sb.ID); err != nil {
+		return nil, fmt.Errorf("removing infra rootfs: %w", err)
+	}
+	if dir := sb.Extra["pod_dir"]; dir != "" {
+		if err := podFilesIn(dir).remove(); err != nil {
+			return nil, fmt.Errorf("removing pod files: %w", err)
+		}
+	}
+	if err := s.deps.Store.Sandboxes.Delete(sb.ID); err != nil {
+		return nil, err
+	}
+	log.G(ctx).Info("pod sandbox removed")
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}

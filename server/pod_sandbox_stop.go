@@ -1,0 +1,74 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/netns"
+	"github.com/crivm/crivm/store"
+)
+
+// StopPodSandbox stops the pod's containers, its handler boundary, and then
+// tears the network down. It is idempotent, and a sandbox that no longer
+// exists is not an error.
+func (s *RuntimeService) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	sb, err := s.deps.Store.Sandboxes.Get(req.GetPodSandboxId())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &runtimeapi.StopPodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(sb.ID)
+	defer unlock()
+	if err := s.stopSandbox(ctx, sb); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
+// stopSandbox is StopPodSandbox with the sandbox's lock held.
+func (s *RuntimeService) stopSandbox(ctx context.Context, sb *store.Sandbox) error {
+	h, err := s.sandboxHandler(sb)
+	if err != nil {
+		return err
+	}
+	if err := s.stopContainers(ctx, sb, h); err != nil {
+		return err
+	}
+	if err := h.StopSandbox(ctx, sb); err != nil {
+		return fmt.Errorf("stopping sandbox: %w", err)
+	}
+	if sb.NetNSPath != "" {
+		cfg, err := sandboxConfig(sb)
+		if err != nil {
+			return err
+		}
+		if err := s.deps.Network.Teardown(ctx, networkRequest(sb, cfg)); err != nil {
+			return fmt.Errorf("tearing down pod network: %w", err)
+		}
+		if err := netns.FromPath(sb.NetNSPath).Remove(); err != nil {
+			return fmt.Errorf("removing network namespace: %w", err)
+		}
+	}
+	if dir := sb.Extra["pod_dir"]; dir != "" {
+		if err := podFilesIn(dir).unmountShm(); err != nil {
+			return err
+		}
+	}
+	if sb.State != store.SandboxNotReady {
+		if _, err := s.deps.Store.Sandboxes.Update(sb.ID, func(r *store.Sandbox) error {
+			r.State = store.SandboxNotReady
+			return nil
+		}); err != nil {
+			return err
+		}
+		log.G(ctx).Info("pod sandbox stopped")
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/proc"
+	"github.com/crivm/crivm/store"
+	"github.com/crivm/crivm/trust"
+)
+
+// sandboxConfig decodes the config recorded at RunPodSandbox.
+func sandboxConfig(sb *store.Sandbox) (*runtimeapi.PodSandboxConfig, error) {
+	cfg := &runtimeapi.PodSandboxConfig{}
+	if err := proto.Unmarshal(sb.Config, cfg); err != nil {
+		return nil, fmt.Errorf("decoding pod config of %s: %w", sb.ID, err)
+	}
+	return cfg, nil
+}
+
+func containerConfig(c *store.Container) (*runtimeapi.ContainerConfig, error) {
+	cfg := &runtimeapi.ContainerConfig{}
+	if err := proto.Unmarshal(c.Config, cfg); err != nil {
+		return nil, fmt.Errorf("decoding container config of %s: %w", c.ID, err)
+	}
+	return cfg, nil
+}
+
+func sandboxVerdict(sb *store.Sandbox) (trust.Verdict, error) {
+	var v trust.Verdict
+	if err := jsonUnmarshal(sb.Trust, &v); err != nil {
+		return v, fmt.Errorf("decoding trust verdict of %s: %w", sb.ID, err)
+	}
+	return v, nil
+}
+
+// refreshSandbox marks a ready sandbox NotReady when its process is gone.
+func (s *RuntimeService) refreshSandbox(ctx context.Context, sb *store.Sandbox) *store.Sandbox {
+	if sb.State != store.SandboxReady || sb.Process == nil || proc.Alive(sb.Process.Pid, sb.Process.StartTime, sb.Process.BootID) {
+		return sb
+	}
+	upd, err := s.deps.Store.Sandboxes.Update(sb.ID, func(r *store.Sandbox) error {
+		r.State = store.SandboxNotReady
+		return nil
+	})
+	if err != nil {
+		log.G(ctx).Warn("recording a dead sandbox", "sandbox", sb.ID, "err", err)
+		return sb
+	}
+	log.G(ctx).Warn("sandbox process is gone: sandbox is NotReady", "sandbox", sb.ID)
+	return upd
+}
+
+// refreshContainer asks the handler for a created or running container's
+// state and persists a change.
+func (s *RuntimeService) refreshContainer(ctx context.Context, c *store.Container) *store.Container {
+	if c.State != store.ContainerRunning && c.State != store.ContainerCreated {
+		return c
+	}
+	sb, err := s.deps.Store.Sandboxes.Get(c.SandboxID)
+	if err != nil {
+		return c
+	}
+	entry, err := s.deps.Handlers.Get(sb.Handler)
+	if err != nil {
+		return c
+	}
+	st, err := entry.ContainerState(ctx, c)
+	if err != nil {
+		log.G(ctx).Warn("reading container state", "container", c.ID, "err", err)
+		return c
+	}
+	if st.State == c.State {
+		return c
+	}
+	upd, err := s.deps.Store.Containers.Update(c.ID, func(r *store.Container) error {
+		st.Apply(r)
+		return nil
+	})
+	if err != nil {
+		return c
+	}
+	return upd
+}
+
+// stopContainers stops every container of sb that still runs, killing them
+// at once (the kubelet has already asked each to stop gracefully).
+func (s *RuntimeService) stopContainers(ctx context.Context, sb *store.Sandbox, h handlers.Handler) error {
+	var errs []error
+	for _, c := range s.deps.Store.Containers.List(func(c *store.Container) bool { return c.SandboxID == sb.ID }) {
+		if err := s.stopContainer(ctx, h, c, 0); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopContainer stops c if it has not exited and persists the result.
+func (s *RuntimeService) stopContainer(ctx context.Context, h handlers.Handler, c *store.Container, timeout int64) error {
+	if c.State == store.ContainerExited {
+		return nil
+	}
+	st, err := h.StopContainer(ctx, c, handlers.StopOptions{Timeout: secondsDuration(timeout), Signal: stopSignal(c)})
+	if err != nil {
+		return fmt.Errorf("stopping container %s: %w", c.ID, err)
+	}
+	_, err = s.deps.Store.Containers.Update(c.ID, func(r *store.Container) error {
+		st.Apply(r)
+		return nil
+	})
+	return err
+}
+
+// sandboxHandler returns the handler of sb, or FailedPrecondition.
+func (s *RuntimeService) sandboxHandler(sb *store.Sandbox) (handlers.Handler, error) {
+	e, err := s.deps.Handlers.Get(sb.Handler)
+	if err != nil {
+		return nil, errdefs.FailedPrecondition("sandbox %s: %w", sb.ID, err)
+	}
+	return e.Handler, nil
+}

@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/netns"
+	"github.com/crivm/crivm/store"
+)
+
+func (s *RuntimeService) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
+	c, err := s.deps.Store.Containers.Get(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.containerStats(ctx, s.refreshContainer(ctx, c))
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ContainerStatsResponse{Stats: st}, nil
+}
+
+func (s *RuntimeService) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
+	f := req.GetFilter()
+	ctrs := s.deps.Store.Containers.List(func(c *store.Container) bool {
+		return (f.GetId() == "" || strings.HasPrefix(c.ID, f.GetId())) &&
+			(f.GetPodSandboxId() == "" || strings.HasPrefix(c.SandboxID, f.GetPodSandboxId())) &&
+			labelsMatch(c.Labels, f.GetLabelSelector())
+	})
+	resp := &runtimeapi.ListContainerStatsResponse{}
+	for _, c := range ctrs {
+		c = s.refreshContainer(ctx, c)
+		if c.State != store.ContainerRunning {
+			continue
+		}
+		st, err := s.containerStats(ctx, c)
+		if err != nil {
+			if errors.Is(err, errdefs.ErrNotFound) {
+				continue // removed meanwhile
+			}
+			return nil, err
+		}
+		resp.Stats = append(resp.Stats, st)
+	}
+	return resp, nil
+}
+
+// containerStats reads cgroup usage through the handler (only for a running
+// container) and the writable layer's size from storage.
+func (s *RuntimeService) containerStats(ctx context.Context, c *store.Container) (*runtimeapi.ContainerStats, error) {
+	now := time.Now().UnixNano()
+	st := &runtimeapi.ContainerStats{
+		Attributes: &runtimeapi.ContainerAttributes{
+			Id: c.ID, Metadata: &runtimeapi.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
+			Labels: c.Labels, Annotations: c.Annotations,
+		},
+	}
+	if c.State == store.ContainerRunning {
+		sb, err := s.deps.Store.Sandboxes.Get(c.SandboxID)
+		if err != nil {
+			return nil, err
+		}
+		h, err := s.sandboxHandler(sb)
+		if err != nil {
+			return nil, err
+		}
+		u, err := h.Stats(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("reading stats of %s: %w", c.ID, err)
+		}
+		ts := u.Timestamp.UnixNano()
+		st.Cpu = &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: u.CPUUsageNanos}}
+		st.Memory = &runtimeapi.MemoryUsage{Timestamp: ts,
+			WorkingSetBytes: &runtimeapi.UInt64Value{Value: u.MemoryWorkingSetBytes},
+			UsageBytes:      &runtimeapi.UInt64Value{Value: u.MemoryUsageBytes}}
+	}
+	if n, err := s.deps.Images.WritableLayerBytes(c.ID); err == nil {
+		st.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: now,
+			FsId:      &runtimeapi.FilesystemIdentifier{Mountpoint: s.deps.Config().StorageRoot()},
+			UsedBytes: &runtimeapi.UInt64Value{Value: n}}
+	}
+	return st, nil
+}
+
+func (s *RuntimeService) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
+	sb, err := s.deps.Store.Sandboxes.Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.podStats(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.PodSandboxStatsResponse{Stats: st}, nil
+}
+
+func (s *RuntimeService) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	f := req.GetFilter()
+	resp := &runtimeapi.ListPodSandboxStatsResponse{}
+	for _, sb := range s.deps.Store.Sandboxes.List(func(sb *store.Sandbox) bool {
+		return sb.State == store.SandboxReady && (f.GetId() == "" || strings.HasPrefix(sb.ID, f.GetId())) &&
+			labelsMatch(sb.Labels, f.GetLabelSelector())
+	}) {
+		st, err := s.podStats(ctx, sb)
+		if err != nil {
+			continue // the pod went away during the listing
+		}
+		resp.Stats = append(resp.Stats, st)
+	}
+	return resp, nil
+}
+
+// podStats sums the pod's running containers and reads the pod netns's
+// interface counters.
+func (s *RuntimeService) podStats(ctx context.Context, sb *store.Sandbox) (*runtimeapi.PodSandboxStats, error) {
+	now := time.Now().UnixNano()
+	var cpu, ws, usage uint64
+	var ctrStats []*runtimeapi.ContainerStats
+	for _, c := range s.deps.Store.Containers.List(func(c *store.Container) bool { return c.SandboxID == sb.ID }) {
+		c = s.refreshContainer(ctx, c)
+		if c.State != store.ContainerRunning {
+			continue
+		}
+		st, err := s.containerStats(ctx, c)
+		if err != nil {
+			continue
+		}
+		ctrStats = append(ctrStats, st)
+		cpu += st.GetCpu().GetUsageCoreNanoSeconds().GetValue()
+		ws += st.GetMemory().GetWorkingSetBytes().GetValue()
+		usage += st.GetMemory().GetUsageBytes().GetValue()
+	}
+	linux := &runtimeapi.LinuxPodSandboxStats{
+		Cpu:        &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu}},
+		Memory:     &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: &runtimeapi.UInt64Value{Value: ws}, UsageBytes: &runtimeapi.UInt64Value{Value: usage}},
+		Containers: ctrStats,
+	}
+	if sb.NetNSPath != "" && sb.State == store.SandboxReady {
+		if ifs, err := netDevStats(sb.NetNSPath); err == nil {
+			linux.Network = &runtimeapi.NetworkUsage{Timestamp: now}
+			for i, ifc := range ifs {
+				if i == 0 {
+					linux.Network.DefaultInterface = ifc
+				} else {
+					linux.Network.Interfaces = append(linux.Network.Interfaces, ifc)
+				}
+			}
+		}
+	}
+	return &runtimeapi.PodSandboxStats{
+		Attributes: &runtimeapi.PodSandboxAttributes{Id: sb.ID, Metadata: podMetadata(sb.Metadata), Labels: sb.Labels, Annotations: sb.Annotations},
+		Linux:      linux,
+	}, nil
+}
+
+// netDevStats reads rx/tx bytes and errors of the netns's interfaces (lo
+// excluded), eth0 first. /proc/thread-self/net/dev follows the thread's
+// netns; /sys/class/net would show the netns sysfs was mounted in.
+func netDevStats(nsPath string) ([]*runtimeapi.NetworkInterfaceUsage, error) {
+	var data []byte
+	err := netns.Do(nsPath, func() error {
+		var err error
+		data, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []*runtimeapi.NetworkInterfaceUsage
+	for _, line := range strings.Split(string(data), "\n")[2:] {
+		name, rest, ok := strings.Cut(line, ":")
+		name = strings.TrimSpace(name)
+		f := strings.Fields(rest)
+		if !ok || name == "lo" || len(f) < 11 {
+			continue
+		}
+		n := func(i int) *runtimeapi.UInt64Value {
+			v, _ := strconv.ParseUint(f[i], 10, 64)
+			return &runtimeapi.UInt64Value{Value: v}
+		}
+		// Receive: bytes packets errs ...; transmit starts at field 8.
+		ifc := &runtimeapi.NetworkInterfaceUsage{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)}
+		if name == "eth0" {
+			out = append([]*runtimeapi.NetworkInterfaceUsage{ifc}, out...)
+		} else {
+			out = append(out, ifc)
+		}
+	}
+	return out, nil
+}
