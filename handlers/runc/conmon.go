@@ -29,7 +29,8 @@ type monitorOptions struct {
 	CreateWait time.Duration
 }
 
-// syncInfo is what conmon writes on the sync pipe once runc create is done.
+// syncInfo is what conmon writes on the sync pipe once runc create is
+// done. Without --api-version (as CRI-O runs it) the pid is in "pid".
 type syncInfo struct {
 	Pid     int    `json:"pid"`
 	Message string `json:"message,omitempty"`
@@ -53,13 +54,14 @@ func (h *Handler) createUnderMonitor(ctx context.Context, o monitorOptions) (pid
 	defer startParent.Close()
 
 	args := []string{
-		"--api-version", "1",
 		"-b", o.Bundle,
 		"-c", o.ID,
 		"-u", o.ID,
 		"-n", o.Name,
 		"-r", h.rt.path,
 		"--runtime-arg", "--root=" + h.rt.root,
+		"--runtime-arg", "--log=" + filepath.Join(o.Bundle, "runtime.log"),
+		"--runtime-arg", "--log-format=json",
 		"-p", filepath.Join(o.Bundle, "pidfile"),
 		"-P", filepath.Join(o.Bundle, "conmon.pid"),
 		"--persist-dir", o.Bundle,
@@ -70,9 +72,13 @@ func (h *Handler) createUnderMonitor(ctx context.Context, o monitorOptions) (pid
 	if h.rt.systemd {
 		args = append(args, "-s")
 	}
-	if o.LogPath != "" {
-		args = append(args, "-l", "k8s-file:"+o.LogPath)
+	// conmon insists on a log; without a CRI log path (the infra
+	// container), the output stays in the bundle.
+	logPath := o.LogPath
+	if logPath == "" {
+		logPath = filepath.Join(o.Bundle, "output.log")
 	}
+	args = append(args, "-l", "k8s-file:"+logPath)
 	switch {
 	case o.Terminal:
 		args = append(args, "-t")
@@ -134,7 +140,11 @@ func (h *Handler) createUnderMonitor(ctx context.Context, o monitorOptions) (pid
 		return 0, 0, fmt.Errorf("waiting for runtime create: %w", ctx.Err())
 	}
 	if si.Pid <= 0 {
-		return 0, 0, fmt.Errorf("runtime create failed: %s", strings.TrimSpace(si.Message))
+		msg := strings.TrimSpace(si.Message)
+		if rl := runtimeError(filepath.Join(o.Bundle, "runtime.log")); rl != "" {
+			msg = rl
+		}
+		return 0, 0, fmt.Errorf("runtime create failed: %s", msg)
 	}
 	monitorPid, err = readPidFile(filepath.Join(o.Bundle, "conmon.pid"))
 	if err != nil {
@@ -173,4 +183,23 @@ func writeControl(bundle string, kind, a, b int) error {
 	defer f.Close()
 	_, err = fmt.Fprintf(f, "%d %d %d\n", kind, a, b)
 	return err
+}
+
+// runtimeError returns the last error the runtime logged in its JSON log.
+func runtimeError(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var last string
+	for _, line := range strings.Split(string(b), "\n") {
+		var e struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && (e.Level == "error" || e.Level == "fatal") {
+			last = e.Msg
+		}
+	}
+	return last
 }
