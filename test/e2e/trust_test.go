@@ -116,8 +116,10 @@ func TestTrustRouting(t *testing.T) {
 			codes.FailedPrecondition, []string{"no vm handler available"}, "vm", false},
 		{"tenant-on-runc", podConfig("tenant-on-runc", "tenant-a", nil), "runc",
 			codes.FailedPrecondition, []string{`"runc"`, "tenants"}, "", false},
+		// Admitted to runc, then refused by the pipeline: this daemon has no
+		// CNI network. The steps already taken must be undone.
 		{"trusted", podConfig("trusted", "default", nil), "",
-			codes.Unimplemented, []string{`"runc"`}, "runc", true},
+			codes.FailedPrecondition, []string{"network"}, "runc", true},
 		{"unknown-handler", podConfig("unknown-handler", "default", nil), "gvisor",
 			codes.InvalidArgument, []string{`"gvisor"`, "runc", "vm"}, "", false},
 		{"no-metadata", &runtimeapi.PodSandboxConfig{}, "",
