@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/version"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -103,9 +106,11 @@ func NewManager(opts Options) *Manager {
 		opts.CacheDir = DefaultCacheDir
 	}
 	return &Manager{
-		opts:    opts,
-		cni:     libcni.NewCNIConfigWithCacheDir(opts.PluginDirs, opts.CacheDir, nil),
-		noCache: libcni.NewCNIConfigWithCacheDir(opts.PluginDirs, filepath.Join(opts.CacheDir, "crivm-nocache"), nil),
+		opts: opts,
+		// An explicit exec: libcni creates a missing one lazily, unlocked,
+		// which races when pods are set up in parallel.
+		cni:     libcni.NewCNIConfigWithCacheDir(opts.PluginDirs, opts.CacheDir, newExec()),
+		noCache: libcni.NewCNIConfigWithCacheDir(opts.PluginDirs, filepath.Join(opts.CacheDir, "crivm-nocache"), newExec()),
 	}
 }
 
@@ -200,7 +205,12 @@ func (m *Manager) Setup(ctx context.Context, req SetupRequest) (*Result, error) 
 	if err := m.checkPlugins(lc); err != nil {
 		return nil, err
 	}
-	list := lc.list
+	// libcni writes into the list it runs (runtime config injection), so
+	// every operation gets its own copy; sharing one races between pods.
+	list, err := libcni.NetworkConfFromBytes(lc.list.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("copying network config %s: %w", lc.list.Name, err)
+	}
 	ctx = log.With(ctx, "container", req.ContainerID, "network", list.Name)
 
 	unlock, err := m.locks.lock(ctx, req.ContainerID)
@@ -290,7 +300,11 @@ func (m *Manager) Teardown(ctx context.Context, req SetupRequest) error {
 			log.G(ctx).Warn("CNI DEL skipped: no cached attachment and no usable network config", "error", err)
 			return nil
 		}
-		if err := m.del(ctx, lc.list, rt); err != nil {
+		list, err := libcni.NetworkConfFromBytes(lc.list.Bytes)
+		if err != nil {
+			return fmt.Errorf("copying network config %s: %w", lc.list.Name, err)
+		}
+		if err := m.del(ctx, list, rt); err != nil {
 			errs = append(errs, fmt.Errorf("removing network %s: %w", lc.list.Name, err))
 		}
 	}
@@ -360,4 +374,8 @@ func toResult(r *types100.Result) *Result {
 	}
 	out.IPs = append(out.IPs, v6...)
 	return out
+}
+
+func newExec() invoke.Exec {
+	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 }

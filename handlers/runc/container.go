@@ -55,13 +55,16 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 // reported exited, with its code.
 func (h *Handler) StartContainer(ctx context.Context, sb *store.Sandbox, c *store.Container) (*handlers.ContainerState, error) {
 	ctx = logger(ctx, c.ID)
+	// Taken before the start, so a process that exits at once is never
+	// reported finished before it started.
+	started := time.Now()
 	if err := h.rt.start(ctx, c.ID); err != nil {
 		if st, ok, _ := h.exitState(c.ID); ok {
 			return st, fmt.Errorf("starting container: %w (exit code %d)", err, st.ExitCode)
 		}
 		return nil, fmt.Errorf("starting container: %w", err)
 	}
-	st := &handlers.ContainerState{State: store.ContainerRunning, StartedAt: time.Now(), Process: c.Process}
+	st := &handlers.ContainerState{State: store.ContainerRunning, StartedAt: started, Process: c.Process}
 	if ex, ok, _ := h.exitState(c.ID); ok {
 		ex.StartedAt = st.StartedAt
 		return ex, nil

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -132,26 +133,24 @@ func (h *Handler) Exec(ctx context.Context, c *store.Container, req handlers.Str
 	var cmd *exec.Cmd
 	var console *os.File
 	if req.TTY {
-		sockPath := pf + ".sock"
-		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
+		// runc in the foreground copies between its own terminal and the
+		// container's; give it a pty whose master is ours. Resizing the
+		// master sends runc SIGWINCH, and runc passes the size on.
+		master, slave, err := openPTY()
 		if err != nil {
-			return fmt.Errorf("creating console socket: %w", err)
+			return fmt.Errorf("allocating a terminal: %w", err)
 		}
-		defer l.Close()
-		defer os.Remove(sockPath)
-		cmd = h.execCmd(c.ID, pf, pidFile, "--tty", "--console-socket", sockPath)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
+		defer master.Close()
+		applyFirstSize(master, req.Resize)
+		cmd = h.execCmd(c.ID, pf, pidFile, "--tty")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		err = cmd.Start()
+		slave.Close()
+		if err != nil {
 			return fmt.Errorf("running exec: %w", err)
 		}
-		console, err = receiveConsole(l)
-		if err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return fmt.Errorf("receiving exec terminal: %w: %s", err, stderr.String())
-		}
-		defer console.Close()
+		console = master
 	} else {
 		cmd = h.execCmd(c.ID, pf, pidFile)
 		cmd.Stdout, cmd.Stderr = req.Stdout, req.Stderr
@@ -194,38 +193,55 @@ func (h *Handler) Exec(ctx context.Context, c *store.Container, req handlers.Str
 	return err
 }
 
-// receiveConsole accepts runc's connection on the console socket and takes
-// the terminal master fd it sends.
-func receiveConsole(l *net.UnixListener) (*os.File, error) {
-	conn, err := l.AcceptUnix()
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	name := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := conn.ReadMsgUnix(name, oob)
-	if err != nil {
-		return nil, err
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("parsing console message: %v (%d messages)", err, len(msgs))
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return nil, fmt.Errorf("parsing console fd: %v", err)
-	}
-	return os.NewFile(uintptr(fds[0]), string(name[:n])), nil
-}
-
 func resizeLoop(console *os.File, resize <-chan remotecommand.TerminalSize) {
 	for size := range resize {
-		if size.Height == 0 && size.Width == 0 {
-			continue
-		}
-		unix.IoctlSetWinsize(int(console.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: size.Height, Col: size.Width})
+		setSize(console, size)
 	}
+}
+
+func setSize(f *os.File, size remotecommand.TerminalSize) {
+	if size.Height == 0 && size.Width == 0 {
+		return
+	}
+	unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: size.Height, Col: size.Width})
+}
+
+// applyFirstSize waits briefly for the client's first terminal size, which
+// it sends as the session opens, so the process starts at the right size.
+func applyFirstSize(master *os.File, resize <-chan remotecommand.TerminalSize) {
+	if resize == nil {
+		return
+	}
+	select {
+	case size, ok := <-resize:
+		if ok {
+			setSize(master, size)
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// openPTY opens a new pseudo-terminal pair.
+func openPTY() (master, slave *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("unlocking pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("reading pty number: %w", err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, err
+	}
+	return master, slave, nil
 }
 
 // Attach connects the caller's streams to the container's stdio through
@@ -234,7 +250,7 @@ func (h *Handler) Attach(ctx context.Context, c *store.Container, req handlers.S
 	if c.State != store.ContainerRunning {
 		return errdefs.FailedPrecondition("container %s is not running (state %s)", c.ID, c.State)
 	}
-	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: h.attachSocket(c.ID), Net: "unixpacket"})
+	conn, err := dialAttach(h.attachSocket(c.ID))
 	if err != nil {
 		return fmt.Errorf("connecting to the attach socket: %w", err)
 	}
@@ -293,4 +309,17 @@ func copyAttachOutput(conn *net.UnixConn, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+}
+
+// dialAttach connects to conmon's attach socket. The path may be longer than
+// a sockaddr holds, so it is reached through an fd of its directory, as
+// conmon itself binds it.
+func dialAttach(path string) (*net.UnixConn, error) {
+	dir, err := os.OpenFile(filepath.Dir(path), unix.O_PATH, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	short := fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
+	return net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: short, Net: "unixpacket"})
 }

@@ -109,9 +109,9 @@ cni_plugin_dirs = ["/usr/lib/cni"]
 	}
 
 	// 4. An RPC whose issue has not landed is Unimplemented, not a fake success.
-	_, _, err = rs.ExecSync(ctx, "0123", []string{"true"}, time.Second)
+	_, err = rs.ListMetricDescriptors(ctx)
 	if got := status.Code(err); got != codes.Unimplemented {
-		t.Errorf("ExecSync: got %v, want Unimplemented", err)
+		t.Errorf("ListMetricDescriptors: got %v, want Unimplemented", err)
 	}
 
 	// 5. SIGTERM: the daemon exits 0 and the socket is gone.
