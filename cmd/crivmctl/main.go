@@ -3,7 +3,8 @@
 //
 //	crivmctl [--runtime-endpoint EP] [--timeout D] [-o table|json] VERB [args]
 //
-// Verbs: version, info, pods, ps, runp.
+// Verbs: version, info, pods, ps, runp, create, run, start, stop, rm,
+// stopp, rmp, inspect, inspectp, exec, logs, stats, pull, images, rmi.
 package main
 
 import (
@@ -34,12 +35,31 @@ type verb struct {
 	run         func(ctx context.Context, c *cli, args []string) error
 }
 
+// longVerbs may outlast --timeout (pulls, pod starts, streams, log follows);
+// the timeout then bounds only the connection.
+var longVerbs = map[string]bool{"pull": true, "run": true, "runp": true, "exec": true, "logs": true}
+
 var verbs = []verb{
 	{"version", "print the runtime's name and version", runVersion},
 	{"info", "print the runtime's status conditions and, with -v, its config", runInfo},
 	{"pods", "list pod sandboxes [--name N] [--namespace NS] [--state ready|notready] [--label k=v] [-q]", runPods},
 	{"ps", "list containers [-a] [--pod ID] [--state S] [--label k=v] [-q]", runPs},
 	{"runp", "run a pod sandbox from a pod-config.json [--runtime HANDLER]", runRunp},
+	{"create", "create a container: POD-ID container-config.json pod-config.json", runCreate},
+	{"run", "run a pod and start a container in it: container-config.json pod-config.json", runRun},
+	{"start", "start containers", runStart},
+	{"stop", "stop containers (10s grace)", runStop},
+	{"rm", "remove containers", runRm},
+	{"stopp", "stop pod sandboxes", runStopp},
+	{"rmp", "remove pod sandboxes", runRmp},
+	{"inspect", "a container's verbose status", runInspect},
+	{"inspectp", "a pod's verbose status", runInspectp},
+	{"exec", "run a command in a container [-i] [-t]", runExec},
+	{"logs", "print a container's log [-f]", runLogs},
+	{"stats", "container resource usage [--pod ID]", runStats},
+	{"pull", "pull an image [--creds USER:PASS]", runPull},
+	{"images", "list images [-q] [IMAGE]", runImages},
+	{"rmi", "remove images", runRmi},
 }
 
 var errUsage = errors.New("usage")
@@ -47,6 +67,10 @@ var errUsage = errors.New("usage")
 func main() {
 	quietKlog()
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var code exitCodeError
+		if errors.As(err, &code) {
+			os.Exit(int(code))
+		}
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintf(os.Stderr, "crivmctl: %v\n", err)
 			os.Exit(1)
@@ -101,7 +125,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, v := range verbs {
 		if v.name == fs.Arg(0) {
-			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			ctx, cancel := context.WithCancel(context.Background())
+			if !longVerbs[v.name] {
+				ctx, cancel = context.WithTimeout(context.Background(), c.timeout)
+			}
 			defer cancel()
 			return v.run(ctx, c, fs.Args()[1:])
 		}
