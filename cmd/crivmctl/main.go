@@ -125,9 +125,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, v := range verbs {
 		if v.name == fs.Arg(0) {
-			ctx, cancel := context.WithCancel(context.Background())
+			ctx, cancel := context.Background(), context.CancelFunc(func() {})
 			if !longVerbs[v.name] {
-				ctx, cancel = context.WithTimeout(context.Background(), c.timeout)
+				ctx, cancel = context.WithTimeout(ctx, c.timeout)
 			}
 			defer cancel()
 			return v.run(ctx, c, fs.Args()[1:])
