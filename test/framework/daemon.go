@@ -78,6 +78,7 @@ func NewDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	}
 	t.Cleanup(func() {
 		d.Kill()
+		d.forceCleanup()
 		if t.Failed() {
 			if b, err := os.ReadFile(d.LogPath); err == nil {
 				t.Logf("daemon log %s:\n%s", d.LogPath, tail(b, 80))
