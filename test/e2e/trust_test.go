@@ -86,7 +86,8 @@ func TestTrustRouting(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(policyDir, "10-tenants.toml"), []byte(tenantPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := framework.NewDaemon(t, framework.DaemonOptions{})
+	// An empty network_dir, whatever the host has in /etc/cni/net.d.
+	d := framework.NewDaemon(t, framework.DaemonOptions{Config: "[crivm.network]\nnetwork_dir = \"" + t.TempDir() + "\"\n"})
 	if err := os.WriteFile(filepath.Join(d.DropIn, "10-policy.conf"), []byte("[crivm.runtime]\ntrust_policy = \""+policyDir+"\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
