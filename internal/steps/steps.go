@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/crivm/crivm/internal/log"
 )
@@ -36,7 +37,9 @@ type Undo struct {
 func Run(ctx context.Context, steps []Step) (*Undo, error) {
 	u := &Undo{}
 	for _, s := range steps {
+		start := time.Now()
 		c, err := s.Do(ctx)
+		log.G(ctx).Debug("step", "step", s.Name, "took", time.Since(start), "ok", err == nil)
 		if err != nil {
 			err = fmt.Errorf("%s: %w", s.Name, err)
 			if cerr := u.Run(context.WithoutCancel(ctx)); cerr != nil {

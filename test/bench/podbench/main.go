@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	internalapi "k8s.io/cri-api/pkg/apis"
@@ -23,6 +24,11 @@ import (
 	"github.com/crivm/crivm/test/bench"
 	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/registry"
+)
+
+var (
+	steps  = flag.Bool("steps", false, "with a hosted crivm, print the median time of each start-up step")
+	hosted *framework.Daemon
 )
 
 func main() {
@@ -36,6 +42,12 @@ func main() {
 	flag.Parse()
 	t := framework.NewMainTB()
 	defer t.Close()
+	// Runs before t.Close removes the daemon's dir.
+	defer func() {
+		if *steps && hosted != nil {
+			printSteps(hosted.Log())
+		}
+	}()
 	ctx := context.Background()
 
 	var targets []target
@@ -110,7 +122,12 @@ func hostCrivm(t *framework.MainTB, ctx context.Context) target {
 	d.TrustRegistry(reg.Host)
 	d.UsePauseImage(reg.Ref("pause", "latest"))
 	d.UseBridgeNetwork()
-	d.Start(ctx, "--log-level", "info")
+	level := "info"
+	if *steps {
+		level = "debug"
+	}
+	d.Start(ctx, "--log-level", level)
+	hosted = d
 	img := reg.Ref("busybox", "latest")
 	pull(t, ctx, d.Endpoint(), img)
 	// The pause image is pulled by the first pod; do it now so that every
@@ -118,4 +135,46 @@ func hostCrivm(t *framework.MainTB, ctx context.Context) target {
 	pull(t, ctx, d.Endpoint(), reg.Ref("pause", "latest"))
 	fmt.Fprintf(os.Stderr, "hosting crivm at %s (registry %s)\n", d.Endpoint(), reg.Host)
 	return target{name: "crivm (runc)", rs: d.RuntimeService(ctx), image: img}
+}
+
+// printSteps aggregates the daemon's debug "step" lines.
+func printSteps(log string) {
+	byStep := map[string][]time.Duration{}
+	var order []string
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `msg=step `) {
+			continue
+		}
+		name := field(line, "step=")
+		d, err := time.ParseDuration(field(line, "took="))
+		if name == "" || err != nil {
+			continue
+		}
+		if _, ok := byStep[name]; !ok {
+			order = append(order, name)
+		}
+		byStep[name] = append(byStep[name], d)
+	}
+	fmt.Println("\nper step (all runs)")
+	for _, n := range order {
+		fmt.Printf("  %-28s %s\n", n, bench.Summarize(byStep[n]))
+	}
+}
+
+// field reads key=value or key="quoted value" from a slog text line.
+func field(line, key string) string {
+	i := strings.Index(line, " "+key)
+	if i < 0 {
+		return ""
+	}
+	v := line[i+1+len(key):]
+	if strings.HasPrefix(v, `"`) {
+		if j := strings.Index(v[1:], `"`); j >= 0 {
+			return v[1 : j+1]
+		}
+	}
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		return v[:j]
+	}
+	return v
 }
