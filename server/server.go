@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/crivm/crivm/configs"
@@ -35,6 +36,8 @@ type Deps struct {
 	NetNSDir string
 	// PodsDir holds each pod's files (resolv.conf, hosts, shm) under runroot.
 	PodsDir string
+	// Metrics holds crivm's Prometheus metrics; verbose Status shows them.
+	Metrics *prometheus.Registry
 	// Version is the crivm build version.
 	Version string
 	// Logger is the daemon's logger; every RPC context carries a child of it.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -46,8 +47,42 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			return nil, fmt.Errorf("encoding config: %w", err)
 		}
 		resp.Info = map[string]string{"config": string(b)}
+		if s.deps.Metrics != nil {
+			m, err := metricValues(s.deps.Metrics)
+			if err != nil {
+				return nil, err
+			}
+			resp.Info["metrics"] = m
+		}
 	}
 	return resp, nil
+}
+
+// metricValues renders counters and gauges as a JSON object of
+// "name{label=value,...}": value.
+func metricValues(g prometheus.Gatherer) (string, error) {
+	fams, err := g.Gather()
+	if err != nil {
+		return "", fmt.Errorf("gathering metrics: %w", err)
+	}
+	out := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			key := f.GetName() + "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case m.GetCounter() != nil:
+				out[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
 }
 
 // handlerBinaries lists the executables a handler cannot run without.

@@ -22,6 +22,7 @@ import (
 
 	"go.podman.io/image/v5/docker/reference"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/crivm/crivm/configs"
@@ -50,6 +51,7 @@ type daemon struct {
 	handlers handlers.Registry
 	network  *netns.Manager
 	stream   net.Listener
+	metrics  *prometheus.Registry
 }
 
 func runDaemon(g globalFlags) error {
@@ -75,6 +77,7 @@ func runDaemon(g globalFlags) error {
 	deps := server.Deps{
 		Config: d.cfg.Load, Store: d.store, Trust: d.trust, Images: d.images,
 		Handlers: d.handlers, Network: d.network, NetNSDir: netns.DefaultDir, PodsDir: cfg.PodsDir(),
+		Metrics: d.metrics,
 		Version: version.Version, Logger: logger,
 	}
 	rs := server.NewRuntimeService(deps)
@@ -253,6 +256,12 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 				return nil, err
 			}
 			d.trust = trust.New(cfg, p, trust.WithAuditLog(d.audit))
+			d.metrics = prometheus.NewRegistry()
+			for _, c := range d.trust.Collectors() {
+				if err := d.metrics.Register(c); err != nil {
+					return nil, fmt.Errorf("registering metrics: %w", err)
+				}
+			}
 			return nil, nil
 		}},
 		{Name: "listening for streams", Do: func(context.Context) (steps.Cleanup, error) {

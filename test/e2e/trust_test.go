@@ -197,7 +197,20 @@ func TestTrustRouting(t *testing.T) {
 		}
 	}
 
-	// 5. `crivm trust explain` agrees with what the daemon did.
+	// 5. The decisions are counted, by handler and outcome.
+	st, err := rs.Status(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics map[string]float64
+	if err := json.Unmarshal([]byte(st.Info["metrics"]), &metrics); err != nil {
+		t.Fatalf("metrics in verbose status: %v (%q)", err, st.Info["metrics"])
+	}
+	if got := metrics["crivm_trust_verdicts_total{handler=vm,outcome=admitted,trusted=false}"]; got != 3 {
+		t.Errorf("admitted untrusted vm verdicts: got %v, want 3 (all: %v)", got, metrics)
+	}
+
+	// 6. `crivm trust explain` agrees with what the daemon did.
 	for _, name := range []string{"untrusted-annotation", "tenant-pod", "trusted"} {
 		var pod *runtimeapi.PodSandboxConfig
 		for _, tt := range tests {
@@ -222,7 +235,7 @@ func TestTrustRouting(t *testing.T) {
 		}
 	}
 
-	// 6. A broken policy at SIGHUP keeps the old one in force.
+	// 7. A broken policy at SIGHUP keeps the old one in force.
 	if err := os.WriteFile(filepath.Join(policyDir, "20-broken.toml"), []byte("[[rule]]\nname = \"x\"\ntrust = \"maybe\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
