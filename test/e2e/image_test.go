@@ -160,8 +160,8 @@ func TestImageLifecycle(t *testing.T) {
 		t.Errorf("after restart: %d images (%v), want 3", len(all), err)
 	}
 
-	// 8. RemoveImage by tag, by ID, and again (idempotent).
-	for _, ref := range []string{busybox, eid, eid} {
+	// 8. RemoveImage by tag, by digest, by ID (already gone: idempotent).
+	for _, ref := range []string{busybox, byDigest, eid} {
 		if err := is.RemoveImage(ctx, spec(ref)); err != nil {
 			t.Errorf("remove %s: %v", ref, err)
 		}

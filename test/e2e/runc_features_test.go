@@ -26,11 +26,13 @@ func (e *runcEnv) runPod(t *testing.T, pod *runtimeapi.PodSandboxConfig, ctr *ru
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.ids = append(e.ids, sbID)
 	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
 	ctrID, err := e.rs.CreateContainer(ctx, sbID, ctr, pod)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.ids = append(e.ids, ctrID)
 	if err := e.rs.StartContainer(ctx, ctrID); err != nil {
 		t.Fatal(err)
 	}

@@ -31,9 +31,13 @@ type runcEnv struct {
 	is      internalapi.ImageManagerService
 	busybox string
 	before  netns.State
+	// ids are the sandboxes and containers the test made, for leak checks.
+	ids []string
 }
 
-func newRuncEnv(t *testing.T) *runcEnv {
+// newRuncEnv starts the environment; dropIn, when given, is extra daemon
+// config written as a drop-in.
+func newRuncEnv(t *testing.T, dropIn ...string) *runcEnv {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	testutil.RequiresBinary(t, registry.Binary)
@@ -50,8 +54,20 @@ func newRuncEnv(t *testing.T) *runcEnv {
 	d.TrustRegistry(reg.Host)
 	d.UsePauseImage(reg.Ref("pause", "latest"))
 	br := d.UseBridgeNetwork()
+	if len(dropIn) > 0 {
+		if err := os.WriteFile(filepath.Join(d.DropIn, "20-test.conf"), []byte(strings.Join(dropIn, "\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d.Start(ctx)
 	e := &runcEnv{d: d, reg: reg, br: br, rs: d.RuntimeService(ctx), is: d.ImageService(ctx), before: before}
+	// Registered first, so it runs after the test's own cleanups removed
+	// its pods: whatever is left then is a leak.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			e.checkNoLeaks(t, e.ids...)
+		}
+	})
 	e.busybox, err = e.is.PullImage(ctx, spec(reg.Ref("busybox", "latest")), nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +103,14 @@ func (e *runcEnv) checkNoLeaks(t *testing.T, ids ...string) {
 	}
 	if mine := netns.Matching(leaks, append(ids, e.br.Name)...); len(mine) > 0 {
 		t.Errorf("left behind: %v", mine)
+	}
+	for _, id := range ids {
+		if dirs, _ := filepath.Glob("/sys/fs/cgroup/*/*/crivm-" + id); len(dirs) > 0 {
+			t.Errorf("cgroups left behind: %v", dirs)
+		}
+		if dirs, _ := filepath.Glob("/sys/fs/cgroup/*/crivm-" + id); len(dirs) > 0 {
+			t.Errorf("cgroups left behind: %v", dirs)
+		}
 	}
 	out, _ := exec.Command("sh", "-c", "ps -eo args | grep -E 'conmon|runc' | grep -v grep || true").Output()
 	for _, id := range ids {
@@ -152,6 +176,9 @@ func TestRuncPodLifecycle(t *testing.T) {
 	}
 	if !strings.Contains(st.Info["info"], `"handler":"runc"`) {
 		t.Errorf("verbose info lacks the handler: %s", st.Info["info"])
+	}
+	if ps, err := e.is.ImageStatus(ctx, spec(e.reg.Ref("pause", "latest")), false); err != nil || !ps.GetImage().GetPinned() {
+		t.Errorf("the pause image is not pinned: %v %v", ps.GetImage(), err)
 	}
 
 	// 2. A container writing to stdout and stderr, then sleeping.

@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestRuncPodConfig: DNS config, hostname, cgroup parent, host network, log
+// reopening and resource updates take effect.
+func TestRuncPodConfig(t *testing.T) {
+	e := newRuncEnv(t)
+	ctx := context.Background()
+
+	// 1. DNS and the cgroup parent.
+	pod := e.podConfig("dns")
+	pod.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"e2e.svc.cluster.local"}, Options: []string{"ndots:5"}}
+	parent := fmt.Sprintf("/crivm-e2e-%d", time.Now().UnixNano()%100000)
+	pod.Linux.CgroupParent = parent
+	_, ctrID := e.runPod(t, pod, e.containerConfig("app", "sleep", "3600"))
+	if got := e.exec(t, ctrID, "cat", "/etc/resolv.conf"); got != "search e2e.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n" {
+		t.Errorf("resolv.conf: %q", got)
+	}
+	if got := e.exec(t, ctrID, "grep", "dns", "/etc/hosts"); !strings.Contains(got, "dns") {
+		t.Errorf("/etc/hosts lacks the pod's own name: %q", got)
+	}
+	if got := e.exec(t, ctrID, "cat", "/proc/self/cgroup"); !strings.Contains(got, parent+"/crivm-"+ctrID) {
+		t.Errorf("cgroup: %q, want under %s", got, parent)
+	}
+
+	// 2. UpdateContainerResources: a new memory limit lands in the cgroup.
+	if err := e.rs.UpdateContainerResources(ctx, ctrID, &runtimeapi.ContainerResources{Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	limit := memoryLimit(t, parent+"/crivm-"+ctrID)
+	if limit != 64<<20 {
+		t.Errorf("memory limit after update: %d, want %d", limit, 64<<20)
+	}
+
+	// 3. ReopenContainerLog: after the kubelet moves the log, new lines go
+	//    to a new file at the old path.
+	logDir := filepath.Join(pod.LogDirectory)
+	logger := e.containerConfig("logger", "sh", "-c", "while true; do echo line; sleep 0.1; done")
+	loggerID, err := e.rs.CreateContainer(ctx, e.sandboxOf(t, ctrID), logger, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rs.StartContainer(ctx, loggerID); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(logDir, "logger.log")
+	time.Sleep(300 * time.Millisecond)
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rs.ReopenContainerLog(ctx, loggerID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if b, err := os.ReadFile(logPath); err != nil || !strings.Contains(string(b), " stdout F line") {
+		t.Errorf("reopened log: %q (%v)", b, err)
+	}
+
+	// 4. A host-network pod sees the host's interfaces and gets no netns.
+	hp := e.podConfig("hostnet")
+	hp.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+	hpID, hctr := e.runPod(t, hp, e.containerConfig("app", "sleep", "3600"))
+	if got := e.exec(t, hctr, "cat", "/proc/net/dev"); !strings.Contains(got, e.br.Name) {
+		t.Errorf("host network pod does not see the host bridge %s:\n%s", e.br.Name, got)
+	}
+	if st, err := e.rs.PodSandboxStatus(ctx, hpID, true); err != nil || strings.Contains(st.Info["info"], "/netns/") {
+		t.Errorf("host network pod has a netns: %v %v", st.GetInfo(), err)
+	}
+}
+
+func (e *runcEnv) sandboxOf(t *testing.T, ctrID string) string {
+	t.Helper()
+	st, err := e.rs.ContainerStatus(context.Background(), ctrID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrs, err := e.rs.ListContainers(context.Background(), &runtimeapi.ContainerFilter{Id: st.Status.Id})
+	if err != nil || len(ctrs) != 1 {
+		t.Fatal(err)
+	}
+	return ctrs[0].PodSandboxId
+}
+
+// memoryLimit reads a cgroup's memory limit on v1 or v2.
+func memoryLimit(t *testing.T, cgroup string) int64 {
+	t.Helper()
+	for _, p := range []string{"/sys/fs/cgroup/memory" + cgroup + "/memory.limit_in_bytes", "/sys/fs/cgroup" + cgroup + "/memory.max"} {
+		if b, err := os.ReadFile(p); err == nil {
+			var n int64
+			fmt.Sscan(strings.TrimSpace(string(b)), &n)
+			return n
+		}
+	}
+	t.Fatalf("no memory limit file for %s", cgroup)
+	return 0
+}
+
+// TestRuncCreateFailures: a container that cannot be created leaves nothing
+// and frees its name; a duplicate name is AlreadyExists naming the holder;
+// an image from a registry the policy distrusts is refused on runc.
+func TestRuncCreateFailures(t *testing.T) {
+	e := newRuncEnv(t)
+	ctx := context.Background()
+	pod := e.podConfig("fail")
+	sbID, ctrID := e.runPod(t, pod, e.containerConfig("app", "sleep", "3600"))
+
+	// 1. The same container name again.
+	_, err := e.rs.CreateContainer(ctx, sbID, e.containerConfig("app", "sleep", "1"), pod)
+	if status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), ctrID) {
+		t.Errorf("duplicate name: %v, want AlreadyExists naming %s", err, ctrID)
+	}
+
+	// 2. A command that does not exist fails at create and leaves nothing.
+	mountsBefore := len(mountsUnder(t, e.d.Root))
+	_, err = e.rs.CreateContainer(ctx, sbID, e.containerConfig("broken", "/no/such/binary"), pod)
+	if err == nil {
+		t.Fatal("creating a container with a missing binary succeeded")
+	}
+	ctrs, _ := e.rs.ListContainers(ctx, &runtimeapi.ContainerFilter{PodSandboxId: sbID})
+	if len(ctrs) != 1 {
+		t.Errorf("containers after a failed create: %d, want 1", len(ctrs))
+	}
+	if got := len(mountsUnder(t, e.d.Root)); got != mountsBefore {
+		t.Errorf("mounts under root: %d before, %d after a failed create", mountsBefore, got)
+	}
+	out, _ := exec.Command("runc", "--root", filepath.Join(e.d.Runroot, "handlers", "runc", "state"), "list", "-q").Output()
+	if n := len(strings.Fields(string(out))); n != 2 {
+		t.Errorf("runc containers after a failed create: %d, want 2 (infra + app):\n%s", n, out)
+	}
+	// The name is free again.
+	id, err := e.rs.CreateContainer(ctx, sbID, e.containerConfig("broken", "sleep", "1"), pod)
+	if err != nil {
+		t.Errorf("reusing the failed container's name: %v", err)
+	} else {
+		e.rs.RemoveContainer(ctx, id)
+	}
+}
+
+// TestImageRuleAtCreate: an image from a registry the policy distrusts
+// cannot slip into a pod judged trusted: CreateContainer refuses it on runc.
+func TestImageRuleAtCreate(t *testing.T) {
+	policy := filepath.Join(t.TempDir(), "images.toml")
+	rule := "[[rule]]\nname = \"loopback-registries\"\ntrust = \"untrusted\"\n[rule.match]\nimage_registries = [\"127.0.0.1:*\"]\n"
+	if err := os.WriteFile(policy, []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newRuncEnv(t, "[crivm.runtime]\ntrust_policy = \""+policy+"\"\n")
+	ctx := context.Background()
+
+	// 1. The pod itself has no images yet: it is trusted and runs on runc.
+	pod := e.podConfig("imgrule")
+	sbID, err := e.rs.RunPodSandbox(ctx, pod, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, sbID)
+	defer e.rs.RemovePodSandbox(ctx, sbID)
+
+	// 2. Its container's image matches the untrusted rule: refused, naming
+	//    the rule and the handler, and nothing is created.
+	_, err = e.rs.CreateContainer(ctx, sbID, e.containerConfig("app", "sleep", "3600"), pod)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "loopback-registries") || !strings.Contains(err.Error(), "runc") {
+		t.Errorf("untrusted image on runc: %v, want FailedPrecondition naming the rule and runc", err)
+	}
+	if ctrs, _ := e.rs.ListContainers(ctx, &runtimeapi.ContainerFilter{PodSandboxId: sbID}); len(ctrs) != 0 {
+		t.Errorf("containers after the refusal: %v", ctrs)
+	}
+}
