@@ -40,6 +40,14 @@ type Config struct {
 	Network   NetworkConfig `toml:"network" json:"network"`
 	Image     ImageConfig   `toml:"image" json:"image"`
 	Stream    StreamConfig  `toml:"stream" json:"stream"`
+	Metrics   MetricsConfig `toml:"metrics" json:"metrics"`
+}
+
+// MetricsConfig is [crivm.metrics]: the Prometheus endpoint.
+type MetricsConfig struct {
+	EnableMetrics  bool   `toml:"enable_metrics" json:"enable_metrics"`
+	MetricsAddress string `toml:"metrics_address" json:"metrics_address"`
+	MetricsPort    int    `toml:"metrics_port" json:"metrics_port"`
 }
 
 // StreamConfig is [crivm.stream]: the exec/attach/port-forward server.

@@ -71,6 +71,12 @@ func (c *Config) Validate() error {
 	if net.ParseIP(c.Stream.Address) == nil {
 		checks = append(checks, keyErr("crivm.stream.address", "%q is not an IP address", c.Stream.Address))
 	}
+	if net.ParseIP(c.Metrics.MetricsAddress) == nil {
+		checks = append(checks, keyErr("crivm.metrics.metrics_address", "%q is not an IP address", c.Metrics.MetricsAddress))
+	}
+	if c.Metrics.MetricsPort < 0 || c.Metrics.MetricsPort > 65535 {
+		checks = append(checks, keyErr("crivm.metrics.metrics_port", "%d is outside 0..65535", c.Metrics.MetricsPort))
+	}
 	if c.Stream.Port < 0 || c.Stream.Port > 65535 {
 		checks = append(checks, keyErr("crivm.stream.port", "%d is outside 0..65535", c.Stream.Port))
 	}

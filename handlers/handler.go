@@ -53,6 +53,10 @@ type Handler interface {
 	UpdateResources(ctx context.Context, c *store.Container, res *specs.LinuxResources) error
 	Stats(ctx context.Context, c *store.Container) (*ContainerStats, error)
 	ReopenLog(ctx context.Context, c *store.Container) error
+
+	// WatchExits calls exited with the ID of each container or sandbox of
+	// this handler whose process exits, from a goroutine, until ctx ends.
+	WatchExits(ctx context.Context, exited func(id string)) error
 }
 
 // SandboxRequest is what StartSandbox needs.
@@ -163,4 +167,6 @@ type ContainerStats struct {
 	// MemoryWorkingSetBytes is usage minus inactive file pages.
 	MemoryWorkingSetBytes uint64
 	MemoryUsageBytes      uint64
+	// Processes is the number of processes (pids.current).
+	Processes uint64
 }

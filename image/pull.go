@@ -135,7 +135,8 @@ func (s *Service) pullOne(ctx context.Context, named reference.Named, sys *types
 
 	progress := make(chan types.ProgressProperties, 16)
 	done := make(chan struct{})
-	go logProgress(l, progress, done)
+	var downloaded uint64 // written by logProgress, read after done closes
+	go logProgress(l, progress, done, &downloaded)
 	start := time.Now()
 	l.Info("pulling image", "registry", registry)
 	mf, err := copy.Image(ctx, policy, dst, src, &copy.Options{
@@ -158,14 +159,16 @@ func (s *Service) pullOne(ctx context.Context, named reference.Named, sys *types
 		return PullResult{}, fmt.Errorf("digesting manifest of %s: %w", named, err)
 	}
 	res := PullResult{ID: img.ID, Ref: named.String(), RepoDigest: named.Name() + "@" + dgst.String()}
-	l.Info("pulled image", "id", img.ID, "digest", dgst.String(), "duration", time.Since(start).Round(time.Millisecond))
+	s.opts.Metrics.Pulled(downloaded, time.Since(start))
+	l.Info("pulled image", "id", img.ID, "digest", dgst.String(), "bytes", downloaded, "duration", time.Since(start).Round(time.Millisecond))
 	return res, nil
 }
 
 // logProgress reports each layer at info: its digest, bytes and duration.
+// It adds the bytes of finished blobs to *total.
 func logProgress(l interface {
 	Info(string, ...any)
-}, ch <-chan types.ProgressProperties, done chan<- struct{}) {
+}, ch <-chan types.ProgressProperties, done chan<- struct{}, total *uint64) {
 	defer close(done)
 	started := map[string]time.Time{}
 	for p := range ch {
@@ -177,6 +180,7 @@ func logProgress(l interface {
 		case types.ProgressEventRead:
 			l.Info("pull progress", "digest", d, "bytes", p.Offset, "size", p.Artifact.Size)
 		case types.ProgressEventDone:
+			*total += p.Offset
 			l.Info("pulled blob", "digest", d, "bytes", p.Offset, "duration", time.Since(started[d]).Round(time.Millisecond))
 		case types.ProgressEventSkipped:
 			l.Info("blob already present", "digest", d)

@@ -19,6 +19,8 @@ import (
 	"github.com/BurntSushi/toml"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage"
+
+	"github.com/crivm/crivm/internal/metrics"
 )
 
 // Options configure a Service.
@@ -35,6 +37,8 @@ type Options struct {
 	Mirrors map[string][]string
 	// PinnedImages are reported as pinned (the pause image).
 	PinnedImages []string
+	// Metrics records pulls; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Service is the image store. Safe for concurrent use.

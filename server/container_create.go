@@ -126,7 +126,11 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 		}},
 		{Name: "recording container", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			c.CreatedAt = time.Now()
-			return nil, s.deps.Store.Containers.Add(c)
+			if err := s.deps.Store.Containers.Add(c); err != nil {
+				return nil, err
+			}
+			s.emitContainer(ctx, c, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+			return nil, nil
 		}},
 	}
 }

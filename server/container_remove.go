@@ -48,5 +48,8 @@ func (s *RuntimeService) removeContainer(ctx context.Context, h handlers.Handler
 	if err := s.deps.Images.RemoveRootfs(ctx, c.ID); err != nil {
 		return fmt.Errorf("removing rootfs of %s: %w", c.ID, err)
 	}
+	if c, err := s.deps.Store.Containers.Get(c.ID); err == nil {
+		defer s.emitContainer(ctx, c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+	}
 	return s.deps.Store.Containers.Delete(c.ID)
 }

@@ -30,10 +30,7 @@ func (s *RuntimeService) StartContainer(ctx context.Context, req *runtimeapi.Sta
 	}
 	st, serr := h.StartContainer(ctx, sb, c)
 	if st != nil {
-		if _, err := s.deps.Store.Containers.Update(c.ID, func(r *store.Container) error {
-			st.Apply(r)
-			return nil
-		}); err != nil {
+		if _, err := s.applyContainerState(ctx, c.ID, st); err != nil {
 			return nil, err
 		}
 	}

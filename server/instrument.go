@@ -11,13 +11,15 @@ import (
 
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/metrics"
 )
 
 // instrument is the one wrapper around every RPC: it attaches a logger naming
 // the RPC and its ids to the context, logs the outcome with its duration, and
 // converts domain errors to gRPC statuses.
 type instrument struct {
-	base *slog.Logger
+	base    *slog.Logger
+	metrics *metrics.Metrics
 }
 
 type (
@@ -37,9 +39,11 @@ func (in instrument) rpcContext(ctx context.Context, method string, req any) (co
 	return log.WithLogger(ctx, l), l
 }
 
-// finish logs the outcome at debug, failures louder, and converts err.
-func finish(ctx context.Context, l *slog.Logger, start time.Time, err error) error {
+// finish logs and counts the outcome (at debug, failures louder) and
+// converts err.
+func (in instrument) finish(ctx context.Context, l *slog.Logger, method string, start time.Time, err error) error {
 	d := time.Since(start)
+	in.metrics.RPC(path.Base(method), errdefs.Code(errdefs.ToGRPC(err)).String(), d)
 	if err == nil {
 		l.DebugContext(ctx, "rpc done", "duration", d)
 		return nil
@@ -60,7 +64,7 @@ func (in instrument) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 	start := time.Now()
 	ctx, l := in.rpcContext(ctx, info.FullMethod, req)
 	resp, err := handler(ctx, req)
-	return resp, finish(ctx, l, start, err)
+	return resp, in.finish(ctx, l, info.FullMethod, start, err)
 }
 
 type loggedStream struct {
@@ -74,5 +78,5 @@ func (in instrument) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	start := time.Now()
 	ctx, l := in.rpcContext(ss.Context(), info.FullMethod, nil)
 	err := handler(srv, &loggedStream{ServerStream: ss, ctx: ctx})
-	return finish(ctx, l, start, err)
+	return in.finish(ctx, l, info.FullMethod, start, err)
 }

@@ -47,6 +47,9 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.R
 			return nil, fmt.Errorf("removing pod files: %w", err)
 		}
 	}
+	if cur, err := s.deps.Store.Sandboxes.Get(sb.ID); err == nil {
+		s.emitSandbox(ctx, cur, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+	}
 	if err := s.deps.Store.Sandboxes.Delete(sb.ID); err != nil {
 		return nil, err
 	}

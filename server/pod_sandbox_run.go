@@ -79,10 +79,12 @@ func (s *RuntimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunP
 		return nil, err
 	}
 	// Once recorded, the sandbox's resources are released by Stop/Remove.
+	start := time.Now()
 	if _, err := steps.Run(ctx, s.runSandboxSteps(sb, cfg, entry)); err != nil {
 		s.deps.Store.Sandboxes.Release(sb.Name, sb.ID)
 		return nil, err
 	}
+	s.deps.Metrics.PodStarted(v.Handler, time.Since(start))
 	log.G(ctx).Info("pod sandbox running", "handler", v.Handler, "ip", sb.IP)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: sb.ID}, nil
 }
@@ -191,6 +193,8 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 			if err := s.deps.Store.Sandboxes.Add(sb); err != nil {
 				return nil, err
 			}
+			s.emitSandbox(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+			s.emitSandbox(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 			log.G(ctx).Debug("sandbox recorded", "took", time.Since(start))
 			return func(context.Context) error { return s.deps.Store.Sandboxes.Delete(sb.ID) }, nil
 		}},

@@ -19,23 +19,9 @@ func (s *RuntimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 		return nil, err
 	}
 	sb = s.refreshSandbox(ctx, sb)
-	cfg, err := sandboxConfig(sb)
+	st, err := s.sandboxStatus(sb)
 	if err != nil {
 		return nil, err
-	}
-	st := &runtimeapi.PodSandboxStatus{
-		Id:             sb.ID,
-		Metadata:       podMetadata(sb.Metadata),
-		State:          sandboxState(sb.State),
-		CreatedAt:      sb.CreatedAt.UnixNano(),
-		Network:        &runtimeapi.PodSandboxNetworkStatus{Ip: sb.IP},
-		Linux:          &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()}},
-		Labels:         sb.Labels,
-		Annotations:    sb.Annotations,
-		RuntimeHandler: sb.RuntimeHandler,
-	}
-	for _, ip := range sb.AdditionalIPs {
-		st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
 	}
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: st, Timestamp: time.Now().UnixNano()}
 	for _, c := range s.deps.Store.Containers.List(func(c *store.Container) bool { return c.SandboxID == sb.ID }) {
@@ -62,4 +48,26 @@ func (s *RuntimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 		resp.Info = map[string]string{"info": string(b)}
 	}
 	return resp, nil
+}
+
+func (s *RuntimeService) sandboxStatus(sb *store.Sandbox) (*runtimeapi.PodSandboxStatus, error) {
+	cfg, err := sandboxConfig(sb)
+	if err != nil {
+		return nil, err
+	}
+	st := &runtimeapi.PodSandboxStatus{
+		Id:             sb.ID,
+		Metadata:       podMetadata(sb.Metadata),
+		State:          sandboxState(sb.State),
+		CreatedAt:      sb.CreatedAt.UnixNano(),
+		Network:        &runtimeapi.PodSandboxNetworkStatus{Ip: sb.IP},
+		Linux:          &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()}},
+		Labels:         sb.Labels,
+		Annotations:    sb.Annotations,
+		RuntimeHandler: sb.RuntimeHandler,
+	}
+	for _, ip := range sb.AdditionalIPs {
+		st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+	}
+	return st, nil
 }

@@ -62,10 +62,7 @@ func (s *RuntimeService) stopSandbox(ctx context.Context, sb *store.Sandbox) err
 		}
 	}
 	if sb.State != store.SandboxNotReady {
-		if _, err := s.deps.Store.Sandboxes.Update(sb.ID, func(r *store.Sandbox) error {
-			r.State = store.SandboxNotReady
-			return nil
-		}); err != nil {
+		if _, err := s.setSandboxNotReady(ctx, sb.ID); err != nil {
 			return err
 		}
 		log.G(ctx).Info("pod sandbox stopped")

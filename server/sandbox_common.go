@@ -46,16 +46,50 @@ func (s *RuntimeService) refreshSandbox(ctx context.Context, sb *store.Sandbox) 
 	if sb.State != store.SandboxReady || sb.Process == nil || proc.Alive(sb.Process.Pid, sb.Process.StartTime, sb.Process.BootID) {
 		return sb
 	}
-	upd, err := s.deps.Store.Sandboxes.Update(sb.ID, func(r *store.Sandbox) error {
-		r.State = store.SandboxNotReady
-		return nil
-	})
+	upd, err := s.setSandboxNotReady(ctx, sb.ID)
 	if err != nil {
 		log.G(ctx).Warn("recording a dead sandbox", "sandbox", sb.ID, "err", err)
 		return sb
 	}
 	log.G(ctx).Warn("sandbox process is gone: sandbox is NotReady", "sandbox", sb.ID)
 	return upd
+}
+
+// setSandboxNotReady records the transition and emits its event once.
+func (s *RuntimeService) setSandboxNotReady(ctx context.Context, id string) (*store.Sandbox, error) {
+	var prev store.SandboxState
+	upd, err := s.deps.Store.Sandboxes.Update(id, func(r *store.Sandbox) error {
+		prev, r.State = r.State, store.SandboxNotReady
+		return nil
+	})
+	if err == nil && prev != store.SandboxNotReady {
+		s.emitSandbox(ctx, upd, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	}
+	return upd, err
+}
+
+// applyContainerState persists st and emits the event of each transition:
+// STARTED, and STOPPED (after STARTED for a container that exited at once).
+func (s *RuntimeService) applyContainerState(ctx context.Context, id string, st *handlers.ContainerState) (*store.Container, error) {
+	var prev store.ContainerState
+	upd, err := s.deps.Store.Containers.Update(id, func(r *store.Container) error {
+		prev = r.State
+		st.Apply(r)
+		return nil
+	})
+	if err != nil || prev == upd.State {
+		return upd, err
+	}
+	if prev == store.ContainerCreated && upd.State == store.ContainerExited && !upd.StartedAt.IsZero() {
+		s.emitContainer(ctx, upd, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	}
+	switch upd.State {
+	case store.ContainerRunning:
+		s.emitContainer(ctx, upd, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	case store.ContainerExited:
+		s.emitContainer(ctx, upd, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	}
+	return upd, nil
 }
 
 // refreshContainer asks the handler for a created or running container's
@@ -80,10 +114,7 @@ func (s *RuntimeService) refreshContainer(ctx context.Context, c *store.Containe
 	if st.State == c.State {
 		return c
 	}
-	upd, err := s.deps.Store.Containers.Update(c.ID, func(r *store.Container) error {
-		st.Apply(r)
-		return nil
-	})
+	upd, err := s.applyContainerState(ctx, c.ID, st)
 	if err != nil {
 		return c
 	}
@@ -111,10 +142,7 @@ func (s *RuntimeService) stopContainer(ctx context.Context, h handlers.Handler, 
 	if err != nil {
 		return fmt.Errorf("stopping container %s: %w", c.ID, err)
 	}
-	_, err = s.deps.Store.Containers.Update(c.ID, func(r *store.Container) error {
-		st.Apply(r)
-		return nil
-	})
+	_, err = s.applyContainerState(ctx, c.ID, st)
 	return err
 }
 

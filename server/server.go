@@ -7,6 +7,7 @@ package server
 
 import (
 	"log/slog"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -17,6 +18,7 @@ import (
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/image"
+	"github.com/crivm/crivm/internal/metrics"
 	"github.com/crivm/crivm/netns"
 	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/trust"
@@ -36,8 +38,10 @@ type Deps struct {
 	NetNSDir string
 	// PodsDir holds each pod's files (resolv.conf, hosts, shm) under runroot.
 	PodsDir string
-	// Metrics holds crivm's Prometheus metrics; verbose Status shows them.
-	Metrics *prometheus.Registry
+	// Registry holds crivm's Prometheus metrics; verbose Status shows them.
+	Registry *prometheus.Registry
+	// Metrics records RPCs, pod starts and pulls into Registry.
+	Metrics *metrics.Metrics
 	// Version is the crivm build version.
 	Version string
 	// Logger is the daemon's logger; every RPC context carries a child of it.
@@ -50,7 +54,10 @@ type RuntimeService struct {
 	deps Deps
 	// locks serializes the RPCs that change one sandbox or container;
 	// keys are IDs.
-	locks keyedMutex
+	locks  keyedMutex
+	events eventBus
+	// podCIDR is the last UpdateRuntimeConfig's pod CIDR.
+	podCIDR atomic.Pointer[string]
 	// streaming serves exec, attach and port-forward. Set once by
 	// SetStreaming before serving; read-only afterwards.
 	streaming streaming.Server
@@ -79,7 +86,7 @@ func NewRuntimeService(deps Deps) *RuntimeService {
 // New returns a gRPC server with both CRI services registered behind the
 // instrumenting interceptors.
 func New(deps Deps, rs *RuntimeService) *grpc.Server {
-	in := instrument{base: deps.Logger}
+	in := instrument{base: deps.Logger, metrics: deps.Metrics}
 	if in.base == nil {
 		in.base = slog.Default()
 	}

@@ -47,8 +47,17 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			return nil, fmt.Errorf("encoding config: %w", err)
 		}
 		resp.Info = map[string]string{"config": string(b)}
-		if s.deps.Metrics != nil {
-			m, err := metricValues(s.deps.Metrics)
+		var rc struct {
+			PodCIDR string `json:"podCIDR"`
+		}
+		if p := s.podCIDR.Load(); p != nil {
+			rc.PodCIDR = *p
+		}
+		if b, err := json.Marshal(rc); err == nil {
+			resp.Info["runtimeConfig"] = string(b)
+		}
+		if s.deps.Registry != nil {
+			m, err := metricValues(s.deps.Registry)
 			if err != nil {
 				return nil, err
 			}

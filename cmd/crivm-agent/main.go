@@ -1,13 +1,18 @@
 // Command crivm-agent is the in-guest agent: PID 1 of the guest initrd of a
-// vm-handler pod. The agent's API, transports and container lifecycle land
-// with the vm handler (issue 6); until then this binary only reports its
-// version and refuses to run, so nothing mistakes it for a working agent.
+// vm-handler pod. It sets the guest up, serves the agent API (agentproxy/api)
+// to crivm over virtio-serial or vsock, and powers the VM off when it stops
+// serving, so QEMU exits instead of leaving a guest without an agent.
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 
+	"github.com/crivm/crivm/agent"
+	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/version"
 )
 
@@ -16,6 +21,22 @@ func main() {
 		fmt.Printf("crivm-agent version %s\n", version.Version)
 		return
 	}
-	fmt.Fprintln(os.Stderr, "crivm-agent: the guest agent is not implemented yet (it lands with the vm handler)")
-	os.Exit(1)
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "crivm-agent: runs only as PID 1 of a crivm guest (try `crivm-agent version`)")
+		os.Exit(2)
+	}
+	// stderr is /dev/console, which the host captures as console.log.
+	lv := new(slog.LevelVar)
+	l := log.New(os.Stderr, "text", lv).With("component", "crivm-agent")
+	ctx := log.WithLogger(context.Background(), l)
+	l.Info("starting", "version", version.Version)
+	err := agent.Run(ctx, agent.Options{LogLevel: lv})
+	if err != nil {
+		l.Error("agent stopped", "error", err)
+	}
+	// PID 1 must never exit: the kernel would panic. Power off instead.
+	for {
+		agent.PowerOff(ctx, "agent stopped")
+		time.Sleep(time.Second)
+	}
 }

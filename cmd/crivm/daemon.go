@@ -23,12 +23,14 @@ import (
 	"go.podman.io/image/v5/docker/reference"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/image"
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/metrics"
 	"github.com/crivm/crivm/internal/steps"
 	"github.com/crivm/crivm/internal/version"
 	"github.com/crivm/crivm/netns"
@@ -51,7 +53,9 @@ type daemon struct {
 	handlers handlers.Registry
 	network  *netns.Manager
 	stream   net.Listener
-	metrics  *prometheus.Registry
+	registry *prometheus.Registry
+	metrics  *metrics.Metrics
+	metricsL net.Listener
 }
 
 func runDaemon(g globalFlags) error {
@@ -77,7 +81,7 @@ func runDaemon(g globalFlags) error {
 	deps := server.Deps{
 		Config: d.cfg.Load, Store: d.store, Trust: d.trust, Images: d.images,
 		Handlers: d.handlers, Network: d.network, NetNSDir: netns.DefaultDir, PodsDir: cfg.PodsDir(),
-		Metrics: d.metrics,
+		Registry: d.registry, Metrics: d.metrics,
 		Version: version.Version, Logger: logger,
 	}
 	rs := server.NewRuntimeService(deps)
@@ -93,6 +97,17 @@ func runDaemon(g globalFlags) error {
 	}
 	rs.SetStreaming(ss)
 	go http.Serve(d.stream, ss)
+	if d.metricsL != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{}))
+		go http.Serve(d.metricsL, mux)
+		logger.Info("serving metrics", "address", "http://"+d.metricsL.Addr().String()+"/metrics")
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if err := rs.WatchExits(watchCtx); err != nil {
+		logger.Warn("exits are found by polling only", "err", err)
+	}
 	gs := server.New(deps, rs)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(d.listener) }()
@@ -137,7 +152,11 @@ func stopGracefully(gs stopper, timeout time.Duration) {
 
 // shutdown releases what a good start holds. The socket goes; state stays.
 func (d *daemon) shutdown(sock string) error {
-	return errors.Join(closeSocket(d.listener, sock), d.stream.Close(), d.audit.Close(), d.images.Close(), d.store.Close(), d.lock.Close())
+	var merr error
+	if d.metricsL != nil {
+		merr = d.metricsL.Close()
+	}
+	return errors.Join(closeSocket(d.listener, sock), d.stream.Close(), merr, d.audit.Close(), d.images.Close(), d.store.Close(), d.lock.Close())
 }
 
 // closeSocket closes l (which may already be closed) and makes sure the socket
@@ -195,6 +214,12 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 				return err
 			}, nil
 		}},
+		{Name: "creating metrics", Do: func(context.Context) (steps.Cleanup, error) {
+			d.registry = prometheus.NewRegistry()
+			var err error
+			d.metrics, err = metrics.New(d.registry)
+			return nil, err
+		}},
 		{Name: "opening image storage", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			_, statErr := os.Stat(cfg.StorageRoot())
 			pause, _ := reference.ParseNormalizedNamed(cfg.Image.PauseImage)
@@ -205,7 +230,7 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 			imgs, err := image.New(ctx, image.Options{
 				Root: cfg.StorageRoot(), Runroot: cfg.StorageRunroot(), Driver: cfg.Image.StorageDriver,
 				InsecureRegistries: cfg.Image.InsecureRegistries, SearchRegistries: cfg.Image.UnqualifiedSearchRegistries,
-				Mirrors: cfg.Image.RegistryMirrors, PinnedImages: pinned,
+				Mirrors: cfg.Image.RegistryMirrors, PinnedImages: pinned, Metrics: d.metrics,
 			})
 			if err != nil {
 				return nil, err
@@ -256,9 +281,8 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 				return nil, err
 			}
 			d.trust = trust.New(cfg, p, trust.WithAuditLog(d.audit))
-			d.metrics = prometheus.NewRegistry()
-			for _, c := range d.trust.Collectors() {
-				if err := d.metrics.Register(c); err != nil {
+			for _, c := range append(d.trust.Collectors(), server.StateCollector{Store: d.store}) {
+				if err := d.registry.Register(c); err != nil {
 					return nil, fmt.Errorf("registering metrics: %w", err)
 				}
 			}
@@ -270,6 +294,17 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 				return nil, fmt.Errorf("listening for exec/attach/port-forward streams: %w", err)
 			}
 			d.stream = l
+			return func(context.Context) error { return l.Close() }, nil
+		}},
+		{Name: "listening for metrics scrapes", Do: func(context.Context) (steps.Cleanup, error) {
+			if !cfg.Metrics.EnableMetrics {
+				return nil, nil
+			}
+			l, err := net.Listen("tcp", net.JoinHostPort(cfg.Metrics.MetricsAddress, strconv.Itoa(cfg.Metrics.MetricsPort)))
+			if err != nil {
+				return nil, fmt.Errorf("listening for metrics scrapes: %w", err)
+			}
+			d.metricsL = l
 			return func(context.Context) error { return l.Close() }, nil
 		}},
 		{Name: "listening", Do: func(context.Context) (steps.Cleanup, error) {

@@ -4,7 +4,8 @@
 //	crivmctl [--runtime-endpoint EP] [--timeout D] [-o table|json] VERB [args]
 //
 // Verbs: version, info, pods, ps, runp, create, run, start, stop, rm,
-// stopp, rmp, inspect, inspectp, exec, logs, stats, pull, images, rmi.
+// stopp, rmp, inspect, inspectp, exec, logs, stats, statsp, events, pull,
+// images, rmi.
 package main
 
 import (
@@ -37,7 +38,7 @@ type verb struct {
 
 // longVerbs may outlast --timeout (pulls, pod starts, streams, log follows);
 // the timeout then bounds only the connection.
-var longVerbs = map[string]bool{"pull": true, "run": true, "runp": true, "exec": true, "logs": true}
+var longVerbs = map[string]bool{"pull": true, "run": true, "runp": true, "exec": true, "logs": true, "events": true}
 
 var verbs = []verb{
 	{"version", "print the runtime's name and version", runVersion},
@@ -57,6 +58,8 @@ var verbs = []verb{
 	{"exec", "run a command in a container [-i] [-t]", runExec},
 	{"logs", "print a container's log [-f]", runLogs},
 	{"stats", "container resource usage [--pod ID]", runStats},
+	{"statsp", "pod resource usage, with network counters", runStatsp},
+	{"events", "follow container and pod events", runEvents},
 	{"pull", "pull an image [--creds USER:PASS]", runPull},
 	{"images", "list images [-q] [IMAGE]", runImages},
 	{"rmi", "remove images", runRmi},

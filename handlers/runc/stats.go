@@ -55,6 +55,7 @@ func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.Cont
 			return nil, fmt.Errorf("reading memory.stat: %w", err)
 		}
 		st.MemoryWorkingSetBytes = workingSet(st.MemoryUsageBytes, mem["inactive_file"])
+		st.Processes, _ = readUint(filepath.Join(dir, "pids.current"))
 		return st, nil
 	}
 	if st.CPUUsageNanos, err = readUint(filepath.Join(h.cgroupPath(cg, "cpuacct"), "cpuacct.usage")); err != nil {
@@ -69,6 +70,7 @@ func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.Cont
 		return nil, fmt.Errorf("reading memory.stat: %w", err)
 	}
 	st.MemoryWorkingSetBytes = workingSet(st.MemoryUsageBytes, mem["total_inactive_file"])
+	st.Processes, _ = readUint(filepath.Join(h.cgroupPath(cg, "pids"), "pids.current"))
 	return st, nil
 }
 

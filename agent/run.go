@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/crivm/crivm/agentproxy"
+	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+)
+
+// Kernel command-line keys the host sets for the agent.
+const (
+	// ParamTransport selects the channel: "serial" (default) or "vsock".
+	ParamTransport = "crivm.agent_transport"
+	// ParamDebug turns on debug logging.
+	ParamDebug = "crivm.debug"
+
+	TransportSerial = "serial"
+	TransportVsock  = "vsock"
+)
+
+// ModulesOrder is the initrd's list of modules to load (vmm.GuestModulesOrder).
+const ModulesOrder = "/modules.order"
+
+// portWait bounds the wait for the agent's virtio-serial port after
+// virtio_console loaded; under TCG the probe takes well under a second.
+const portWait = 20 * time.Second
+
+// Options configures Run.
+type Options struct {
+	// LogLevel is raised to debug when the kernel command line has
+	// crivm.debug. May be nil.
+	LogLevel *slog.LevelVar
+}
+
+// Run is PID 1's life: set the guest up, serve the API, and return only
+// when serving failed for good or the power button was pressed. The caller
+// powers the VM off after it returns.
+func Run(ctx context.Context, opts Options) error {
+	start := time.Now()
+	l := log.G(ctx)
+	if err := MountBase(ctx); err != nil {
+		l.Warn("mounting base filesystems", "error", err)
+	}
+	if _, ok := KernelParam(ParamDebug); ok && opts.LogLevel != nil {
+		opts.LogLevel.Set(slog.LevelDebug)
+	}
+	os.Setenv("PATH", GuestPath)
+	n, err := LoadModules(ctx, ModulesOrder)
+	if err != nil {
+		l.Warn("some kernel modules failed to load", "error", err)
+	}
+	l.Info("guest set up", "modules", n, "elapsed", time.Since(start))
+
+	reaper := NewReaper()
+	stop := make(chan struct{})
+	defer close(stop)
+	go reaper.Run(stop)
+
+	svc := NewService(reaper)
+	powerPressed := make(chan struct{})
+	go WatchPowerButton(ctx, 10*time.Second, func() { close(powerPressed) })
+
+	lis, err := listen(ctx)
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(errorInterceptor))
+	if err != nil {
+		return fmt.Errorf("creating ttrpc server: %w", err)
+	}
+	api.RegisterAgentService(srv, svc)
+	l.Info("agent serving", "transport", lis.Addr().Network(), "addr", lis.Addr().String(), "elapsed", time.Since(start))
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, lis) }()
+	select {
+	case err := <-served:
+		svc.Shutdown(ctx)
+		if errors.Is(err, ttrpc.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("serving the agent API: %w", err)
+	case <-powerPressed:
+		l.Info("power button pressed")
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		srv.Shutdown(sctx)
+		cancel()
+		svc.Shutdown(ctx)
+		return nil
+	}
+}
+
+func listen(ctx context.Context) (net.Listener, error) {
+	transport, _ := KernelParam(ParamTransport)
+	switch transport {
+	case TransportVsock:
+		return agentproxy.ListenVsock(0)
+	case TransportSerial, "":
+		wctx, cancel := context.WithTimeout(ctx, portWait)
+		defer cancel()
+		port, err := agentproxy.WaitSerialPort(wctx, agentproxy.SerialPortName)
+		if err != nil {
+			return nil, err
+		}
+		return agentproxy.ListenSerial(ctx, port)
+	}
+	return nil, fmt.Errorf("unknown %s=%q (want serial or vsock)", ParamTransport, transport)
+}
+
+// errorInterceptor turns the service's domain errors into status errors,
+// so the host sees Unimplemented, InvalidArgument and so on.
+func errorInterceptor(ctx context.Context, um ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
+	r, err := m(ctx, um)
+	if err != nil {
+		log.G(ctx).Debug("call failed", "method", info.FullMethod, "error", err)
+		return r, errdefs.ToGRPC(err)
+	}
+	return r, nil
+}

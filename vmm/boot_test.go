@@ -1,0 +1,348 @@
+package vmm_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crivm/crivm/agentproxy"
+	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/vmm"
+)
+
+const qemuPath = "/usr/bin/qemu-system-x86_64"
+
+// bootMu keeps VM boots in this package one at a time: the build machines
+// have two shared cores.
+var bootMu sync.Mutex
+
+// guestAssets are built once per test binary.
+var (
+	assetsOnce sync.Once
+	assets     struct {
+		kernel, vmlinux, initrd, release string
+		err                              error
+	}
+)
+
+// requireVM skips unless QEMU and a guest kernel are installed and the
+// test is not -short.
+func requireVM(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a VM under QEMU; skipped with -short")
+	}
+	if _, err := os.Stat(qemuPath); err != nil {
+		t.Skipf("%s missing (apt-get install qemu-system-x86)", qemuPath)
+	}
+	if m, _ := filepath.Glob("/boot/vmlinuz-*"); len(m) == 0 {
+		t.Skip("no /boot/vmlinuz-* (apt-get install linux-image-amd64)")
+	}
+}
+
+// buildAssets builds the agent (static), extracts the vmlinux and builds
+// the initrd into a cache dir shared by the tests of this binary.
+func buildAssets(t *testing.T) (vmlinux, initrd, release string) {
+	t.Helper()
+	assetsOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "crivm-vmm-test-assets-")
+		if err != nil {
+			assets.err = err
+			return
+		}
+		// Left for the OS to clean up: other tests of this binary share it.
+		agent := filepath.Join(dir, "crivm-agent")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agent, "github.com/crivm/crivm/cmd/crivm-agent")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			assets.err = fmt.Errorf("building agent: %v: %s", err, out)
+			return
+		}
+		kernel, err := vmm.FindKernel("")
+		if err != nil {
+			assets.err = err
+			return
+		}
+		ctx := context.Background()
+		if assets.vmlinux, err = vmm.Vmlinux(ctx, kernel, dir); err != nil {
+			assets.err = err
+			return
+		}
+		if assets.release, err = vmm.KernelRelease(kernel); err != nil {
+			assets.err = err
+			return
+		}
+		assets.initrd, assets.err = vmm.Initrd(ctx, vmm.InitrdOptions{
+			AgentBinary:   agent,
+			KernelRelease: assets.release,
+			Modules:       vmm.BaseGuestModules,
+			CacheDir:      dir,
+			Compression:   os.Getenv("CRIVM_TEST_INITRD_COMPRESSION"),
+		})
+	})
+	if assets.err != nil {
+		t.Fatalf("building guest assets: %v", assets.err)
+	}
+	return assets.vmlinux, assets.initrd, assets.release
+}
+
+// shortDir returns a fresh directory with a path short enough for unix
+// sockets (t.TempDir paths can exceed 108 bytes).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "crivm-vm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func dumpConsole(t *testing.T, vm *vmm.VM) {
+	t.Helper()
+	if b, err := os.ReadFile(vm.ConsoleLog()); err == nil {
+		t.Logf("guest console:\n%s", b)
+	}
+}
+
+// pss returns the proportional set size of pid in KiB.
+func pss(pid int) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Pss:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return 0, fmt.Errorf("no Pss in smaps_rollup")
+}
+
+func hostRelease(t *testing.T) string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func TestVMBootAgent(t *testing.T) {
+	requireVM(t)
+	vmlinux, initrd, release := buildAssets(t)
+	bootMu.Lock()
+	defer bootMu.Unlock()
+
+	// A 9p share with a static busybox: the initrd holds only the agent, so
+	// the guest's commands come from the share, as a pod's would.
+	share := shortDir(t)
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox-static not installed (commands for the guest come from it)")
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(share, "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := shortDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	vm, err := vmm.Start(ctx, vmm.MachineConfig{
+		QEMUPath:   qemuPath,
+		Accel:      vmm.AccelTCG,
+		MemoryMiB:  256,
+		Kernel:     vmlinux,
+		Initrd:     initrd,
+		KernelArgs: os.Getenv("CRIVM_TEST_KERNEL_ARGS"),
+		Dir:        dir,
+		SharedDirs: []vmm.SharedDir{{Tag: "crivmtest", HostPath: share, ReadOnly: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qemuUp := time.Since(start)
+	defer func() {
+		if t.Failed() || os.Getenv("CRIVM_TEST_CONSOLE") != "" {
+			dumpConsole(t, vm)
+		}
+		vm.Kill(context.Background())
+	}()
+
+	d := &agentproxy.SerialDialer{Path: vm.AgentSocket()}
+	c, err := agentproxy.Connect(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.WaitHealthy(ctx, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := time.Since(start)
+	t.Logf("boot: qemu up in %v, first healthy agent call after %v (guest uptime %.2fs)", qemuUp.Round(time.Millisecond), boot.Round(time.Millisecond), h.UptimeSeconds)
+	if h.KernelRelease != release {
+		t.Errorf("guest kernel %q, want %q", h.KernelRelease, release)
+	}
+
+	if _, err := c.CreateSandbox(ctx, &api.CreateSandboxRequest{
+		SandboxId: "sb1", Hostname: "pod-one",
+		Dns:    &api.DNSConfig{Servers: []string{"10.0.0.10"}, Searches: []string{"default.svc.cluster.local"}},
+		Mounts: []*api.SharedMount{{Tag: "crivmtest", MountPoint: "/run/crivm/test", ReadOnly: true}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(args ...string) *api.ExecProcessResponse {
+		t.Helper()
+		r, err := c.ExecProcess(ctx, &api.ExecProcessRequest{Args: append([]string{"/run/crivm/test/busybox"}, args...), TimeoutMs: 30000})
+		if err != nil {
+			t.Fatalf("exec %v: %v", args, err)
+		}
+		return r
+	}
+	r := exec("uname", "-r")
+	guestRel := strings.TrimSpace(string(r.Stdout))
+	if r.ExitCode != 0 || guestRel != release {
+		t.Errorf("uname -r = %q (exit %d, stderr %q), want %q", guestRel, r.ExitCode, r.Stderr, release)
+	}
+	if hr := hostRelease(t); guestRel == hr {
+		t.Errorf("guest kernel %q is the host's: the command did not run in the guest", guestRel)
+	}
+	if r := exec("cat", "/proc/1/cmdline"); string(r.Stdout) != "/init\x00" {
+		t.Errorf("/proc/1/cmdline = %q, want /init", r.Stdout)
+	}
+	if r := exec("hostname"); strings.TrimSpace(string(r.Stdout)) != "pod-one" {
+		t.Errorf("hostname = %q", r.Stdout)
+	}
+	if r := exec("cat", "/etc/resolv.conf"); !strings.Contains(string(r.Stdout), "nameserver 10.0.0.10") {
+		t.Errorf("resolv.conf = %q", r.Stdout)
+	}
+	if r := exec("sh", "-c", "echo out; echo err >&2; exit 3"); r.ExitCode != 3 || string(r.Stdout) != "out\n" || string(r.Stderr) != "err\n" {
+		t.Errorf("sh -c: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	if r := exec("touch", "/run/crivm/test/x"); r.ExitCode == 0 {
+		t.Errorf("writing to a read-only share succeeded")
+	}
+	r, err = c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"/run/crivm/test/busybox", "sleep", "30"}, TimeoutMs: 300})
+	if err != nil || !r.TimedOut || r.ExitCode != 128+9 {
+		t.Errorf("exec with timeout: %+v, %v; want timed out, exit 137", r, err)
+	}
+	if _, err := c.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: "c1"}); errdefs.Code(err).String() != "Unimplemented" {
+		t.Errorf("CreateContainer: %v, want Unimplemented", err)
+	}
+	if _, err := c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"no-such-command"}}); errdefs.Code(err).String() != "InvalidArgument" {
+		t.Errorf("exec of a missing command: %v, want InvalidArgument", err)
+	}
+	if r := exec("sh", "-c", "ls /sys/class/net"); !strings.Contains(string(r.Stdout), "lo") {
+		t.Errorf("/sys/class/net = %q", r.Stdout)
+	}
+
+	if p, err := pss(vm.PID()); err == nil {
+		t.Logf("qemu host PSS with a %d MiB guest, booted, agent serving: %d MiB", 256, p/1024)
+	}
+
+	// The host side goes away (daemon restart) and comes back: the agent
+	// accepts a new session. Twice, the second time without a clean close
+	// of the streams.
+	for i := range 2 {
+		if err := c.Close(); err != nil {
+			t.Fatalf("closing client: %v", err)
+		}
+		rs := time.Now()
+		c, err = agentproxy.Connect(ctx, d)
+		if err != nil {
+			t.Fatalf("reconnect %d: %v", i, err)
+		}
+		if _, err := c.WaitHealthy(ctx, 5*time.Second); err != nil {
+			t.Fatalf("health after reconnect %d: %v", i, err)
+		}
+		t.Logf("reconnect %d: healthy after %v", i, time.Since(rs).Round(time.Millisecond))
+	}
+
+	// A daemon restart: find the VM again from its directory.
+	vm2, err := vmm.Reconnect(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm2.PID() != vm.PID() {
+		t.Fatalf("Reconnect pid %d, want %d", vm2.PID(), vm.PID())
+	}
+	if _, err := c.DestroySandbox(ctx, &api.DestroySandboxRequest{SandboxId: "sb1"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	stopStart := time.Now()
+	if err := vm2.Stop(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stop (ACPI power button, agent powers off): %v", time.Since(stopStart).Round(time.Millisecond))
+	select {
+	case <-vm.Exited():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first VM handle did not see QEMU exit")
+	}
+	if err := unix.Kill(vm.PID(), 0); err == nil {
+		// A zombie waiting for init would still answer; check its state.
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", vm.PID())); !strings.Contains(string(st), ") Z") {
+			t.Errorf("qemu pid %d still runs after Stop", vm.PID())
+		}
+	}
+	assertNoSockets(t, dir)
+	if b, _ := os.ReadFile(filepath.Join(dir, vmm.ConsoleLogName)); !strings.Contains(string(b), "power button pressed") {
+		t.Errorf("the guest did not power off through the agent; console:\n%s", b)
+	}
+	if _, err := vmm.Reconnect(ctx, dir); !errdefs.IsClass(err, errdefs.ErrNotFound) {
+		t.Errorf("Reconnect after Stop: %v, want NotFound", err)
+	}
+}
+
+func assertNoSockets(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Type()&os.ModeSocket != 0 || e.Name() == vmm.PidfileName {
+			t.Errorf("%s left in the vm dir", e.Name())
+		}
+	}
+}
+
+// TestVMStartFailureLeavesNothing makes QEMU fail after validation passed
+// (a bad machine type) and checks nothing is left.
+func TestVMStartFailureLeavesNothing(t *testing.T) {
+	requireVM(t)
+	dir := shortDir(t)
+	k := filepath.Join(dir, "k")
+	os.WriteFile(k, []byte("not a kernel"), 0o644)
+	_, err := vmm.Start(context.Background(), vmm.MachineConfig{
+		QEMUPath: qemuPath, Accel: vmm.AccelTCG, MachineType: "no-such-machine",
+		Kernel: k, Initrd: k, Dir: dir,
+	})
+	if err == nil || !strings.Contains(err.Error(), "unsupported machine type") {
+		t.Fatalf("Start with a bad machine type = %v, want QEMU's error", err)
+	}
+	assertNoSockets(t, dir)
+	if _, err := vmm.Start(context.Background(), vmm.MachineConfig{QEMUPath: qemuPath, Accel: vmm.AccelTCG, Kernel: "/nonexistent", Initrd: k, Dir: dir}); !errdefs.IsClass(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("missing kernel: %v, want FailedPrecondition", err)
+	}
+}
+

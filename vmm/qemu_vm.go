@@ -1,0 +1,628 @@
+package vmm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/steps"
+)
+
+// Files of a VM inside MachineConfig.Dir.
+const (
+	QMPSocketName   = "qmp.sock"
+	AgentSocketName = "agent.sock"
+	PidfileName     = "qemu.pid"
+	ConsoleLogName  = "console.log"
+	// QEMULogName receives QEMU's own stdout and stderr.
+	QEMULogName = "qemu.log"
+)
+
+// AgentPortName is the virtserialport name of the agent channel; the agent
+// looks it up in /sys/class/virtio-ports (agentproxy.SerialPortName).
+const AgentPortName = "crivm.agent"
+
+// BaseKernelArgs are always on the guest command line: the console on the
+// first UART, no boot chatter, and a panic that ends QEMU (-no-reboot).
+const BaseKernelArgs = "console=ttyS0 quiet panic=-1"
+
+// DefaultStartTimeout bounds QEMU's start-up (not the guest's boot).
+const DefaultStartTimeout = 30 * time.Second
+
+// SharedDir is a host directory exported to the guest over 9p as Tag.
+type SharedDir struct {
+	Tag      string
+	HostPath string
+	ReadOnly bool
+}
+
+// Tap is a tap device (already created, in NetNSPath) given to the guest
+// as a virtio-net NIC.
+type Tap struct {
+	Name string
+	// MAC is the guest NIC's address; empty: QEMU picks one.
+	MAC string
+}
+
+// MachineConfig describes one VM.
+type MachineConfig struct {
+	QEMUPath string
+	// Accel is AccelKVM or AccelTCG (resolve auto with ProbeAccel first).
+	Accel string
+	// MachineType defaults to q35 (virtio-pci; microvm hangs under TCG).
+	MachineType string
+	// CPU defaults to host under KVM and qemu64 under TCG.
+	CPU       string
+	VCPUs     int
+	MemoryMiB int
+	// TBSizeMiB is TCG's translation cache size; zero: QEMU's default.
+	// 32 trims ~16 MB of host memory per VM.
+	TBSizeMiB int
+	// Kernel is an uncompressed PVH vmlinux (see Vmlinux); Initrd the
+	// agent initrd (see Initrd).
+	Kernel, Initrd string
+	// KernelArgs are appended to BaseKernelArgs.
+	KernelArgs string
+	// Dir is the VM's private directory (created 0700 if missing). It
+	// holds the QMP and agent sockets, the pidfile, console.log and
+	// qemu.log.
+	// Reconnect finds the VM again from it.
+	Dir string
+	// Name shows in ps and QMP; defaults to the base name of Dir.
+	Name       string
+	SharedDirs []SharedDir
+	// NetNSPath, when set, is the network namespace QEMU runs in (its
+	// taps must live there).
+	NetNSPath string
+	Taps      []Tap
+	// VsockCID adds a vhost-vsock-pci device with this guest CID when
+	// non-zero (needs /dev/vhost-vsock).
+	VsockCID uint32
+	// NoSandbox drops -sandbox on (QEMU's seccomp filter). Leave it off
+	// unless the QEMU build lacks seccomp.
+	NoSandbox bool
+}
+
+func (c *MachineConfig) validate() error {
+	if c.QEMUPath == "" {
+		return errdefs.InvalidArgument("no qemu path")
+	}
+	if _, err := os.Stat(c.QEMUPath); err != nil {
+		return errdefs.FailedPrecondition("qemu %s is missing (apt-get install qemu-system-x86): %w", c.QEMUPath, err)
+	}
+	switch c.Accel {
+	case AccelKVM, AccelTCG:
+	default:
+		return errdefs.InvalidArgument("accel %q: want kvm or tcg", c.Accel)
+	}
+	if c.Dir == "" || !filepath.IsAbs(c.Dir) {
+		return errdefs.InvalidArgument("vm dir %q must be an absolute path", c.Dir)
+	}
+	// sun_path holds 108 bytes; the longest socket is agent.sock.
+	if n := len(filepath.Join(c.Dir, AgentSocketName)); n >= 108 {
+		return errdefs.InvalidArgument("vm dir %s is too long for a unix socket path (%d bytes)", c.Dir, n)
+	}
+	for _, p := range []struct{ what, path string }{{"kernel", c.Kernel}, {"initrd", c.Initrd}} {
+		if p.path == "" {
+			return errdefs.InvalidArgument("no %s", p.what)
+		}
+		if _, err := os.Stat(p.path); err != nil {
+			return errdefs.FailedPrecondition("guest %s %s is missing: %w", p.what, p.path, err)
+		}
+	}
+	tags := map[string]bool{}
+	for _, s := range c.SharedDirs {
+		if s.Tag == "" || len(s.Tag) > 31 || strings.ContainsAny(s.Tag, ", =") || tags[s.Tag] {
+			return errdefs.InvalidArgument("shared dir tag %q: want a unique name of 1-31 characters without ',', '=' or spaces", s.Tag)
+		}
+		tags[s.Tag] = true
+		if st, err := os.Stat(s.HostPath); err != nil || !st.IsDir() {
+			return errdefs.InvalidArgument("shared dir %s is not a directory", s.HostPath)
+		}
+		if strings.Contains(s.HostPath, ",") {
+			return errdefs.InvalidArgument("shared dir %s: QEMU option values cannot hold ','", s.HostPath)
+		}
+	}
+	for _, t := range c.Taps {
+		if t.Name == "" || strings.Contains(t.Name, ",") {
+			return errdefs.InvalidArgument("tap name %q", t.Name)
+		}
+	}
+	if strings.ContainsAny(c.Kernel+c.Initrd+c.Dir, ",") {
+		return errdefs.InvalidArgument("kernel, initrd and vm dir paths cannot hold ','")
+	}
+	return nil
+}
+
+func (c *MachineConfig) withDefaults() MachineConfig {
+	d := *c
+	if d.MachineType == "" {
+		d.MachineType = "q35"
+	}
+	if d.CPU == "" {
+		d.CPU = "qemu64"
+		if d.Accel == AccelKVM {
+			d.CPU = "host"
+		}
+	}
+	if d.VCPUs <= 0 {
+		d.VCPUs = 1
+	}
+	if d.MemoryMiB <= 0 {
+		d.MemoryMiB = 256
+	}
+	if d.Name == "" {
+		d.Name = filepath.Base(d.Dir)
+	}
+	return d
+}
+
+// qemuArgs returns QEMU's command line.
+func qemuArgs(c MachineConfig) []string {
+	dir := c.Dir
+	accel := c.Accel
+	if c.Accel == AccelTCG && c.TBSizeMiB > 0 {
+		accel += ",tb-size=" + strconv.Itoa(c.TBSizeMiB)
+	}
+	appendArgs := BaseKernelArgs
+	if c.KernelArgs != "" {
+		appendArgs += " " + c.KernelArgs
+	}
+	args := []string{
+		"-name", c.Name,
+		"-M", c.MachineType,
+		"-accel", accel,
+		"-cpu", c.CPU,
+		"-smp", strconv.Itoa(c.VCPUs),
+		"-m", strconv.Itoa(c.MemoryMiB),
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-no-reboot",
+		"-pidfile", filepath.Join(dir, PidfileName),
+		"-serial", "file:" + filepath.Join(dir, ConsoleLogName),
+		"-qmp", "unix:" + filepath.Join(dir, QMPSocketName) + ",server=on,wait=off",
+		"-kernel", c.Kernel,
+		"-initrd", c.Initrd,
+		"-append", appendArgs,
+		"-device", "virtio-serial-pci,id=vser0",
+		"-chardev", "socket,id=agent,path=" + filepath.Join(dir, AgentSocketName) + ",server=on,wait=off",
+		"-device", "virtserialport,bus=vser0.0,chardev=agent,name=" + AgentPortName,
+	}
+	if !c.NoSandbox {
+		args = append(args, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+	}
+	for i, s := range c.SharedDirs {
+		fsdev := fmt.Sprintf("local,id=fs%d,path=%s,security_model=none", i, s.HostPath)
+		if s.ReadOnly {
+			fsdev += ",readonly=on"
+		}
+		args = append(args, "-fsdev", fsdev,
+			"-device", fmt.Sprintf("virtio-9p-pci,fsdev=fs%d,mount_tag=%s", i, s.Tag))
+	}
+	for i, t := range c.Taps {
+		dev := fmt.Sprintf("virtio-net-pci,netdev=net%d", i)
+		if t.MAC != "" {
+			dev += ",mac=" + t.MAC
+		}
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, t.Name), "-device", dev)
+	}
+	if c.VsockCID != 0 {
+		args = append(args, "-device", fmt.Sprintf("vhost-vsock-pci,guest-cid=%d", c.VsockCID))
+	}
+	return args
+}
+
+// VM is a running QEMU, started by Start or found again by Reconnect. QEMU
+// runs in its own session and survives a daemon restart; the VM tracks it
+// through a pidfd, which works whether or not QEMU is this process's child.
+type VM struct {
+	dir    string
+	pid    int
+	pidfd  *os.File
+	exited chan struct{}
+
+	// qmpMu serializes QMP connections: QEMU serves one client at a time.
+	qmpMu sync.Mutex
+
+	cleanOnce sync.Once
+}
+
+// Dir is the VM's directory.
+func (v *VM) Dir() string { return v.dir }
+
+// PID is QEMU's process id.
+func (v *VM) PID() int { return v.pid }
+
+// AgentSocket is the unix socket of the agent's virtio-serial chardev.
+func (v *VM) AgentSocket() string { return filepath.Join(v.dir, AgentSocketName) }
+
+// QMPSocket is the QMP socket.
+func (v *VM) QMPSocket() string { return filepath.Join(v.dir, QMPSocketName) }
+
+// ConsoleLog is the guest's serial console output.
+func (v *VM) ConsoleLog() string { return filepath.Join(v.dir, ConsoleLogName) }
+
+// Exited is closed once QEMU has exited.
+func (v *VM) Exited() <-chan struct{} { return v.exited }
+
+// Wait blocks until QEMU exits or ctx ends. The exit status is not
+// available: QEMU is not this process's child.
+func (v *VM) Wait(ctx context.Context) error {
+	select {
+	case <-v.exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Start starts QEMU for cfg and returns once QEMU runs and answers QMP.
+// The guest is then booting; connect to its agent through AgentSocket. On
+// failure nothing is left running and the files Start created are gone.
+func Start(ctx context.Context, cfg MachineConfig) (*VM, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("starting vm: %w", err)
+	}
+	c := cfg.withDefaults()
+	ctx = log.With(ctx, "vm", c.Name)
+	var vm *VM
+	undo, err := steps.Run(ctx, []steps.Step{
+		{Name: "preparing vm dir", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+				return nil, err
+			}
+			if pid, ok := readPidfile(c.Dir); ok && processRunsQEMUFor(pid, c.Dir) {
+				return nil, errdefs.AlreadyExists("a QEMU (pid %d) already runs for %s", pid, c.Dir)
+			}
+			removeRuntimeFiles(c.Dir)
+			return func(context.Context) error { removeRuntimeFiles(c.Dir); return nil }, nil
+		}},
+		{Name: "starting qemu", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			vm, err = launch(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
+		}},
+		{Name: "checking qmp", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			st, err := vm.Status(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if !st.Running {
+				return nil, fmt.Errorf("vm is %s, not running", st.Status)
+			}
+			return nil, nil
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting vm %s: %w", c.Name, err)
+	}
+	_ = undo // the VM owns its resources from here; Stop and Kill release them
+	log.G(ctx).Info("qemu started", "pid", vm.pid, "accel", c.Accel, "memory_mib", c.MemoryMiB)
+	return vm, nil
+}
+
+// launch starts QEMU in its own session (inside NetNSPath when set) and
+// waits until its QMP socket accepts connections. QEMU is not daemonized:
+// -daemonize needs fork and setsid, which -sandbox's spawn=deny and
+// elevateprivileges=deny forbid. Its stdout and stderr go to qemu.log, not
+// to pipes, so it does not depend on this process staying alive.
+func launch(ctx context.Context, c MachineConfig) (*VM, error) {
+	ctx, cancel := context.WithTimeout(ctx, DefaultStartTimeout)
+	defer cancel()
+	logPath := filepath.Join(c.Dir, QEMULogName)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(c.QEMUPath, qemuArgs(c)...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	// Its own session: a terminal's or the daemon's signals must not reach
+	// the VM, and it must outlive the daemon (no Pdeathsig).
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	log.G(ctx).Debug("running qemu", "args", cmd.Args)
+	if c.NetNSPath != "" {
+		err = inNetNS(c.NetNSPath, cmd.Start)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("running %s: %w", c.QEMUPath, err)
+	}
+	pid := cmd.Process.Pid
+	// pid is an unreaped child until cmd.Wait below, so it cannot be
+	// recycled before the pidfd pins it.
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("opening pidfd of qemu: %w", err)
+	}
+	vm := &VM{dir: c.Dir, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), exited: make(chan struct{})}
+	// Reap QEMU if it exits while this process lives; after a daemon
+	// restart init does.
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	go vm.watch()
+
+	qmpSock := filepath.Join(c.Dir, QMPSocketName)
+	for {
+		if conn, err := net.Dial("unix", qmpSock); err == nil {
+			conn.Close()
+			return vm, nil
+		}
+		select {
+		case <-vm.exited:
+			err := <-waitErr
+			vm.cleanup()
+			return nil, fmt.Errorf("qemu exited during start-up (%v): %s", err, tailFile(logPath, 2048))
+		case <-ctx.Done():
+			vm.Kill(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("qemu did not open its qmp socket: %w: %s", ctx.Err(), tailFile(logPath, 2048))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// tailFile returns up to n trailing bytes of path, trimmed.
+func tailFile(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(st.Size()-n, 0)
+	b := make([]byte, st.Size()-off)
+	k, _ := f.ReadAt(b, off)
+	return strings.TrimSpace(string(b[:k]))
+}
+
+// inNetNS runs fn on a thread that has entered the network namespace at
+// path. The thread is never returned to the scheduler's pool: it exits with
+// the goroutine, so no other goroutine runs in that namespace.
+func inNetNS(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the thread dies with this goroutine.
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("opening netns %s: %w", path, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering netns %s: %w", path, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// attach opens a pidfd for pid, checks it is QEMU for dir (so a recycled
+// pid is never mistaken for the VM), and starts watching for its exit.
+func attach(pid int, dir string) (*VM, error) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, errdefs.NotFound("qemu (pid %d) for %s is not running", pid, dir)
+		}
+		return nil, fmt.Errorf("opening pidfd of %d: %w", pid, err)
+	}
+	// Checked after the pidfd pins the process: from here pid cannot be
+	// recycled under us.
+	if !processRunsQEMUFor(pid, dir) {
+		unix.Close(fd)
+		return nil, errdefs.NotFound("pid %d is not the qemu of %s", pid, dir)
+	}
+	vm := &VM{dir: dir, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), exited: make(chan struct{})}
+	go vm.watch()
+	return vm, nil
+}
+
+// watch closes exited when the pidfd becomes readable, which it does when
+// the process exits. The pidfd is non-blocking, so the wait parks in the
+// runtime's poller instead of holding a thread.
+func (v *VM) watch() {
+	defer close(v.exited)
+	rc, err := v.pidfd.SyscallConn()
+	if err != nil {
+		v.pollExit()
+		return
+	}
+	err = rc.Read(func(fd uintptr) bool {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n > 0
+	})
+	if err != nil {
+		v.pollExit()
+	}
+}
+
+// pollExit is watch's fallback when the pidfd is not in the poller.
+func (v *VM) pollExit() {
+	for {
+		fds := []unix.PollFd{{Fd: int32(v.pidfd.Fd()), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 1000)
+		if (err == nil && n > 0) || (err != nil && !errors.Is(err, unix.EINTR)) {
+			return
+		}
+	}
+}
+
+// Reconnect finds the VM whose directory is dir again, after a daemon
+// restart: from its pidfile, checked against the running process, and
+// QMP. It is NotFound when QEMU no longer runs; the stale sockets and
+// pidfile are then removed.
+func Reconnect(ctx context.Context, dir string) (*VM, error) {
+	pid, ok := readPidfile(dir)
+	if !ok {
+		return nil, errdefs.NotFound("reconnecting to vm in %s: no pidfile", dir)
+	}
+	vm, err := attach(pid, dir)
+	if err != nil {
+		if errdefs.IsClass(err, errdefs.ErrNotFound) {
+			removeRuntimeFiles(dir)
+		}
+		return nil, fmt.Errorf("reconnecting to vm in %s: %w", dir, err)
+	}
+	if _, err := vm.Status(ctx); err != nil {
+		vm.pidfd.Close()
+		return nil, fmt.Errorf("reconnecting to vm in %s: %w", dir, err)
+	}
+	return vm, nil
+}
+
+// QMP runs fn with a fresh QMP connection, serialized with the VM's other
+// QMP users.
+func (v *VM) QMP(ctx context.Context, fn func(*QMP) error) error {
+	v.qmpMu.Lock()
+	defer v.qmpMu.Unlock()
+	select {
+	case <-v.exited:
+		return errdefs.Newf(errdefs.ErrNotFound, "qemu (pid %d) has exited", v.pid)
+	default:
+	}
+	q, err := DialQMP(ctx, v.QMPSocket())
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	return fn(q)
+}
+
+// Status runs query-status.
+func (v *VM) Status(ctx context.Context) (VMStatus, error) {
+	var st VMStatus
+	err := v.QMP(ctx, func(q *QMP) error {
+		var err error
+		st, err = q.QueryStatus(ctx)
+		return err
+	})
+	return st, err
+}
+
+// killWait bounds the wait for QEMU to die after SIGKILL.
+const killWait = 10 * time.Second
+
+// Stop powers the guest off through the ACPI power button and waits up to
+// timeout for QEMU to exit; then it asks QEMU to quit, and finally kills
+// it. The VM's sockets and pidfile are removed; console.log is kept.
+func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
+	l := log.G(ctx).With("pid", v.pid)
+	select {
+	case <-v.exited:
+		v.cleanup()
+		return nil
+	default:
+	}
+	qctx, cancel := context.WithTimeout(ctx, min(timeout, DefaultQMPTimeout))
+	err := v.QMP(qctx, func(q *QMP) error { return q.SystemPowerdown(qctx) })
+	cancel()
+	if err != nil {
+		l.Warn("system_powerdown failed; quitting qemu", "error", err)
+	} else if v.waitExit(ctx, timeout) {
+		l.Debug("guest powered off")
+		v.cleanup()
+		return nil
+	} else {
+		l.Warn("guest did not power off in time; quitting qemu", "timeout", timeout)
+	}
+	qctx, cancel = context.WithTimeout(ctx, 2*time.Second)
+	err = v.QMP(qctx, func(q *QMP) error { return q.Quit(qctx) })
+	cancel()
+	if err == nil && v.waitExit(ctx, 5*time.Second) {
+		v.cleanup()
+		return nil
+	}
+	return v.Kill(ctx)
+}
+
+// Kill sends SIGKILL to QEMU, waits for it to exit and removes the VM's
+// sockets and pidfile.
+func (v *VM) Kill(ctx context.Context) error {
+	select {
+	case <-v.exited:
+	default:
+		if err := unix.PidfdSendSignal(int(v.pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("killing qemu (pid %d): %w", v.pid, err)
+		}
+		if !v.waitExit(context.WithoutCancel(ctx), killWait) {
+			return fmt.Errorf("killing qemu (pid %d): still running %s after SIGKILL", v.pid, killWait)
+		}
+	}
+	v.cleanup()
+	return nil
+}
+
+func (v *VM) waitExit(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-v.exited:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// cleanup runs once QEMU has exited.
+func (v *VM) cleanup() {
+	v.cleanOnce.Do(func() {
+		removeRuntimeFiles(v.dir)
+		// Closing the pidfd while watch is parked on it wakes it with an
+		// error; it has returned by now since exited is closed.
+		v.pidfd.Close()
+	})
+}
+
+// removeRuntimeFiles removes what QEMU leaves in dir when it dies without
+// cleaning up (SIGKILL): sockets and the pidfile.
+func removeRuntimeFiles(dir string) {
+	for _, n := range []string{QMPSocketName, AgentSocketName, PidfileName} {
+		_ = os.Remove(filepath.Join(dir, n)) // best effort: a leftover is replaced on the next Start
+	}
+}
+
+func readPidfile(dir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, PidfileName))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid, err == nil && pid > 0
+}
+
+// processRunsQEMUFor reports whether pid's command line names dir's
+// pidfile, which only the QEMU started for dir has.
+func processRunsQEMUFor(pid int, dir string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(b, []byte("\x00"+filepath.Join(dir, PidfileName)+"\x00"))
+}

@@ -1,0 +1,225 @@
+package vmm
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeQMP serves the QMP protocol on a unix socket: a greeting, then
+// answers from handle (nil reply: close the connection). It sends an event
+// before every reply, which clients must skip.
+type fakeQMP struct {
+	path     string
+	l        net.Listener
+	commands chan string
+}
+
+func newFakeQMP(t *testing.T, handle func(cmd string, args json.RawMessage) (reply map[string]any)) *fakeQMP {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "qmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	f := &fakeQMP{path: filepath.Join(dir, "qmp.sock"), commands: make(chan string, 100)}
+	f.l, err = net.Listen("unix", f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.l.Close() })
+	go func() {
+		for {
+			c, err := f.l.Accept()
+			if err != nil {
+				return
+			}
+			go f.serve(c, handle)
+		}
+	}()
+	return f
+}
+
+func (f *fakeQMP) serve(c net.Conn, handle func(string, json.RawMessage) map[string]any) {
+	defer c.Close()
+	enc := json.NewEncoder(c)
+	enc.Encode(map[string]any{"QMP": map[string]any{
+		"version":      map[string]any{"qemu": map[string]int{"major": 7, "minor": 2, "micro": 22}, "package": "Debian"},
+		"capabilities": []string{"oob"},
+	}})
+	sc := bufio.NewScanner(c)
+	negotiated := false
+	for sc.Scan() {
+		var req struct {
+			Execute   string          `json:"execute"`
+			ID        any             `json:"id"`
+			Arguments json.RawMessage `json:"arguments"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			return
+		}
+		f.commands <- req.Execute
+		if !negotiated && req.Execute != "qmp_capabilities" {
+			enc.Encode(map[string]any{"id": req.ID, "error": map[string]string{"class": "CommandNotFound", "desc": "Expecting capabilities negotiation with 'qmp_capabilities'"}})
+			continue
+		}
+		if req.Execute == "qmp_capabilities" {
+			negotiated = true
+			enc.Encode(map[string]any{"id": req.ID, "return": map[string]any{}})
+			continue
+		}
+		enc.Encode(map[string]any{"event": "RTC_CHANGE", "data": map[string]int{"offset": 0}, "timestamp": map[string]int{"seconds": 1}})
+		reply := handle(req.Execute, req.Arguments)
+		if reply == nil {
+			return
+		}
+		reply["id"] = req.ID
+		enc.Encode(reply)
+	}
+}
+
+func TestQMP(t *testing.T) {
+	f := newFakeQMP(t, func(cmd string, _ json.RawMessage) map[string]any {
+		switch cmd {
+		case "query-status":
+			return map[string]any{"return": map[string]any{"running": true, "singlestep": false, "status": "running"}}
+		case "system_powerdown":
+			return map[string]any{"return": map[string]any{}}
+		case "quit":
+			return nil // QEMU may exit before answering
+		case "hang":
+			time.Sleep(time.Hour)
+		}
+		return map[string]any{"error": map[string]string{"class": "CommandNotFound", "desc": "The command " + cmd + " has not been found"}}
+	})
+	ctx := context.Background()
+	q, err := DialQMP(ctx, f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q.Version != "7.2.22" {
+		t.Errorf("Version = %q", q.Version)
+	}
+	if got := <-f.commands; got != "qmp_capabilities" {
+		t.Fatalf("first command %q, want qmp_capabilities", got)
+	}
+	st, err := q.QueryStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Running || st.Status != "running" {
+		t.Errorf("status = %+v", st)
+	}
+	if err := q.SystemPowerdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = q.Execute(ctx, "no-such-command", nil, nil)
+	var qe *QMPError
+	if !errors.As(err, &qe) || qe.Class != "CommandNotFound" || qe.Command != "no-such-command" {
+		t.Fatalf("unknown command: err = %v, want a CommandNotFound QMPError", err)
+	}
+	if err := q.Quit(ctx); err != nil {
+		t.Fatalf("Quit with the connection closed by QEMU = %v, want nil", err)
+	}
+
+	// A command that never answers ends with ctx.
+	q2, err := DialQMP(ctx, f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q2.Close()
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := q2.Execute(cctx, "hang", nil, nil); err == nil {
+		t.Fatal("hanging command returned nil")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("hanging command took %v to fail", d)
+	}
+}
+
+func TestQMPNotQMP(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "qmp")
+	defer os.RemoveAll(dir)
+	l, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			c.Write([]byte("SSH-2.0-OpenSSH\n"))
+			time.Sleep(100 * time.Millisecond)
+			c.Close()
+		}
+	}()
+	if _, err := DialQMP(context.Background(), filepath.Join(dir, "s")); err == nil || !strings.Contains(err.Error(), "greeting") {
+		t.Fatalf("DialQMP to a non-QMP server = %v, want a greeting error", err)
+	}
+}
+
+func TestQEMUArgs(t *testing.T) {
+	c := (&MachineConfig{
+		QEMUPath: "/usr/bin/qemu-system-x86_64", Accel: AccelTCG, TBSizeMiB: 32,
+		Kernel: "/k", Initrd: "/i", KernelArgs: "crivm.debug", Dir: "/run/vm/x",
+		SharedDirs: []SharedDir{{Tag: "rootfs", HostPath: "/srv/r", ReadOnly: true}},
+		Taps:       []Tap{{Name: "tap0", MAC: "02:00:00:00:00:01"}},
+		VsockCID:   7,
+	}).withDefaults()
+	args := strings.Join(qemuArgs(c), " ")
+	for _, want := range []string{
+		"-M q35", "-accel tcg,tb-size=32", "-cpu qemu64", "-smp 1", "-m 256", "-nodefaults", "-no-user-config",
+		"-display none", "-no-reboot", "-pidfile /run/vm/x/qemu.pid", "-serial file:/run/vm/x/console.log",
+		"-qmp unix:/run/vm/x/qmp.sock,server=on,wait=off", "-kernel /k", "-initrd /i",
+		"-append " + BaseKernelArgs + " crivm.debug",
+		"-chardev socket,id=agent,path=/run/vm/x/agent.sock,server=on,wait=off",
+		"-device virtserialport,bus=vser0.0,chardev=agent,name=crivm.agent",
+		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		"-fsdev local,id=fs0,path=/srv/r,security_model=none,readonly=on", "-device virtio-9p-pci,fsdev=fs0,mount_tag=rootfs",
+		"-netdev tap,id=net0,ifname=tap0,script=no,downscript=no", "-device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01",
+		"-device vhost-vsock-pci,guest-cid=7",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args lack %q:\n%s", want, args)
+		}
+	}
+	if strings.Contains(args, "daemonize") {
+		t.Error("-daemonize conflicts with -sandbox spawn=deny")
+	}
+}
+
+func TestMachineConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	k := filepath.Join(dir, "k")
+	os.WriteFile(k, []byte("x"), 0o644)
+	good := MachineConfig{QEMUPath: "/bin/sh", Accel: AccelTCG, Kernel: k, Initrd: k, Dir: "/run/crivm/vm/abc"}
+	if err := good.validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	for name, mut := range map[string]func(*MachineConfig){
+		"accel auto":    func(c *MachineConfig) { c.Accel = AccelAuto },
+		"relative dir":  func(c *MachineConfig) { c.Dir = "vm" },
+		"long dir":      func(c *MachineConfig) { c.Dir = "/" + strings.Repeat("d", 100) },
+		"no kernel":     func(c *MachineConfig) { c.Kernel = "" },
+		"comma in path": func(c *MachineConfig) { c.Dir = "/run/a,b" },
+		"bad tag":       func(c *MachineConfig) { c.SharedDirs = []SharedDir{{Tag: "a,b", HostPath: dir}} },
+		"dup tag":       func(c *MachineConfig) { c.SharedDirs = []SharedDir{{Tag: "a", HostPath: dir}, {Tag: "a", HostPath: dir}} },
+		"share missing": func(c *MachineConfig) { c.SharedDirs = []SharedDir{{Tag: "a", HostPath: "/nonexistent"}} },
+	} {
+		c := good
+		mut(&c)
+		if err := c.validate(); err == nil {
+			t.Errorf("%s: validate accepted it", name)
+		}
+	}
+}
