@@ -292,3 +292,13 @@ func (d *Daemon) Crivmctl(args ...string) (string, error) {
 	}
 	return out.String(), nil
 }
+
+// Pid is the daemon's process ID, 0 when it is not running.
+func (d *Daemon) Pid() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
