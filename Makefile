@@ -8,7 +8,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/crivm/crivm/internal/version.Version=$(VERSION)
 GOFLAGS_BUILD := -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 
-.PHONY: all deps build test unit e2e demo lint clean bench-pull bench-pods
+.PHONY: all deps build test unit e2e demo lint clean bench-pull bench-pods bench-peer
 
 all: build
 
@@ -40,6 +40,10 @@ bench-pull: deps build
 # runc pod start/teardown/parallel/exec on a private crivm (docs/performance.md).
 bench-pods: deps build
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/bench/podbench -n 20 -parallel 10 -steps
+
+# crivm against Debian's containerd in one run (docs/performance.md).
+bench-peer: deps build
+	test/bench/peer-containerd.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
+	clog "github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 
 	"github.com/crivm/crivm/agentproxy"
@@ -54,6 +56,9 @@ func Run(ctx context.Context, opts Options) error {
 	if _, ok := KernelParam(ParamDebug); ok && opts.LogLevel != nil {
 		opts.LogLevel.Set(slog.LevelDebug)
 	}
+	// ttrpc logs through logrus, for example on every host disconnect
+	// mid-call; keep that out of the console unless debugging.
+	clog.L.Logger.SetOutput(debugWriter{l})
 	os.Setenv("PATH", GuestPath)
 	n, err := LoadModules(ctx, ModulesOrder)
 	if err != nil {
@@ -127,4 +132,12 @@ func errorInterceptor(ctx context.Context, um ttrpc.Unmarshaler, info *ttrpc.Una
 		return r, errdefs.ToGRPC(err)
 	}
 	return r, nil
+}
+
+// debugWriter logs each write (one logrus line) at debug level.
+type debugWriter struct{ l *slog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.l.Debug(strings.TrimSpace(string(p)), "source", "ttrpc")
+	return len(p), nil
 }

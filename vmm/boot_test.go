@@ -27,14 +27,24 @@ const qemuPath = "/usr/bin/qemu-system-x86_64"
 // have two shared cores.
 var bootMu sync.Mutex
 
-// guestAssets are built once per test binary.
+// guestAssets are built once per test binary into assetsDir, which
+// TestMain removes.
 var (
 	assetsOnce sync.Once
+	assetsDir  string
 	assets     struct {
-		kernel, vmlinux, initrd, release string
-		err                              error
+		vmlinux, initrd, release string
+		err                      error
 	}
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if assetsDir != "" {
+		os.RemoveAll(assetsDir)
+	}
+	os.Exit(code)
+}
 
 // requireVM skips unless QEMU and a guest kernel are installed and the
 // test is not -short.
@@ -61,7 +71,7 @@ func buildAssets(t *testing.T) (vmlinux, initrd, release string) {
 			assets.err = err
 			return
 		}
-		// Left for the OS to clean up: other tests of this binary share it.
+		assetsDir = dir
 		agent := filepath.Join(dir, "crivm-agent")
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agent, "github.com/crivm/crivm/cmd/crivm-agent")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -140,15 +150,11 @@ func hostRelease(t *testing.T) string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-func TestVMBootAgent(t *testing.T) {
-	requireVM(t)
-	vmlinux, initrd, release := buildAssets(t)
-	bootMu.Lock()
-	defer bootMu.Unlock()
-
-	// A 9p share with a static busybox: the initrd holds only the agent, so
-	// the guest's commands come from the share, as a pod's would.
-	share := shortDir(t)
+// busyboxShare returns a directory holding a static busybox, to share
+// with the guest over 9p: the initrd holds only the agent, so the guest's
+// commands come from a share, as a pod's would.
+func busyboxShare(t *testing.T) string {
+	t.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Skip("busybox-static not installed (commands for the guest come from it)")
@@ -157,18 +163,31 @@ func TestVMBootAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	share := shortDir(t)
 	if err := os.WriteFile(filepath.Join(share, "busybox"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return share
+}
+
+func TestVMBootAgent(t *testing.T) {
+	requireVM(t)
+	vmlinux, initrd, release := buildAssets(t)
+	bootMu.Lock()
+	defer bootMu.Unlock()
+
+	share := busyboxShare(t)
 
 	dir := shortDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
+	tbSize, _ := strconv.Atoi(os.Getenv("CRIVM_TEST_TB_SIZE"))
 	vm, err := vmm.Start(ctx, vmm.MachineConfig{
 		QEMUPath:   qemuPath,
 		Accel:      vmm.AccelTCG,
 		MemoryMiB:  256,
+		TBSizeMiB:  tbSize,
 		Kernel:     vmlinux,
 		Initrd:     initrd,
 		KernelArgs: os.Getenv("CRIVM_TEST_KERNEL_ARGS"),
@@ -346,3 +365,122 @@ func TestVMStartFailureLeavesNothing(t *testing.T) {
 	}
 }
 
+// TestVMNetNSTap starts QEMU inside a network namespace with a tap device
+// there, and checks the guest sees the NIC with the MAC it was given.
+func TestVMNetNSTap(t *testing.T) {
+	requireVM(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("iproute2 missing")
+	}
+	vmlinux, initrd, _ := buildAssets(t)
+	share := busyboxShare(t)
+	bootMu.Lock()
+	defer bootMu.Unlock()
+
+	ns := fmt.Sprintf("crivm-vmmtest-%d", os.Getpid())
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run("-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	run("-n", ns, "link", "set", "tap0", "up")
+	nsPath := "/run/netns/" + ns
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := shortDir(t)
+	const mac = "02:c0:ff:ee:00:01"
+	vm, err := vmm.Start(ctx, vmm.MachineConfig{
+		QEMUPath: qemuPath, Accel: vmm.AccelTCG, MemoryMiB: 256,
+		Kernel: vmlinux, Initrd: initrd, Dir: dir,
+		SharedDirs: []vmm.SharedDir{{Tag: "bb", HostPath: share, ReadOnly: true}},
+		NetNSPath:  nsPath,
+		Taps:       []vmm.Tap{{Name: "tap0", MAC: mac}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			dumpConsole(t, vm)
+		}
+		if err := vm.Kill(context.Background()); err != nil {
+			t.Error(err)
+		}
+		assertNoSockets(t, dir)
+	}()
+	var want, got unix.Stat_t
+	if err := unix.Stat(nsPath, &want); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", vm.PID()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Ino != want.Ino {
+		t.Fatalf("qemu runs in netns inode %d, want %d (%s)", got.Ino, want.Ino, nsPath)
+	}
+	var self unix.Stat_t
+	unix.Stat("/proc/self/ns/net", &self)
+	if self.Ino == want.Ino {
+		t.Fatal("the test process itself ended up in the pod's netns")
+	}
+
+	c, err := agentproxy.Connect(ctx, &agentproxy.SerialDialer{Path: vm.AgentSocket()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.WaitHealthy(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "n", Mounts: []*api.SharedMount{{Tag: "bb", MountPoint: "/bb", ReadOnly: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"/bb/busybox", "cat", "/sys/class/net/eth0/address"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(r.Stdout)) != mac {
+		t.Fatalf("guest eth0 address %q (stderr %q), want %s", r.Stdout, r.Stderr, mac)
+	}
+}
+
+// TestVMStopFallsBackToQuit stops a VM whose guest cannot handle the power
+// button yet (it is still booting), so Stop must quit QEMU through QMP. A
+// second Start on the same directory is refused while the VM runs.
+func TestVMStopFallsBackToQuit(t *testing.T) {
+	requireVM(t)
+	vmlinux, initrd, _ := buildAssets(t)
+	bootMu.Lock()
+	defer bootMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := shortDir(t)
+	cfg := vmm.MachineConfig{QEMUPath: qemuPath, Accel: vmm.AccelTCG, Kernel: vmlinux, Initrd: initrd, Dir: dir}
+	vm, err := vmm.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Kill(context.Background())
+	if _, err := vmm.Start(ctx, cfg); !errdefs.IsClass(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("second Start in %s: %v, want AlreadyExists", dir, err)
+	}
+	if _, err := os.Stat(vm.QMPSocket()); err != nil {
+		t.Fatalf("the refused Start removed the running VM's socket: %v", err)
+	}
+	start := time.Now()
+	if err := vm.Stop(ctx, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stop with fallback to quit: %v", time.Since(start).Round(time.Millisecond))
+	select {
+	case <-vm.Exited():
+	default:
+		t.Fatal("Stop returned before QEMU exited")
+	}
+	assertNoSockets(t, dir)
+}

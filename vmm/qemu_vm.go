@@ -398,25 +398,41 @@ func tailFile(path string, n int64) string {
 	return strings.TrimSpace(string(b[:k]))
 }
 
-// inNetNS runs fn on a thread that has entered the network namespace at
-// path. The thread is never returned to the scheduler's pool: it exits with
-// the goroutine, so no other goroutine runs in that namespace.
+// inNetNS runs fn on a locked thread that has entered the network
+// namespace at path, then moves the thread back. Only when moving back
+// fails is the thread left locked, so that it dies with the goroutine
+// instead of running other goroutines in the pod's namespace.
 func inNetNS(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: the thread dies with this goroutine.
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("opening current netns: %w", err)
+			return
+		}
+		defer unix.Close(orig)
+		target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("opening netns %s: %w", path, err)
 			return
 		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		defer unix.Close(target)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("entering netns %s: %w", path, err)
 			return
 		}
-		errc <- fn()
+		ferr := fn()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			// Stay locked: the thread exits with this goroutine.
+			errc <- errors.Join(ferr, fmt.Errorf("leaving netns %s: %w", path, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
 	}()
 	return <-errc
 }

@@ -213,7 +213,9 @@ func TestMachineConfigValidate(t *testing.T) {
 		"no kernel":     func(c *MachineConfig) { c.Kernel = "" },
 		"comma in path": func(c *MachineConfig) { c.Dir = "/run/a,b" },
 		"bad tag":       func(c *MachineConfig) { c.SharedDirs = []SharedDir{{Tag: "a,b", HostPath: dir}} },
-		"dup tag":       func(c *MachineConfig) { c.SharedDirs = []SharedDir{{Tag: "a", HostPath: dir}, {Tag: "a", HostPath: dir}} },
+		"dup tag": func(c *MachineConfig) {
+			c.SharedDirs = []SharedDir{{Tag: "a", HostPath: dir}, {Tag: "a", HostPath: dir}}
+		},
 		"share missing": func(c *MachineConfig) { c.SharedDirs = []SharedDir{{Tag: "a", HostPath: "/nonexistent"}} },
 	} {
 		c := good
