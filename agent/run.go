@@ -19,13 +19,9 @@ import (
 	"github.com/crivm/crivm/internal/log"
 )
 
-// Kernel command-line keys the host sets for the agent.
+// Values of agentproxy.KernelParamTransport (vmm.TransportSerial and
+// vmm.TransportVsock).
 const (
-	// ParamTransport selects the channel: "serial" (default) or "vsock".
-	ParamTransport = "crivm.agent_transport"
-	// ParamDebug turns on debug logging.
-	ParamDebug = "crivm.debug"
-
 	TransportSerial = "serial"
 	TransportVsock  = "vsock"
 )
@@ -53,7 +49,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := MountBase(ctx); err != nil {
 		l.Warn("mounting base filesystems", "error", err)
 	}
-	if _, ok := KernelParam(ParamDebug); ok && opts.LogLevel != nil {
+	if _, ok := KernelParam(agentproxy.KernelParamDebug); ok && opts.LogLevel != nil {
 		opts.LogLevel.Set(slog.LevelDebug)
 	}
 	// ttrpc logs through logrus, for example on every host disconnect
@@ -107,7 +103,7 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 func listen(ctx context.Context) (net.Listener, error) {
-	transport, _ := KernelParam(ParamTransport)
+	transport, _ := KernelParam(agentproxy.KernelParamTransport)
 	switch transport {
 	case TransportVsock:
 		return agentproxy.ListenVsock(0)
@@ -120,7 +116,7 @@ func listen(ctx context.Context) (net.Listener, error) {
 		}
 		return agentproxy.ListenSerial(ctx, port)
 	}
-	return nil, fmt.Errorf("unknown %s=%q (want serial or vsock)", ParamTransport, transport)
+	return nil, fmt.Errorf("unknown %s=%q (want serial or vsock)", agentproxy.KernelParamTransport, transport)
 }
 
 // errorInterceptor turns the service's domain errors into status errors,

@@ -28,6 +28,15 @@ const SerialPortName = "crivm.agent"
 // VsockPort is the vsock port the agent listens on.
 const VsockPort = 1024
 
+// Kernel command-line keys through which the host configures the agent.
+const (
+	// KernelParamTransport selects the agent's channel: "serial" (the
+	// default) or "vsock". Pair "vsock" with MachineConfig.VsockCID.
+	KernelParamTransport = "crivm.agent_transport"
+	// KernelParamDebug turns on the agent's debug logging.
+	KernelParamDebug = "crivm.debug"
+)
+
 // Dialer connects the host to one VM's agent.
 type Dialer interface {
 	// Dial returns a new session to the agent. The caller closes it.

@@ -108,6 +108,9 @@ func criMounts(ms []*runtimeapi.Mount, privileged bool) ([]specs.Mount, string, 
 		default:
 			return nil, "", errdefs.InvalidArgument("mount at %q: unknown propagation %v", dst, m.GetPropagation())
 		}
+		if err := checkPropagation(src, m.GetPropagation()); err != nil {
+			return nil, "", err
+		}
 		switch {
 		case m.GetRecursiveReadOnly() && !m.GetReadonly():
 			return nil, "", errdefs.InvalidArgument("mount at %q: recursive read-only needs readonly", dst)

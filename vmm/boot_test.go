@@ -268,8 +268,18 @@ func TestVMBootAgent(t *testing.T) {
 	if _, err := c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"no-such-command"}}); errdefs.Code(err).String() != "InvalidArgument" {
 		t.Errorf("exec of a missing command: %v, want InvalidArgument", err)
 	}
-	if r := exec("sh", "-c", "ls /sys/class/net"); !strings.Contains(string(r.Stdout), "lo") {
-		t.Errorf("/sys/class/net = %q", r.Stdout)
+	mounts := string(exec("cat", "/proc/mounts").Stdout)
+	for _, m := range []string{"proc /proc proc", "sysfs /sys sysfs", "devtmpfs /dev devtmpfs", "devpts /dev/pts devpts",
+		"tmpfs /run tmpfs", "cgroup2 /sys/fs/cgroup cgroup2", "crivmtest /run/crivm/test 9p ro"} {
+		if !strings.Contains(mounts, m) {
+			t.Errorf("guest mounts lack %q:\n%s", m, mounts)
+		}
+	}
+	mods := string(exec("cat", "/proc/modules").Stdout)
+	for _, m := range []string{"virtio_pci ", "virtio_console ", "9pnet_virtio ", "virtio_net ", "evdev ", "button "} {
+		if !strings.Contains(mods, m) {
+			t.Errorf("guest modules lack %q:\n%s", m, mods)
+		}
 	}
 
 	if p, err := pss(vm.PID()); err == nil {

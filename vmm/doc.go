@@ -1,4 +1,13 @@
-// Package vmm is crivm's QEMU driver: the guest kernel lookup, the
-// accelerator probe (KVM only when a probe guest really boots on it, else
-// TCG), the agent transport choice and QEMU version discovery.
+// Package vmm is crivm's QEMU driver:
+//   - host probes: the guest kernel lookup (FindKernel), the accelerator
+//     probe (KVM only when a probe guest really boots on it, else TCG), the
+//     agent transport choice (vsock when /dev/vhost-vsock works, else
+//     virtio-serial) and QEMU version discovery;
+//   - guest assets: Vmlinux extracts a PVH-bootable vmlinux from the
+//     distro bzImage, Initrd builds the agent's initrd with the kernel
+//     modules it needs, both cached by content;
+//   - the VM lifecycle: Start runs QEMU (q35, virtio-pci, 9p shares, the
+//     agent's virtio-serial port, optional taps inside the pod's netns),
+//     Stop powers it off through QMP, Reconnect finds a running VM again
+//     after a daemon restart, and QMP is the monitor client.
 package vmm

@@ -61,7 +61,8 @@ type InitrdOptions struct {
 	// ModulesDir defaults to /lib/modules/<KernelRelease>.
 	ModulesDir string
 	// Modules are the wanted module names ("-" and "_" are the same). Their
-	// dependency closure is added; built-in modules are skipped.
+	// dependency closure is added; built-in modules are skipped. nil:
+	// BaseGuestModules; add VsockGuestModules for the vsock transport.
 	Modules []string
 	// CacheDir receives initrd-<key>.cpio[.gz].
 	CacheDir string
@@ -82,6 +83,9 @@ func Initrd(ctx context.Context, opts InitrdOptions) (string, error) {
 	}
 	if opts.ModulesDir == "" {
 		opts.ModulesDir = filepath.Join("/lib/modules", opts.KernelRelease)
+	}
+	if opts.Modules == nil {
+		opts.Modules = BaseGuestModules
 	}
 	switch opts.Compression {
 	case "":

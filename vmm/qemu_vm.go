@@ -371,7 +371,6 @@ func launch(ctx context.Context, c MachineConfig) (*VM, error) {
 		select {
 		case <-vm.exited:
 			err := <-waitErr
-			vm.cleanup()
 			return nil, fmt.Errorf("qemu exited during start-up (%v): %s", err, tailFile(logPath, 2048))
 		case <-ctx.Done():
 			vm.Kill(context.WithoutCancel(ctx))
@@ -437,8 +436,8 @@ func inNetNS(path string, fn func() error) error {
 	return <-errc
 }
 
-// attach opens a pidfd for pid, checks it is QEMU for dir (so a recycled
-// pid is never mistaken for the VM), and starts watching for its exit.
+// attach opens a pidfd for pid and checks it is QEMU for dir (so a
+// recycled pid is never mistaken for the VM). The caller starts watch.
 func attach(pid int, dir string) (*VM, error) {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
@@ -453,16 +452,17 @@ func attach(pid int, dir string) (*VM, error) {
 		unix.Close(fd)
 		return nil, errdefs.NotFound("pid %d is not the qemu of %s", pid, dir)
 	}
-	vm := &VM{dir: dir, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), exited: make(chan struct{})}
-	go vm.watch()
-	return vm, nil
+	return &VM{dir: dir, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), exited: make(chan struct{})}, nil
 }
 
-// watch closes exited when the pidfd becomes readable, which it does when
-// the process exits. The pidfd is non-blocking, so the wait parks in the
-// runtime's poller instead of holding a thread.
+// watch waits for the pidfd to become readable, which it does when the
+// process exits, then removes the VM's runtime files and closes exited:
+// whoever sees exited closed also sees the files gone, even when the guest
+// powered itself off and nobody called Stop. The pidfd is non-blocking, so
+// the wait parks in the runtime's poller instead of holding a thread.
 func (v *VM) watch() {
 	defer close(v.exited)
+	defer v.cleanup()
 	rc, err := v.pidfd.SyscallConn()
 	if err != nil {
 		v.pollExit()
@@ -480,13 +480,33 @@ func (v *VM) watch() {
 
 // pollExit is watch's fallback when the pidfd is not in the poller.
 func (v *VM) pollExit() {
-	for {
-		fds := []unix.PollFd{{Fd: int32(v.pidfd.Fd()), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 1000)
-		if (err == nil && n > 0) || (err != nil && !errors.Is(err, unix.EINTR)) {
+	rc, err := v.pidfd.SyscallConn()
+	if err != nil {
+		return
+	}
+	for done := false; !done; {
+		cerr := rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, 1000)
+			done = (err == nil && n > 0) || (err != nil && !errors.Is(err, unix.EINTR))
+		})
+		if cerr != nil {
 			return
 		}
 	}
+}
+
+// signal sends sig through the pidfd, which cannot hit a recycled pid.
+func (v *VM) signal(sig unix.Signal) error {
+	rc, err := v.pidfd.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.PidfdSendSignal(int(fd), sig, nil, 0) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // Reconnect finds the VM whose directory is dir again, after a daemon
@@ -505,10 +525,12 @@ func Reconnect(ctx context.Context, dir string) (*VM, error) {
 		}
 		return nil, fmt.Errorf("reconnecting to vm in %s: %w", dir, err)
 	}
+	// Not watched yet: a failed check must not remove a running VM's files.
 	if _, err := vm.Status(ctx); err != nil {
 		vm.pidfd.Close()
 		return nil, fmt.Errorf("reconnecting to vm in %s: %w", dir, err)
 	}
+	go vm.watch()
 	return vm, nil
 }
 
@@ -551,7 +573,6 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	l := log.G(ctx).With("pid", v.pid)
 	select {
 	case <-v.exited:
-		v.cleanup()
 		return nil
 	default:
 	}
@@ -562,7 +583,6 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 		l.Warn("system_powerdown failed; quitting qemu", "error", err)
 	} else if v.waitExit(ctx, timeout) {
 		l.Debug("guest powered off")
-		v.cleanup()
 		return nil
 	} else {
 		l.Warn("guest did not power off in time; quitting qemu", "timeout", timeout)
@@ -571,7 +591,6 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	err = v.QMP(qctx, func(q *QMP) error { return q.Quit(qctx) })
 	cancel()
 	if err == nil && v.waitExit(ctx, 5*time.Second) {
-		v.cleanup()
 		return nil
 	}
 	return v.Kill(ctx)
@@ -583,14 +602,13 @@ func (v *VM) Kill(ctx context.Context) error {
 	select {
 	case <-v.exited:
 	default:
-		if err := unix.PidfdSendSignal(int(v.pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := v.signal(unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("killing qemu (pid %d): %w", v.pid, err)
 		}
 		if !v.waitExit(context.WithoutCancel(ctx), killWait) {
 			return fmt.Errorf("killing qemu (pid %d): still running %s after SIGKILL", v.pid, killWait)
 		}
 	}
-	v.cleanup()
 	return nil
 }
 
@@ -606,12 +624,11 @@ func (v *VM) waitExit(ctx context.Context, d time.Duration) bool {
 	return false
 }
 
-// cleanup runs once QEMU has exited.
+// cleanup runs once QEMU has exited, from watch (before exited is
+// closed) or from launch's failure path.
 func (v *VM) cleanup() {
 	v.cleanOnce.Do(func() {
 		removeRuntimeFiles(v.dir)
-		// Closing the pidfd while watch is parked on it wakes it with an
-		// error; it has returned by now since exited is closed.
 		v.pidfd.Close()
 	})
 }

@@ -180,3 +180,65 @@ func TestImageRuleAtCreate(t *testing.T) {
 		t.Errorf("containers after the refusal: %v", ctrs)
 	}
 }
+
+// TestRuncMountsAndStopSignal: CRI mounts keep their read-only flag and
+// propagation, and StopContainer sends the image's STOPSIGNAL.
+func TestRuncMountsAndStopSignal(t *testing.T) {
+	e := newRuncEnv(t)
+	ctx := context.Background()
+	if _, err := e.is.PullImage(ctx, spec(e.reg.Ref("entrypoint", "latest")), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	host := t.TempDir()
+	if err := os.WriteFile(filepath.Join(host, "data"), []byte("from-host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A shared mount, so that host-to-container propagation is possible.
+	rw := t.TempDir()
+	for _, args := range [][]string{{"--bind", rw, rw}, {"--make-shared", rw}} {
+		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mount %v: %v %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", rw).Run() })
+
+	// 1. A read-only and a read-write hostPath mount.
+	ctr := e.containerConfig("mounts", "sleep", "3600")
+	ctr.Mounts = []*runtimeapi.Mount{
+		{HostPath: host, ContainerPath: "/ro", Readonly: true},
+		{HostPath: rw, ContainerPath: "/rw", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
+	}
+	_, id := e.runPod(t, e.podConfig("mounts"), ctr)
+	if got := e.exec(t, id, "cat", "/ro/data"); got != "from-host" {
+		t.Errorf("read-only mount content: %q", got)
+	}
+	if _, _, err := e.rs.ExecSync(ctx, id, []string{"touch", "/ro/x"}, 10*time.Second); !isExitCode(err, 1) {
+		t.Errorf("write to a read-only mount: %v, want exit 1", err)
+	}
+	e.exec(t, id, "sh", "-c", "echo written > /rw/out")
+	if b, err := os.ReadFile(filepath.Join(rw, "out")); err != nil || string(b) != "written\n" {
+		t.Errorf("read-write mount: host sees %q (%v)", b, err)
+	}
+	if got := e.exec(t, id, "sh", "-c", "grep ' /rw ' /proc/self/mountinfo"); !strings.Contains(got, "master:") {
+		t.Errorf("HOST_TO_CONTAINER propagation is not a slave mount: %q", got)
+	}
+	// A private source cannot propagate: refused, not silently private.
+	bad := e.containerConfig("badprop", "sleep", "3600")
+	bad.Mounts = []*runtimeapi.Mount{{HostPath: host, ContainerPath: "/p", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}
+	if _, err := e.rs.CreateContainer(ctx, e.sandboxOf(t, id), bad, e.podConfig("mounts")); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("host-to-container from a private mount: %v, want FailedPrecondition", err)
+	}
+
+	// 2. The entrypoint image's STOPSIGNAL is SIGQUIT: a trap on QUIT alone
+	//    decides the exit code.
+	sig := e.containerConfig("stopsig", "sh", "-c", "trap 'exit 42' QUIT; trap '' TERM; while :; do sleep 0.1; done")
+	sig.Image = &runtimeapi.ImageSpec{Image: e.reg.Ref("entrypoint", "latest"), UserSpecifiedImage: e.reg.Ref("entrypoint", "latest")}
+	_, sigID := e.runPod(t, e.podConfig("stopsig"), sig)
+	if err := e.rs.StopContainer(ctx, sigID, 10); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.rs.ContainerStatus(ctx, sigID, false)
+	if err != nil || st.Status.ExitCode != 42 {
+		t.Errorf("stop with the image's SIGQUIT: %v %v, want exit 42", st.GetStatus(), err)
+	}
+}
