@@ -131,12 +131,19 @@ func hostHandshake(ctx context.Context, conn net.Conn, interval time.Duration) (
 	if interval <= 0 {
 		interval = DefaultHelloInterval
 	}
+	// A cancelled ctx unblocks the reader and any write in progress.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	br := bufio.NewReaderSize(conn, 4096)
+	// mu orders the reader's match against hello's nonce change: once the
+	// reader has matched, no further hello is sent (its ready would reach
+	// yamux); once a new nonce is stored, an older ready cannot match.
 	var (
-		mu     sync.Mutex
-		latest string
+		mu      sync.Mutex
+		latest  string
+		matched bool
 	)
-	matched := make(chan struct{})
+	matchedCh := make(chan struct{})
 	readErr := make(chan error, 1)
 	// The reader stops right after the matching ready, so it never consumes
 	// a byte that belongs to yamux.
@@ -152,24 +159,27 @@ func hostHandshake(ctx context.Context, conn net.Conn, interval time.Duration) (
 				continue
 			}
 			mu.Lock()
-			match := nonce == latest
-			mu.Unlock()
-			if match {
-				close(matched)
+			if nonce == latest {
+				matched = true
+				mu.Unlock()
+				close(matchedCh)
 				return
 			}
+			mu.Unlock()
 		}
 	}()
 	hello := func() error {
-		n := newNonce()
 		mu.Lock()
-		latest = n
-		mu.Unlock()
-		_, err := conn.Write([]byte("\n" + helloPrefix + n + "\n"))
+		defer mu.Unlock()
+		if matched {
+			return nil
+		}
+		latest = newNonce()
+		_, err := conn.Write([]byte("\n" + helloPrefix + latest + "\n"))
 		return err
 	}
-	// On any early return the reader goroutine must not outlive the call
-	// with a live conn: unblock it by expiring the read deadline.
+	// On an early return the reader must not outlive the call: expire the
+	// read deadline to unblock it.
 	abort := func(err error) (io.ReadWriteCloser, error) {
 		conn.SetReadDeadline(time.Unix(1, 0))
 		return nil, err
@@ -182,15 +192,21 @@ func hostHandshake(ctx context.Context, conn net.Conn, interval time.Duration) (
 	defer tick.Stop()
 	for {
 		select {
-		case <-matched:
+		case <-matchedCh:
 			mu.Lock()
 			n := latest
 			mu.Unlock()
 			if _, err := conn.Write([]byte("\n" + startPrefix + n + "\n")); err != nil {
 				return nil, fmt.Errorf("sending start: %w", err)
 			}
+			if !stop() {
+				return nil, fmt.Errorf("syncing with the agent: %w", ctx.Err())
+			}
 			return &bufferedConn{ReadWriteCloser: conn, r: br}, nil
 		case err := <-readErr:
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
 			return abort(fmt.Errorf("waiting for the agent's ready: %w", err))
 		case <-tick.C:
 			if err := hello(); err != nil {

@@ -287,9 +287,23 @@ func TestVMBootAgent(t *testing.T) {
 	}
 
 	// The host side goes away (daemon restart) and comes back: the agent
-	// accepts a new session. Twice, the second time without a clean close
-	// of the streams.
+	// accepts a new session. The second time a call is in flight: the
+	// guest answers into a dead session, and that must not leak into the
+	// next one.
 	for i := range 2 {
+		if i == 1 {
+			inflight := make(chan error, 1)
+			go func() {
+				_, err := c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"/run/crivm/test/busybox", "sh", "-c", "sleep 1; head -c 300000 /dev/zero"}})
+				inflight <- err
+			}()
+			time.Sleep(300 * time.Millisecond)
+			defer func() {
+				if err := <-inflight; err == nil {
+					t.Error("a call in flight across a disconnect succeeded")
+				}
+			}()
+		}
 		if err := c.Close(); err != nil {
 			t.Fatalf("closing client: %v", err)
 		}
@@ -302,6 +316,13 @@ func TestVMBootAgent(t *testing.T) {
 			t.Fatalf("health after reconnect %d: %v", i, err)
 		}
 		t.Logf("reconnect %d: healthy after %v", i, time.Since(rs).Round(time.Millisecond))
+		if i == 1 {
+			// Outlive the old call's output, then prove the stream is clean.
+			time.Sleep(1500 * time.Millisecond)
+			if r := exec("echo", "clean"); string(r.Stdout) != "clean\n" {
+				t.Fatalf("after a disconnect mid-call: %q", r.Stdout)
+			}
+		}
 	}
 
 	// A daemon restart: find the VM again from its directory.

@@ -109,9 +109,9 @@ cni_plugin_dirs = ["/usr/lib/cni"]
 	}
 
 	// 4. An RPC whose issue has not landed is Unimplemented, not a fake success.
-	_, err = rs.ListMetricDescriptors(ctx)
+	err = rs.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{ContainerId: "0123", Location: "/tmp/x.tar"})
 	if got := status.Code(err); got != codes.Unimplemented {
-		t.Errorf("ListMetricDescriptors: got %v, want Unimplemented", err)
+		t.Errorf("CheckpointContainer: got %v, want Unimplemented", err)
 	}
 
 	// 5. SIGTERM: the daemon exits 0 and the socket is gone.
