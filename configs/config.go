@@ -85,6 +85,9 @@ type RuntimeHandler struct {
 	DefaultMemoryMiB int    `toml:"default_memory_mib" json:"default_memory_mib,omitempty"`
 	SharedFS         string `toml:"shared_fs" json:"shared_fs,omitempty"`
 	AgentTransport   string `toml:"agent_transport" json:"agent_transport,omitempty"`
+	// AgentPath is the static guest agent. Empty: crivm-agent next to the
+	// crivm binary, else /usr/libexec/crivm/crivm-agent.
+	AgentPath string `toml:"agent_path" json:"agent_path,omitempty"`
 }
 
 // NetworkConfig is [crivm.network].

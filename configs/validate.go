@@ -158,6 +158,7 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			{"accel", h.Accel != ""}, {"machine_type", h.MachineType != ""}, {"kernel", h.Kernel != ""},
 			{"default_vcpus", h.DefaultVCPUs != 0}, {"default_memory_mib", h.DefaultMemoryMiB != 0},
 			{"shared_fs", h.SharedFS != ""}, {"agent_transport", h.AgentTransport != ""},
+			{"agent_path", h.AgentPath != ""},
 		}
 		for _, k := range vmOnly {
 			if k.set {
@@ -176,6 +177,7 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			oneOf(hp+"accel", h.Accel, "auto", "kvm", "tcg"),
 			oneOf(hp+"machine_type", h.MachineType, "q35", "microvm"),
 			absPath(hp+"kernel", h.Kernel, true),
+			absPath(hp+"agent_path", h.AgentPath, true),
 			oneOf(hp+"shared_fs", h.SharedFS, "9p", "virtio-fs"),
 			oneOf(hp+"agent_transport", h.AgentTransport, "auto", "vsock", "serial"),
 		)

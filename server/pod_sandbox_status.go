@@ -40,6 +40,7 @@ func (s *RuntimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 			"netnsPath": sb.NetNSPath,
 			"process":   sb.Process,
 			"podDir":    sb.Extra["pod_dir"],
+			"extra":     sb.Extra,
 		}
 		b, err := json.Marshal(info)
 		if err != nil {

@@ -245,7 +245,7 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 			}, nil
 		}},
 		{Name: "setting up handlers", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			reg, err := buildHandlers(ctx, cfg)
+			reg, err := buildHandlers(ctx, cfg, d.metrics)
 			if err != nil {
 				return nil, err
 			}

@@ -2,25 +2,24 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/handlers/runc"
+	"github.com/crivm/crivm/handlers/vm"
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/metrics"
 	"github.com/crivm/crivm/oci"
 )
-
-// errVMNotImplemented is why a vm handler has no implementation yet.
-var errVMNotImplemented = errors.New("the vm runtime type is not implemented in this build")
 
 // buildHandlers makes one implementation per configured handler. A handler
 // whose binaries are missing stays in the registry without an
 // implementation, so its pods get FailedPrecondition naming the reason.
-func buildHandlers(ctx context.Context, cfg *configs.Config) (handlers.Registry, error) {
+func buildHandlers(ctx context.Context, cfg *configs.Config, m *metrics.Metrics) (handlers.Registry, error) {
 	host, err := probeHost(cfg)
 	if err != nil {
 		return nil, err
@@ -40,7 +39,14 @@ func buildHandlers(ctx context.Context, cfg *configs.Config) (handlers.Registry,
 				e.Handler = impl
 			}
 		case configs.RuntimeTypeVM:
-			e.Unavailable = errVMNotImplemented
+			impl, err := vm.New(vm.Options{Name: name, Config: h, Dir: cfg.HandlerDir(name),
+				CacheDir: filepath.Join(cfg.Root, "vm-assets"), Metrics: m})
+			if err != nil {
+				e.Unavailable = err
+				log.G(ctx).Warn("handler not available", "handler", name, "err", err)
+			} else {
+				e.Handler = impl
+			}
 		}
 		reg[name] = e
 	}

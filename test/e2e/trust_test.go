@@ -109,12 +109,14 @@ func TestTrustRouting(t *testing.T) {
 		wantHandler string
 		wantTrusted bool
 	}{
+		// Routed to the vm handler, then stopped by the pipeline: this daemon
+		// has no CNI network. No VM is started.
 		{"untrusted-annotation", podConfig("untrusted-annotation", "default", map[string]string{"io.kubernetes.cri.untrusted-workload": "true"}), "",
-			codes.FailedPrecondition, []string{"no vm handler available", `"vm"`}, "vm", false},
+			codes.FailedPrecondition, []string{"network"}, "vm", false},
 		{"cri-o-annotation", podConfig("cri-o-annotation", "default", map[string]string{"io.kubernetes.cri-o.TrustedSandbox": "false"}), "",
-			codes.FailedPrecondition, []string{"no vm handler available"}, "vm", false},
+			codes.FailedPrecondition, []string{"network"}, "vm", false},
 		{"tenant-pod", podConfig("tenant-pod", "tenant-a", nil), "",
-			codes.FailedPrecondition, []string{"no vm handler available"}, "vm", false},
+			codes.FailedPrecondition, []string{"network"}, "vm", false},
 		{"tenant-on-runc", podConfig("tenant-on-runc", "tenant-a", nil), "runc",
 			codes.FailedPrecondition, []string{`"runc"`, "tenants"}, "", false},
 		// Admitted to runc, then refused by the pipeline: this daemon has no
@@ -246,8 +248,11 @@ func TestTrustRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = rs.RunPodSandbox(ctx, podConfig("tenant-after-reload", "tenant-z", nil), "")
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "vm") {
-		t.Errorf("tenant pod after a broken reload: %v; want the old policy's vm routing", err)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("tenant pod after a broken reload: %v; want the pipeline's FailedPrecondition", err)
+	}
+	if l := readAudit(t, d.AuditLog)["tenant-after-reload"]; l.Handler != "vm" || l.Trusted {
+		t.Errorf("tenant pod after a broken reload was judged %+v; want the old policy's vm routing", l)
 	}
 }
 

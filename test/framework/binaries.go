@@ -36,9 +36,12 @@ func BinDir() (string, error) {
 		}
 		_, file, _, _ := runtime.Caller(0)
 		repo := filepath.Join(filepath.Dir(file), "..", "..")
-		for _, cmd := range []string{"crivm", "crivmctl"} {
+		for _, cmd := range []string{"crivm", "crivmctl", "crivm-agent"} {
 			b := exec.Command("go", "build", "-tags", BuildTags, "-o", filepath.Join(binDir, cmd), "./cmd/"+cmd)
 			b.Dir = repo
+			if cmd == "crivm-agent" { // PID 1 of the guest: static
+				b.Env = append(os.Environ(), "CGO_ENABLED=0")
+			}
 			if out, err := b.CombinedOutput(); err != nil {
 				binErr = fmt.Errorf("building %s: %v\n%s", cmd, err, out)
 				return

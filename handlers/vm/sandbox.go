@@ -1,0 +1,222 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/agentproxy"
+	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/proc"
+	"github.com/crivm/crivm/internal/steps"
+	"github.com/crivm/crivm/netns"
+	"github.com/crivm/crivm/store"
+	"github.com/crivm/crivm/vmm"
+)
+
+// StartSandbox boots the pod's VM as named steps; a failing step undoes
+// the ones before it, so a pod that does not boot leaves no VM, tap or
+// directory behind.
+func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest) (*handlers.SandboxStarted, error) {
+	sb := req.Sandbox
+	ctx = log.With(ctx, "handler", "vm")
+	if req.NetNSPath == "" {
+		return nil, errdefs.InvalidArgument("handler %q: a VM pod cannot use the host network", h.name)
+	}
+	var (
+		assets  *guestAssets
+		gn      *netns.GuestNetwork
+		vm      *vmm.VM
+		client  *agentproxy.Client
+		health  *api.HealthResponse
+		started time.Time
+	)
+	dir := h.vmDir(sb.ID)
+	_, err := steps.Run(ctx, []steps.Step{
+		{Name: "preparing guest assets", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			assets, err = h.prepareAssets(ctx)
+			return nil, err
+		}},
+		{Name: "creating VM dir", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if err := os.MkdirAll(h.sharedDir(sb.ID), 0o711); err != nil {
+				return nil, err
+			}
+			return func(context.Context) error { return os.RemoveAll(dir) }, nil
+		}},
+		{Name: "mirroring the pod interface to a tap", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			if gn, err = netns.MirrorTap(req.NetNSPath, vethName, tapName); err != nil {
+				return nil, err
+			}
+			return func(context.Context) error { return netns.RemoveTap(req.NetNSPath, vethName, tapName) }, nil
+		}},
+		{Name: "booting VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			started = time.Now()
+			var err error
+			vm, err = vmm.Start(ctx, vmm.MachineConfig{
+				QEMUPath:    h.cfg.HypervisorPath,
+				Accel:       assets.accel.Accel,
+				MachineType: h.cfg.MachineType,
+				VCPUs:       h.cfg.DefaultVCPUs,
+				MemoryMiB:   memoryMiB(req.Config, h.cfg.DefaultMemoryMiB),
+				Kernel:      assets.vmlinux,
+				Initrd:      assets.initrd,
+				Dir:         dir,
+				Name:        "crivm-" + sb.ID[:12],
+				SharedDirs:  []vmm.SharedDir{{Tag: sharedTag, HostPath: h.sharedDir(sb.ID)}},
+				NetNSPath:   req.NetNSPath,
+				Taps:        []vmm.Tap{{Name: tapName, MAC: gn.MAC.String()}},
+			})
+			if err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
+		}},
+		{Name: "connecting to the guest agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			if client, err = agentproxy.Connect(ctx, &agentproxy.SerialDialer{Path: vm.AgentSocket()}); err != nil {
+				return nil, err
+			}
+			if health, err = client.WaitHealthy(ctx, 5*time.Second); err != nil {
+				client.Close()
+				return nil, fmt.Errorf("waiting for the agent: %w (console: %s)", err, vm.ConsoleLog())
+			}
+			h.m.VMBooted(assets.accel.Accel, time.Since(started))
+			log.G(ctx).Info("VM booted", "accel", assets.accel.Accel, "took", time.Since(started).Round(time.Millisecond), "guest_kernel", health.KernelRelease)
+			return func(context.Context) error { return client.Close() }, nil
+		}},
+		{Name: "creating the guest sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			cfg := req.Config
+			creq := &api.CreateSandboxRequest{
+				SandboxId: sb.ID,
+				Hostname:  podHostname(cfg),
+				Mounts:    []*api.SharedMount{{Tag: sharedTag, MountPoint: guestShared}},
+			}
+			if d := cfg.GetDnsConfig(); d != nil {
+				creq.Dns = &api.DNSConfig{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
+			}
+			_, err := client.CreateSandbox(ctx, creq)
+			return nil, err
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.vms[sb.ID] = &sandboxVM{vm: vm, client: client}
+	h.mu.Unlock()
+	p := &store.Process{Pid: vm.PID(), BootID: proc.BootID()}
+	p.StartTime, _ = proc.StartTime(vm.PID())
+	return &handlers.SandboxStarted{Process: p, Extra: map[string]string{
+		"vm_dir":        dir,
+		"accel":         assets.accel.Accel,
+		"guest_kernel":  health.KernelRelease,
+		"agent_version": health.AgentVersion,
+		"guest_mac":     gn.MAC.String(),
+		"boot_ms":       strconv.FormatInt(time.Since(started).Milliseconds(), 10),
+	}}, nil
+}
+
+// StopSandbox powers the VM off through QMP and kills it after a timeout.
+// A VM that is already gone is fine.
+func (h *Handler) StopSandbox(ctx context.Context, sb *store.Sandbox) error {
+	h.mu.Lock()
+	v := h.vms[sb.ID]
+	delete(h.vms, sb.ID)
+	h.mu.Unlock()
+	var vm *vmm.VM
+	if v != nil {
+		v.client.Close()
+		vm = v.vm
+	} else {
+		var err error
+		if vm, err = vmm.Reconnect(ctx, h.vmDir(sb.ID)); err != nil {
+			return nil // no VM runs for this sandbox
+		}
+	}
+	if err := vm.Stop(ctx, vmStopTimeout); err != nil {
+		return fmt.Errorf("stopping VM: %w", err)
+	}
+	return nil
+}
+
+// RemoveSandbox removes the tap (when the netns still exists) and the VM
+// dir. Idempotent.
+func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
+	var errs []error
+	if sb.NetNSPath != "" {
+		if _, err := os.Stat(sb.NetNSPath); err == nil {
+			errs = append(errs, netns.RemoveTap(sb.NetNSPath, vethName, tapName))
+		}
+	}
+	errs = append(errs, os.RemoveAll(h.vmDir(sb.ID)))
+	return errors.Join(errs...)
+}
+
+// WatchExits reports a VM that dies: the sandbox ID of each VM this daemon
+// started or reattached to, when its QEMU exits.
+func (h *Handler) WatchExits(ctx context.Context, exited func(id string)) error {
+	go func() {
+		seen := map[*vmm.VM]bool{}
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			h.mu.Lock()
+			var watch []struct {
+				id string
+				vm *vmm.VM
+			}
+			for id, v := range h.vms {
+				if !seen[v.vm] {
+					seen[v.vm] = true
+					watch = append(watch, struct {
+						id string
+						vm *vmm.VM
+					}{id, v.vm})
+				}
+			}
+			h.mu.Unlock()
+			for _, w := range watch {
+				go func() {
+					select {
+					case <-w.vm.Exited():
+						exited(w.id)
+					case <-ctx.Done():
+					}
+				}()
+			}
+		}
+	}()
+	return nil
+}
+
+func podHostname(cfg *runtimeapi.PodSandboxConfig) string {
+	if h := cfg.GetHostname(); h != "" {
+		return h
+	}
+	return cfg.GetMetadata().GetName()
+}
+
+// memoryMiB sizes the guest: the pod's overhead hint plus the default.
+func memoryMiB(cfg *runtimeapi.PodSandboxConfig, def int) int {
+	over := cfg.GetLinux().GetOverhead().GetMemoryLimitInBytes() >> 20
+	limit := cfg.GetLinux().GetResources().GetMemoryLimitInBytes() >> 20
+	if limit > 0 {
+		return int(limit+over) + 64
+	}
+	return def + int(over)
+}
