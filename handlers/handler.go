@@ -57,6 +57,10 @@ type Handler interface {
 	// WatchExits calls exited with the ID of each container or sandbox of
 	// this handler whose process exits, from a goroutine, until ctx ends.
 	WatchExits(ctx context.Context, exited func(id string)) error
+	// Restore reattaches to a ready sandbox that a previous daemon started
+	// (its monitor, VM or agent), so that it is managed and watched again.
+	// It never starts or stops anything.
+	Restore(ctx context.Context, sb *store.Sandbox) error
 }
 
 // SandboxRequest is what StartSandbox needs.

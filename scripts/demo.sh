@@ -64,7 +64,13 @@ run_pod() { # kind pod-json
     "$CTL" -o json pods --name "$(sed -n 's/.*"name": "\([^"]*\)".*/\1/p' "$pod" | head -1)" | grep -E '"io.crivm.(handler|trust)"' 
   else
     echo "$out"
-    echo "(this handler has not landed yet: the vm handler is issue 6; the pod was refused, not run elsewhere)"
+    local pod_id
+    pod_id=$("$CTL" pods -q --name "$(sed -n 's/.*"name": "\([^"]*\)".*/\1/p' "$pod" | head -1)" | head -1)
+    if [ -n "$pod_id" ]; then
+      echo "--- the pod's sandbox did start; its VM (crivmctl inspectp):"
+      "$CTL" inspectp "$pod_id" | grep -E '"(accel|guest_kernel|boot_ms|io.crivm.handler|io.crivm.trust)"' | sort -u
+      echo "(running containers inside the VM is the part of the vm handler that has not landed yet)"
+    fi
   fi
 }
 

@@ -114,6 +114,21 @@ func (s *RuntimeService) attachStatuses(ctx context.Context, ev *runtimeapi.Cont
 	}
 }
 
+// Restore reattaches every handler to the ready sandboxes a previous daemon
+// left running. A sandbox that cannot be reattached is marked NotReady.
+func (s *RuntimeService) Restore(ctx context.Context) {
+	for _, sb := range s.deps.Store.Sandboxes.List(func(sb *store.Sandbox) bool { return sb.State == store.SandboxReady }) {
+		h, err := s.sandboxHandler(sb)
+		if err != nil {
+			continue
+		}
+		if err := h.Restore(ctx, sb); err != nil {
+			log.G(ctx).Warn("cannot reattach to a sandbox: marking it NotReady", "sandbox", sb.ID, "err", err)
+			s.setSandboxNotReady(ctx, sb.ID)
+		}
+	}
+}
+
 // WatchExits follows every handler's exits until ctx ends, turning each into
 // a state change (and so an event) without waiting for the next poll.
 func (s *RuntimeService) WatchExits(ctx context.Context) error {

@@ -56,3 +56,7 @@ func (h *Handler) StopSandbox(ctx context.Context, sb *store.Sandbox) error {
 func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 	return h.cleanupContainer(logger(ctx, sb.ID), sb.ID)
 }
+
+// Restore has nothing to reattach: conmon and the exit files carry on
+// without the daemon.
+func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox) error { return nil }

@@ -220,3 +220,18 @@ func memoryMiB(cfg *runtimeapi.PodSandboxConfig, def int) int {
 	}
 	return def + int(over)
 }
+
+// Restore reattaches to the VM of a sandbox a previous daemon started,
+// through its pidfile and QMP socket, and reconnects to its agent, so that
+// its death is noticed again.
+func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox) error {
+	v, err := h.connection(ctx, sb)
+	if err != nil {
+		return err
+	}
+	if _, err := v.client.WaitHealthy(ctx, 5*time.Second); err != nil {
+		return fmt.Errorf("agent of %s after the restart: %w", sb.ID, err)
+	}
+	log.G(ctx).Info("reattached to a running VM", "sandbox", sb.ID, "pid", v.vm.PID())
+	return nil
+}

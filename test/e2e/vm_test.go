@@ -164,3 +164,51 @@ func TestVMSandboxStop(t *testing.T) {
 func filepathJoin(dir string, pid int, name string) string {
 	return filepath.Join(dir, strconv.Itoa(pid), name)
 }
+
+// TestVMDaemonRestart: a restarted daemon reattaches to a running VM through
+// the QMP and agent sockets under its run dir, and notices its death again.
+func TestVMDaemonRestart(t *testing.T) {
+	requiresVM(t)
+	e := newRuncEnv(t)
+	ctx := context.Background()
+	sbID, err := e.rs.RunPodSandbox(ctx, e.podConfig("vmrestart"), "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, sbID)
+	st, err := e.rs.PodSandboxStatus(ctx, sbID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info sandboxInfo
+	json.Unmarshal([]byte(st.Info["info"]), &info)
+
+	// 1. Restart the daemon: the VM keeps running and the pod stays ready.
+	if err := e.d.Stop(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !proc.Alive(info.Process.Pid, 0, "") {
+		t.Fatal("the VM died with the daemon")
+	}
+	e.d.Start(ctx)
+	e.rs = e.d.RuntimeService(ctx)
+	if err := e.d.WaitLog(20*time.Second, "reattached to a running VM"); err != nil {
+		t.Fatal(err)
+	}
+	st, err = e.rs.PodSandboxStatus(ctx, sbID, false)
+	if err != nil || st.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Fatalf("after restart: %v %v", st.GetStatus().GetState(), err)
+	}
+
+	// 2. Its death is noticed by the new daemon, unprompted.
+	var events eventLog
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events.follow(ectx, e)
+	time.Sleep(200 * time.Millisecond)
+	syscall.Kill(info.Process.Pid, syscall.SIGKILL)
+	events.waitFor(t, sbID, "STOPPED", 10*time.Second)
+	if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
+		t.Fatal(err)
+	}
+}
