@@ -15,23 +15,14 @@ import (
 // RemoveContainer kills the container if it still runs and removes it with
 // its rootfs. Idempotent.
 func (s *RuntimeService) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
-	c, err := s.deps.Store.Containers.Get(req.GetContainerId())
+	c, _, h, unlock, err := s.lockedContainer(req.GetContainerId())
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return &runtimeapi.RemoveContainerResponse{}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
 	defer unlock()
-	sb, err := s.deps.Store.Sandboxes.Get(c.SandboxID)
-	if err != nil {
-		return nil, err
-	}
-	h, err := s.sandboxHandler(sb)
-	if err != nil {
-		return nil, err
-	}
 	if err := s.removeContainer(ctx, h, s.refreshContainer(ctx, c)); err != nil {
 		return nil, err
 	}

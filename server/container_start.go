@@ -11,22 +11,13 @@ import (
 )
 
 func (s *RuntimeService) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
-	c, err := s.deps.Store.Containers.Get(req.GetContainerId())
+	c, sb, h, unlock, err := s.lockedContainer(req.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
 	defer unlock()
 	if c.State != store.ContainerCreated {
 		return nil, errdefs.FailedPrecondition("container %s is %s, not created", c.ID, c.State)
-	}
-	sb, err := s.deps.Store.Sandboxes.Get(c.SandboxID)
-	if err != nil {
-		return nil, err
-	}
-	h, err := s.sandboxHandler(sb)
-	if err != nil {
-		return nil, err
 	}
 	st, serr := h.StartContainer(ctx, sb, c)
 	if st != nil {

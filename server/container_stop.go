@@ -9,20 +9,11 @@ import (
 // StopContainer sends the image's stop signal (SIGTERM by default), waits
 // for the timeout, then kills. Stopping a stopped container succeeds.
 func (s *RuntimeService) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
-	c, err := s.deps.Store.Containers.Get(req.GetContainerId())
+	c, _, h, unlock, err := s.lockedContainer(req.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
 	defer unlock()
-	sb, err := s.deps.Store.Sandboxes.Get(c.SandboxID)
-	if err != nil {
-		return nil, err
-	}
-	h, err := s.sandboxHandler(sb)
-	if err != nil {
-		return nil, err
-	}
 	c = s.refreshContainer(ctx, c)
 	if err := s.stopContainer(ctx, h, c, req.GetTimeout()); err != nil {
 		return nil, err

@@ -154,3 +154,28 @@ func (s *RuntimeService) sandboxHandler(sb *store.Sandbox) (handlers.Handler, er
 	}
 	return e.Handler, nil
 }
+
+// lockedContainer finds a container (a unique ID prefix works), locks it,
+// and returns it as it is under the lock with its sandbox and handler. The
+// caller runs unlock.
+func (s *RuntimeService) lockedContainer(id string) (c *store.Container, sb *store.Sandbox, h handlers.Handler, unlock func(), err error) {
+	c, err = s.deps.Store.Containers.Get(id)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	unlock = s.locks.lock(c.ID)
+	fail := func(err error) (*store.Container, *store.Sandbox, handlers.Handler, func(), error) {
+		unlock()
+		return nil, nil, nil, nil, err
+	}
+	if c, err = s.deps.Store.Containers.Get(c.ID); err != nil {
+		return fail(err)
+	}
+	if sb, err = s.deps.Store.Sandboxes.Get(c.SandboxID); err != nil {
+		return fail(err)
+	}
+	if h, err = s.sandboxHandler(sb); err != nil {
+		return fail(err)
+	}
+	return c, sb, h, unlock, nil
+}

@@ -67,6 +67,22 @@ func (h *Handler) execCmd(id, processFile, pidFile string, extra ...string) *exe
 	return exec.Command(h.rt.path, append(args, id)...)
 }
 
+// waitExec waits for runc exec; when ctx ends first, it kills the exec'd
+// process and runc, and returns once runc is reaped.
+func waitExec(ctx context.Context, cmd *exec.Cmd, pidFile string) error {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		killExec(pidFile)
+		cmd.Process.Kill()
+		<-done
+		return ctx.Err()
+	}
+}
+
 // killExec kills the exec'd process (runc exec does not forward a kill).
 func killExec(pidFile string) {
 	if pid, err := readPidFile(pidFile); err == nil {
@@ -95,14 +111,7 @@ func (h *Handler) ExecSync(ctx context.Context, c *store.Container, req handlers
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("running exec: %w", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		killExec(pidFile)
-		cmd.Process.Kill()
-		<-done
+	if err = waitExec(ctx, cmd, pidFile); ctx.Err() != nil {
 		return nil, fmt.Errorf("exec %q in %s: %w", strings.Join(req.Cmd, " "), c.ID, ctx.Err())
 	}
 	res := &handlers.ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
@@ -172,14 +181,7 @@ func (h *Handler) Exec(ctx context.Context, c *store.Container, req handlers.Str
 			copies.Go(func() { io.Copy(req.Stdout, console) })
 		}
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		killExec(pidFile)
-		cmd.Process.Kill()
-		<-done
+	if err = waitExec(ctx, cmd, pidFile); ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if console != nil {
