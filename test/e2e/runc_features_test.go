@@ -247,20 +247,7 @@ func TestRuncNetworking(t *testing.T) {
 
 	// 2. Host to pod through the hostPort.
 	hostPort := server.PortMappings[0].HostPort
-	var got []byte
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(int(hostPort)), time.Second)
-		if err != nil {
-			continue
-		}
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
-		got, _ = io.ReadAll(conn)
-		conn.Close()
-		if len(got) > 0 {
-			break
-		}
-	}
-	if string(got) != "hello-from-server\n" {
+	if got := dialRead("127.0.0.1:"+strconv.Itoa(int(hostPort)), 5*time.Second); string(got) != "hello-from-server\n" {
 		t.Errorf("hostPort %d: %q", hostPort, got)
 	}
 
@@ -301,4 +288,22 @@ func TestRuncStats(t *testing.T) {
 		t.Errorf("ListContainerStats: %v %v", list, err)
 	}
 	_ = fmt.Sprint
+}
+
+// dialRead connects to addr, retrying until timeout, and returns what the
+// first connection that answers sends before closing.
+func dialRead(addr string, timeout time.Duration) []byte {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			continue
+		}
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		got, _ := io.ReadAll(conn)
+		conn.Close()
+		if len(got) > 0 {
+			return got
+		}
+	}
+	return nil
 }
