@@ -173,8 +173,14 @@ func TestExecProcessOnHost(t *testing.T) {
 	if _, err := s.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"no-such-command-crivm"}}); !errdefs.IsClass(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("missing command: %v", err)
 	}
-	if _, err := s.StartContainer(ctx, &api.StartContainerRequest{}); !errdefs.IsClass(err, errdefs.ErrUnimplemented) {
-		t.Errorf("StartContainer: %v, want Unimplemented", err)
+	if _, err := s.StartContainer(ctx, &api.StartContainerRequest{ContainerId: "none"}); !errdefs.IsClass(err, errdefs.ErrNotFound) {
+		t.Errorf("StartContainer of an unknown container: %v, want NotFound", err)
+	}
+	if _, err := s.DeleteContainer(ctx, &api.DeleteContainerRequest{ContainerId: "none"}); err != nil {
+		t.Errorf("DeleteContainer of an unknown container: %v, want success", err)
+	}
+	if _, err := s.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: "../x", OciSpec: []byte("{}")}); !errdefs.IsClass(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("CreateContainer with a bad id: %v, want InvalidArgument", err)
 	}
 }
 

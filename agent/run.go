@@ -12,6 +12,7 @@ import (
 
 	clog "github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"github.com/vishvananda/netlink"
 
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/agentproxy/api"
@@ -59,6 +60,11 @@ func Run(ctx context.Context, opts Options) error {
 	n, err := LoadModules(ctx, ModulesOrder)
 	if err != nil {
 		l.Warn("some kernel modules failed to load", "error", err)
+	}
+	// Containers share the guest's network namespace; localhost must work
+	// in it with or without a NIC.
+	if lo, err := netlink.LinkByName("lo"); err != nil || netlink.LinkSetUp(lo) != nil {
+		l.Warn("setting lo up failed")
 	}
 	l.Info("guest set up", "modules", n, "elapsed", time.Since(start))
 

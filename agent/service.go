@@ -1,6 +1,3 @@
-// Package agent is the guest side of crivm: PID 1 set-up of the guest
-// (pseudo filesystems, kernel modules, power button) and the Agent ttrpc
-// service crivm calls through agentproxy.
 package agent
 
 import (
@@ -8,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,9 +32,15 @@ type Service struct {
 	// etcDir is where resolv.conf, hostname and hosts are written.
 	etcDir string
 
-	// mu guards sandbox.
-	mu      sync.Mutex
-	sandbox *sandboxState
+	// mu guards sandbox and pidHolder.
+	mu        sync.Mutex
+	sandbox   *sandboxState
+	pidHolder *pidHolder
+
+	// cmu guards containers. A container with a nil init is being
+	// created.
+	cmu        sync.Mutex
+	containers map[string]*container
 }
 
 type sandboxState struct {
@@ -49,7 +52,7 @@ var _ api.AgentService = (*Service)(nil)
 
 // NewService returns the service; reaper must be running.
 func NewService(reaper *Reaper) *Service {
-	return &Service{reaper: reaper, etcDir: "/etc"}
+	return &Service{reaper: reaper, etcDir: "/etc", containers: map[string]*container{}}
 }
 
 // Health reports that the agent serves, with the guest's kernel release
@@ -70,9 +73,10 @@ func (s *Service) Health(ctx context.Context, _ *api.HealthRequest) (*api.Health
 	return r, nil
 }
 
-// CreateSandbox sets the hostname, writes resolv.conf, hostname and hosts,
-// and mounts the shared directories. On failure what it mounted is
-// unmounted again.
+// CreateSandbox configures the network, sets the hostname, writes
+// resolv.conf, hostname and hosts, and mounts the shared directories. On
+// failure what it mounted is unmounted again; the network is left as far
+// as it got.
 func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxRequest) (*api.CreateSandboxResponse, error) {
 	if req.SandboxId == "" {
 		return nil, errdefs.InvalidArgument("creating sandbox: no sandbox id")
@@ -85,17 +89,26 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 			return nil, errdefs.Unimplemented("creating sandbox: shared fs type %q is not supported yet (only 9p)", m.FsType)
 		}
 	}
+	nc, err := parseNetConfig(req.Interfaces, req.Routes)
+	if err != nil {
+		return nil, fmt.Errorf("creating sandbox: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sandbox != nil {
 		return nil, errdefs.AlreadyExists("creating sandbox %s: the guest already runs sandbox %s", req.SandboxId, s.sandbox.id)
+	}
+	if len(nc.ifaces) > 0 || len(nc.routes) > 0 {
+		if err := nc.apply(ctx); err != nil {
+			return nil, fmt.Errorf("creating sandbox: configuring the network: %w", err)
+		}
 	}
 	if req.Hostname != "" {
 		if err := unix.Sethostname([]byte(req.Hostname)); err != nil {
 			return nil, fmt.Errorf("setting hostname: %w", err)
 		}
 	}
-	if err := s.writeEtc(req); err != nil {
+	if err := s.writeEtc(req, nc.addresses()); err != nil {
 		return nil, fmt.Errorf("creating sandbox: %w", err)
 	}
 	st := &sandboxState{id: req.SandboxId}
@@ -111,7 +124,10 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 	return &api.CreateSandboxResponse{}, nil
 }
 
-func (s *Service) writeEtc(req *api.CreateSandboxRequest) error {
+// writeEtc writes resolv.conf, hostname and hosts; hosts maps the
+// hostname to the pod's addresses (127.0.1.1 without any), as the kubelet's
+// managed hosts file does.
+func (s *Service) writeEtc(req *api.CreateSandboxRequest, addrs []net.IP) error {
 	var rc bytes.Buffer
 	if d := req.Dns; d != nil {
 		for _, ns := range d.Servers {
@@ -128,10 +144,17 @@ func (s *Service) writeEtc(req *api.CreateSandboxRequest) error {
 	if host == "" {
 		host = "crivm"
 	}
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if len(addrs) == 0 {
+		hosts += "127.0.1.1\t" + host + "\n"
+	}
+	for _, a := range addrs {
+		hosts += a.String() + "\t" + host + "\n"
+	}
 	files := map[string]string{
 		"resolv.conf": rc.String(),
 		"hostname":    host + "\n",
-		"hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + host + "\n",
+		"hosts":       hosts,
 	}
 	if err := os.MkdirAll(s.etcDir, 0o755); err != nil {
 		return err
@@ -148,13 +171,18 @@ func mount9p(m *api.SharedMount) error {
 	if err := os.MkdirAll(m.MountPoint, 0o755); err != nil {
 		return fmt.Errorf("creating mount point %s: %w", m.MountPoint, err)
 	}
-	flags := uintptr(unix.MS_NODEV | unix.MS_NOSUID)
+	flags := uintptr(unix.MS_NODEV)
+	if !m.AllowSuid {
+		flags |= unix.MS_NOSUID
+	}
 	if m.ReadOnly {
 		flags |= unix.MS_RDONLY
 	}
 	// msize 512 KiB: fewer round trips per read than the 8 KiB default,
-	// which matters when every guest exit is emulated.
-	if err := unix.Mount(m.Tag, m.MountPoint, "9p", flags, "trans=virtio,version=9p2000.L,msize=524288"); err != nil {
+	// which matters when every guest exit is emulated. cache=mmap: shared
+	// writable mappings work (databases in a container rootfs), while
+	// reads and writes stay uncached and coherent with the host.
+	if err := unix.Mount(m.Tag, m.MountPoint, "9p", flags, "trans=virtio,version=9p2000.L,msize=524288,cache=mmap"); err != nil {
 		return fmt.Errorf("mounting 9p tag %s on %s: %w", m.Tag, m.MountPoint, err)
 	}
 	return nil
@@ -171,7 +199,8 @@ func unmountAll(ctx context.Context, mounts []string) error {
 	return errors.Join(errs...)
 }
 
-// DestroySandbox unmounts the shared directories. It is a no-op when no
+// DestroySandbox deletes every container, stops the pod's PID namespace
+// holder and unmounts the shared directories. It is a no-op when no
 // sandbox (or another one) exists.
 func (s *Service) DestroySandbox(ctx context.Context, req *api.DestroySandboxRequest) (*api.DestroySandboxResponse, error) {
 	s.mu.Lock()
@@ -179,6 +208,10 @@ func (s *Service) DestroySandbox(ctx context.Context, req *api.DestroySandboxReq
 	if s.sandbox == nil || (req.SandboxId != "" && req.SandboxId != s.sandbox.id) {
 		return &api.DestroySandboxResponse{}, nil
 	}
+	if err := s.deleteAll(ctx); err != nil {
+		return nil, fmt.Errorf("destroying sandbox %s: %w", s.sandbox.id, err)
+	}
+	s.stopPIDHolder(ctx)
 	if err := unmountAll(ctx, s.sandbox.mounts); err != nil {
 		return nil, fmt.Errorf("destroying sandbox %s: %w", s.sandbox.id, err)
 	}
@@ -186,38 +219,36 @@ func (s *Service) DestroySandbox(ctx context.Context, req *api.DestroySandboxReq
 	return &api.DestroySandboxResponse{}, nil
 }
 
-// Shutdown unmounts what the sandbox mounted, for a clean power-off.
+// Shutdown kills the containers and unmounts what the sandbox mounted,
+// for a clean power-off.
 func (s *Service) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.deleteAll(ctx); err != nil {
+		log.G(ctx).Warn("deleting containers at shutdown", "error", err)
+	}
+	s.stopPIDHolder(ctx)
 	if s.sandbox != nil {
 		unmountAll(ctx, s.sandbox.mounts)
 		s.sandbox = nil
 	}
 }
 
-func (s *Service) CreateContainer(context.Context, *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
-	return nil, errdefs.Unimplemented("CreateContainer is not implemented by this agent yet")
-}
-
-func (s *Service) StartContainer(context.Context, *api.StartContainerRequest) (*api.StartContainerResponse, error) {
-	return nil, errdefs.Unimplemented("StartContainer is not implemented by this agent yet")
-}
-
-func (s *Service) WaitProcess(context.Context, *api.WaitProcessRequest) (*api.WaitProcessResponse, error) {
-	return nil, errdefs.Unimplemented("WaitProcess is not implemented by this agent yet")
-}
-
-func (s *Service) SignalProcess(context.Context, *api.SignalProcessRequest) (*api.SignalProcessResponse, error) {
-	return nil, errdefs.Unimplemented("SignalProcess is not implemented by this agent yet")
-}
-
-// ExecProcess runs args in the guest, in a new process group, and returns
-// once it has exited and its output is drained. It is killed (the whole
-// group) when timeout_ms or ctx passes.
+// ExecProcess runs args to completion and returns its output: in the
+// guest's root namespaces, in a new process group, or inside a container
+// through `runc exec`. It is killed (the whole group, and the container
+// process) when timeout_ms or ctx passes.
 func (s *Service) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (*api.ExecProcessResponse, error) {
 	if len(req.Args) == 0 || req.Args[0] == "" {
 		return nil, errdefs.InvalidArgument("exec: no command")
+	}
+	if req.TimeoutMs > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
+		defer cancel()
+	}
+	if req.ContainerId != "" {
+		return s.execInContainer(ctx, req)
 	}
 	env := req.Env
 	if len(env) == 0 {
@@ -227,91 +258,16 @@ func (s *Service) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) 
 	if err != nil {
 		return nil, errdefs.InvalidArgument("exec: %w", err)
 	}
-	if req.TimeoutMs > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
-		defer cancel()
-	}
-
-	stdinR, stdinW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("exec: %w", err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		stdinR.Close()
-		stdinW.Close()
-		return nil, fmt.Errorf("exec: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		stdinR.Close()
-		stdinW.Close()
-		outR.Close()
-		outW.Close()
-		return nil, fmt.Errorf("exec: %w", err)
-	}
-	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        req.Args,
-		Env:         env,
-		Dir:         req.Cwd,
-		Stdin:       stdinR,
-		Stdout:      outW,
-		Stderr:      errW,
-		SysProcAttr: &unix.SysProcAttr{Setpgid: true},
-	}
-	waitCh, err := s.reaper.Start(cmd)
-	// The child holds its own copies; the parent's ends must go so that
-	// the readers see EOF when the child (and its children) exit.
-	stdinR.Close()
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		stdinW.Close()
-		outR.Close()
-		errR.Close()
+	cmd := &exec.Cmd{Path: path, Args: req.Args, Env: env, Dir: req.Cwd}
+	r, err := s.runCollect(ctx, cmd, req.Stdin, nil)
+	var se *startError
+	if errors.As(err, &se) {
 		return nil, errdefs.InvalidArgument("exec %s: %w", req.Args[0], err)
 	}
-	defer cmd.Process.Release()
-	pid := cmd.Process.Pid
-
-	go func() {
-		stdinW.Write(req.Stdin)
-		stdinW.Close()
-	}()
-	var stdout, stderr cappedBuffer
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); io.Copy(&stdout, outR) }()
-	go func() { defer wg.Done(); io.Copy(&stderr, errR) }()
-
-	resp := &api.ExecProcessResponse{}
-	var ws unix.WaitStatus
-	select {
-	case ws = <-waitCh:
-	case <-ctx.Done():
-		unix.Kill(-pid, unix.SIGKILL)
-		ws = <-waitCh
-		resp.TimedOut = true
+	if err != nil {
+		return nil, fmt.Errorf("exec %s: %w", req.Args[0], err)
 	}
-	// A daemon the command left behind may hold the pipes open; take what
-	// arrived shortly after the exit and move on.
-	drained := make(chan struct{})
-	go func() { wg.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(time.Second):
-		outR.SetReadDeadline(time.Unix(1, 0))
-		errR.SetReadDeadline(time.Unix(1, 0))
-		<-drained
-	}
-	outR.Close()
-	errR.Close()
-	resp.ExitCode = exitCode(ws)
-	resp.Stdout, resp.StdoutTruncated = stdout.b.Bytes(), stdout.dropped
-	resp.Stderr, resp.StderrTruncated = stderr.b.Bytes(), stderr.dropped
-	return resp, nil
+	return r, nil
 }
 
 // lookPath resolves name against the PATH in env.

@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/internal/errdefs"
 )
 
 // Client is a connection to one VM's agent: a Session and a ttrpc client
@@ -32,8 +35,55 @@ func Connect(ctx context.Context, d Dialer) (*Client, error) {
 		sess.Close()
 		return nil, err
 	}
-	tc := ttrpc.NewClient(conn)
+	tc := ttrpc.NewClient(conn, ttrpc.WithUnaryClientInterceptor(classifyErrors))
 	return &Client{AgentService: api.NewAgentClient(tc), sess: sess, tc: tc}, nil
+}
+
+// classifyErrors turns the agent's status errors back into errdefs classes
+// (NotFound, InvalidArgument, ...), so the host tests them with
+// errdefs.IsClass and server/ maps them to the same gRPC codes. The agent's
+// message is kept as is.
+func classifyErrors(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, info *ttrpc.UnaryClientInfo, invoke ttrpc.Invoker) error {
+	err := invoke(ctx, req, resp)
+	var st *status.Status
+	switch {
+	case err != nil:
+		var ok bool
+		if st, ok = status.FromError(err); !ok {
+			return err
+		}
+	case resp.Status != nil && resp.Status.Code != int32(codes.OK):
+		st = status.FromProto(resp.Status)
+		err = st.Err()
+	default:
+		return nil
+	}
+	var class error
+	switch st.Code() {
+	case codes.InvalidArgument:
+		class = errdefs.ErrInvalidArgument
+	case codes.NotFound:
+		class = errdefs.ErrNotFound
+	case codes.AlreadyExists:
+		class = errdefs.ErrAlreadyExists
+	case codes.FailedPrecondition:
+		class = errdefs.ErrFailedPrecondition
+	case codes.Unimplemented:
+		class = errdefs.ErrUnimplemented
+	case codes.Unavailable:
+		class = errdefs.ErrUnavailable
+	case codes.PermissionDenied:
+		class = errdefs.ErrPermissionDenied
+	case codes.ResourceExhausted:
+		class = errdefs.ErrResourceExhausted
+	case codes.Canceled:
+		class = context.Canceled
+	case codes.DeadlineExceeded:
+		class = context.DeadlineExceeded
+	default:
+		return err
+	}
+	return errdefs.Newf(class, "agent: %s", st.Message())
 }
 
 // Done is closed when the session to the agent ends.

@@ -544,3 +544,87 @@ func TestInitrd(t *testing.T) {
 		}
 	}
 }
+
+func TestBinaryClosure(t *testing.T) {
+	ls, err := exec.LookPath("ls")
+	if err != nil {
+		t.Skip("no ls")
+	}
+	ls, _ = filepath.Abs(ls)
+	c, err := BinaryClosure(ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c[0] != ls || len(c) < 3 {
+		t.Fatalf("closure of %s = %v, want it, its interpreter and libc at least", ls, c)
+	}
+	var libc, interp bool
+	for _, p := range c[1:] {
+		libc = libc || filepath.Base(p) == "libc.so.6"
+		interp = interp || strings.HasPrefix(filepath.Base(p), "ld-linux")
+		if !filepath.IsAbs(p) {
+			t.Errorf("%s is not absolute", p)
+		}
+	}
+	if !libc || !interp {
+		t.Errorf("closure %v lacks libc or the loader", c)
+	}
+	if c, err := BinaryClosure(fakeAgent(t)); err != nil || len(c) != 1 {
+		t.Errorf("closure of a static binary = %v, %v; want itself", c, err)
+	}
+	if _, err := BinaryClosure("ls"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("relative path: %v, want InvalidArgument", err)
+	}
+}
+
+func TestInitrdExtraBinaries(t *testing.T) {
+	ls, err := exec.LookPath("ls")
+	if err != nil {
+		t.Skip("no ls")
+	}
+	ls, _ = filepath.Abs(ls)
+	closure, err := BinaryClosure(ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFakeModules(t, fakeDep)
+	opts := InitrdOptions{AgentBinary: fakeAgent(t), KernelRelease: "6.1.0-test", ModulesDir: dir, Modules: []string{"virtio_console"}, CacheDir: t.TempDir()}
+	plain, err := Initrd(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.ExtraBinaries = []string{ls}
+	p, err := Initrd(context.Background(), opts)
+	if err != nil || p == plain {
+		t.Fatalf("Initrd with extras = %q, %v; want a new file", p, err)
+	}
+	f, _ := os.Open(p)
+	entries, err := readCPIO(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]cpioEntry{}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if seen[e.Name] {
+			t.Errorf("%s twice in the archive", e.Name)
+		}
+		if d := filepath.Dir(e.Name); d != "." && !seen[d] {
+			t.Errorf("%s comes before its directory %s", e.Name, d)
+		}
+		seen[e.Name] = true
+		files[e.Name] = e
+	}
+	for _, host := range closure {
+		e, ok := files[strings.TrimPrefix(host, "/")]
+		if !ok {
+			t.Errorf("%s is not in the initrd", host)
+			continue
+		}
+		want, _ := os.ReadFile(host)
+		if e.Mode&cpioTypeMask != cpioTypeRegular || !bytes.Equal(e.Data, want) {
+			t.Errorf("%s: mode %o, %d bytes; want a regular file with the host's %d bytes", host, e.Mode, len(e.Data), len(want))
+		}
+	}
+}

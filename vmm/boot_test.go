@@ -262,8 +262,8 @@ func TestVMBootAgent(t *testing.T) {
 	if err != nil || !r.TimedOut || r.ExitCode != 128+9 {
 		t.Errorf("exec with timeout: %+v, %v; want timed out, exit 137", r, err)
 	}
-	if _, err := c.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: "c1"}); errdefs.Code(err).String() != "Unimplemented" {
-		t.Errorf("CreateContainer: %v, want Unimplemented", err)
+	if _, err := c.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: "c1"}); errdefs.Code(err).String() != "InvalidArgument" {
+		t.Errorf("CreateContainer without a spec: %v, want InvalidArgument", err)
 	}
 	if _, err := c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"no-such-command"}}); errdefs.Code(err).String() != "InvalidArgument" {
 		t.Errorf("exec of a missing command: %v, want InvalidArgument", err)

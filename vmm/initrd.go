@@ -70,6 +70,11 @@ type InitrdOptions struct {
 	// unpacks an uncompressed archive faster than it inflates a gzip one)
 	// or InitrdGzip.
 	Compression string
+	// ExtraBinaries are absolute host paths of programs the guest runs
+	// (runc). Each is placed at the same path in the guest, with the
+	// closure of its shared libraries and its ELF interpreter at the paths
+	// the guest's dynamic loader looks them up by (see BinaryClosure).
+	ExtraBinaries []string
 }
 
 // Initrd returns a newc cpio initrd holding the agent as /init, the wanted
@@ -102,7 +107,18 @@ func Initrd(ctx context.Context, opts InitrdOptions) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("building initrd: %w", err)
 	}
+	extras, err := resolveExtras(opts.ExtraBinaries)
+	if err != nil {
+		return "", fmt.Errorf("building initrd: %w", err)
+	}
 	keyParts := []string{initrdFormatVersion, agentSum, opts.KernelRelease, opts.ModulesDir, opts.Compression}
+	for _, e := range extras {
+		st, err := os.Stat(e)
+		if err != nil {
+			return "", fmt.Errorf("building initrd: %w", err)
+		}
+		keyParts = append(keyParts, fmt.Sprintf("extra %s %d %d", e, st.Size(), st.ModTime().UnixNano()))
+	}
 	for _, m := range mods {
 		st, err := os.Stat(m.Path)
 		if err != nil {
@@ -126,7 +142,7 @@ func Initrd(ctx context.Context, opts InitrdOptions) (string, error) {
 			zw, _ = gzip.NewWriterLevel(f, gzip.BestSpeed)
 			w = zw
 		}
-		if err := writeInitrd(ctx, w, opts, mods); err != nil {
+		if err := writeInitrd(ctx, w, opts, mods, extras); err != nil {
 			return err
 		}
 		if zw != nil {
@@ -168,8 +184,9 @@ func checkAgentBinary(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func writeInitrd(ctx context.Context, w io.Writer, opts InitrdOptions, mods []Module) error {
+func writeInitrd(ctx context.Context, w io.Writer, opts InitrdOptions, mods []Module, extras []string) error {
 	cw := newCPIOWriter(w)
+	dirs := map[string]bool{}
 	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "etc", "mnt", "lib", "lib/modules", "lib/modules/" + opts.KernelRelease} {
 		perm := uint32(0o755)
 		if d == "tmp" {
@@ -178,6 +195,7 @@ func writeInitrd(ctx context.Context, w io.Writer, opts InitrdOptions, mods []Mo
 		if err := cw.Dir(d, perm); err != nil {
 			return err
 		}
+		dirs[d] = true
 	}
 	// The kernel opens /dev/console for init's stdin, stdout and stderr
 	// before devtmpfs is mounted; without the node init has no output.
@@ -191,8 +209,17 @@ func writeInitrd(ctx context.Context, w io.Writer, opts InitrdOptions, mods []Mo
 		return err
 	}
 
+	for _, e := range extras {
+		guest := strings.TrimPrefix(e, "/")
+		if err := mkdirAll(cw, dirs, ".", filepath.Dir(guest)); err != nil {
+			return err
+		}
+		if err := addFile(cw, e, 0o755, e); err != nil {
+			return fmt.Errorf("adding %s: %w", e, err)
+		}
+	}
+
 	var order bytes.Buffer
-	dirs := map[string]bool{}
 	base := "lib/modules/" + opts.KernelRelease
 	for _, m := range mods {
 		guest := base + "/" + m.Rel

@@ -28,6 +28,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Stream int32
+
+const (
+	Stream_STDOUT Stream = 0
+	Stream_STDERR Stream = 1
+)
+
+// Enum value maps for Stream.
+var (
+	Stream_name = map[int32]string{
+		0: "STDOUT",
+		1: "STDERR",
+	}
+	Stream_value = map[string]int32{
+		"STDOUT": 0,
+		"STDERR": 1,
+	}
+)
+
+func (x Stream) Enum() *Stream {
+	p := new(Stream)
+	*p = x
+	return p
+}
+
+func (x Stream) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Stream) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (Stream) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[0]
+}
+
+func (x Stream) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Stream.Descriptor instead.
+func (Stream) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
 type HealthResponse_Status int32
 
 const (
@@ -58,11 +104,11 @@ func (x HealthResponse_Status) String() string {
 }
 
 func (HealthResponse_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_agent_proto_enumTypes[0].Descriptor()
+	return file_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (HealthResponse_Status) Type() protoreflect.EnumType {
-	return &file_agent_proto_enumTypes[0]
+	return &file_agent_proto_enumTypes[1]
 }
 
 func (x HealthResponse_Status) Number() protoreflect.EnumNumber {
@@ -248,8 +294,11 @@ type SharedMount struct {
 	// Absolute guest path; created when missing.
 	MountPoint string `protobuf:"bytes,2,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
 	// "9p" (default) or "virtiofs".
-	FsType        string `protobuf:"bytes,3,opt,name=fs_type,json=fsType,proto3" json:"fs_type,omitempty"`
-	ReadOnly      bool   `protobuf:"varint,4,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	FsType   string `protobuf:"bytes,3,opt,name=fs_type,json=fsType,proto3" json:"fs_type,omitempty"`
+	ReadOnly bool   `protobuf:"varint,4,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	// Honour setuid bits (a share holding container rootfs). Otherwise
+	// the mount is nosuid. Device nodes are never honoured.
+	AllowSuid     bool `protobuf:"varint,5,opt,name=allow_suid,json=allowSuid,proto3" json:"allow_suid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -312,19 +361,175 @@ func (x *SharedMount) GetReadOnly() bool {
 	return false
 }
 
+func (x *SharedMount) GetAllowSuid() bool {
+	if x != nil {
+		return x.AllowSuid
+	}
+	return false
+}
+
+// Interface configures one guest NIC.
+type Interface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The guest name; empty: eth0. The NIC is renamed when it differs.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The NIC to configure, found by this address (aa:bb:cc:dd:ee:ff).
+	Mac string `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	// Zero: leave the MTU as it is.
+	Mtu uint32 `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// CIDR addresses, e.g. 10.88.0.5/16 or fd00::5/64.
+	Addresses     []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interface) Reset() {
+	*x = Interface{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interface) ProtoMessage() {}
+
+func (x *Interface) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interface.ProtoReflect.Descriptor instead.
+func (*Interface) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Interface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Interface) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *Interface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Interface) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+// Route is added after every interface is up.
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CIDR destination; empty: the default route (of gateway's family).
+	Dest string `protobuf:"bytes,1,opt,name=dest,proto3" json:"dest,omitempty"`
+	// Empty: a link route (the destination is on device's link).
+	Gateway string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// The interface's guest name; empty: whichever interface the gateway
+	// (or, for a link route, the first interface) belongs to.
+	Device string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	// Preferred source address; empty: none.
+	Src           string `protobuf:"bytes,4,opt,name=src,proto3" json:"src,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Route) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *Route) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Route) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Route) GetSrc() string {
+	if x != nil {
+		return x.Src
+	}
+	return ""
+}
+
 type CreateSandboxRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
 	Hostname      string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Dns           *DNSConfig             `protobuf:"bytes,3,opt,name=dns,proto3" json:"dns,omitempty"`
 	Mounts        []*SharedMount         `protobuf:"bytes,4,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Interfaces    []*Interface           `protobuf:"bytes,5,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Routes        []*Route               `protobuf:"bytes,6,rep,name=routes,proto3" json:"routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSandboxRequest) Reset() {
 	*x = CreateSandboxRequest{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +541,7 @@ func (x *CreateSandboxRequest) String() string {
 func (*CreateSandboxRequest) ProtoMessage() {}
 
 func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +554,7 @@ func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxRequest.ProtoReflect.Descriptor instead.
 func (*CreateSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateSandboxRequest) GetSandboxId() string {
@@ -380,6 +585,20 @@ func (x *CreateSandboxRequest) GetMounts() []*SharedMount {
 	return nil
 }
 
+func (x *CreateSandboxRequest) GetInterfaces() []*Interface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *CreateSandboxRequest) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
 type CreateSandboxResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -388,7 +607,7 @@ type CreateSandboxResponse struct {
 
 func (x *CreateSandboxResponse) Reset() {
 	*x = CreateSandboxResponse{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +619,7 @@ func (x *CreateSandboxResponse) String() string {
 func (*CreateSandboxResponse) ProtoMessage() {}
 
 func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +632,7 @@ func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 type DestroySandboxRequest struct {
@@ -425,7 +644,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +656,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +669,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -468,7 +687,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +699,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,21 +712,27 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 type CreateContainerRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	// The OCI runtime spec, JSON.
-	OciSpec       []byte `protobuf:"bytes,2,opt,name=oci_spec,json=ociSpec,proto3" json:"oci_spec,omitempty"`
+	// The OCI runtime spec, JSON (specs.Spec), with guest paths (see the
+	// contract above). process.terminal is set when tty is.
+	OciSpec []byte `protobuf:"bytes,2,opt,name=oci_spec,json=ociSpec,proto3" json:"oci_spec,omitempty"`
+	// Keep a pipe to the init's stdin for WriteStdin; otherwise its stdin
+	// is /dev/null.
+	Stdin bool `protobuf:"varint,3,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// Give the init a pty; its output then comes on STDOUT only.
+	Tty           bool `protobuf:"varint,4,opt,name=tty,proto3" json:"tty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +744,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +757,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateContainerRequest) GetContainerId() string {
@@ -549,15 +774,31 @@ func (x *CreateContainerRequest) GetOciSpec() []byte {
 	return nil
 }
 
+func (x *CreateContainerRequest) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *CreateContainerRequest) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
 type CreateContainerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The init process, in the guest's PID namespace.
+	Pid           uint32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +810,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +823,14 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateContainerResponse) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
 }
 
 type StartContainerRequest struct {
@@ -594,7 +842,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +854,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +867,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -638,7 +886,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +898,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +911,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StartContainerResponse) GetPid() uint32 {
@@ -673,7 +921,484 @@ func (x *StartContainerResponse) GetPid() uint32 {
 	return 0
 }
 
-type WaitProcessRequest struct {
+type DeleteContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteContainerRequest) Reset() {
+	*x = DeleteContainerRequest{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteContainerRequest) ProtoMessage() {}
+
+func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
+func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type DeleteContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteContainerResponse) Reset() {
+	*x = DeleteContainerResponse{}
+	mi := &file_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteContainerResponse) ProtoMessage() {}
+
+func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
+func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{15}
+}
+
+type UpdateContainerRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// specs.LinuxResources, JSON.
+	Resources     []byte `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerRequest) Reset() {
+	*x = UpdateContainerRequest{}
+	mi := &file_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerRequest) ProtoMessage() {}
+
+func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateContainerRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type UpdateContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerResponse) Reset() {
+	*x = UpdateContainerResponse{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerResponse) ProtoMessage() {}
+
+func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerResponse.ProtoReflect.Descriptor instead.
+func (*UpdateContainerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+type StatsContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsContainerRequest) Reset() {
+	*x = StatsContainerRequest{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsContainerRequest) ProtoMessage() {}
+
+func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
+func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StatsContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type StatsContainerResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TimestampUnixNano int64                  `protobuf:"varint,1,opt,name=timestamp_unix_nano,json=timestampUnixNano,proto3" json:"timestamp_unix_nano,omitempty"`
+	// cpu.stat usage_usec, in nanoseconds.
+	CpuUsageNs  uint64 `protobuf:"varint,2,opt,name=cpu_usage_ns,json=cpuUsageNs,proto3" json:"cpu_usage_ns,omitempty"`
+	CpuUserNs   uint64 `protobuf:"varint,3,opt,name=cpu_user_ns,json=cpuUserNs,proto3" json:"cpu_user_ns,omitempty"`
+	CpuSystemNs uint64 `protobuf:"varint,4,opt,name=cpu_system_ns,json=cpuSystemNs,proto3" json:"cpu_system_ns,omitempty"`
+	// memory.current.
+	MemoryUsageBytes uint64 `protobuf:"varint,5,opt,name=memory_usage_bytes,json=memoryUsageBytes,proto3" json:"memory_usage_bytes,omitempty"`
+	// memory.current minus memory.stat inactive_file (the kubelet's
+	// working set).
+	MemoryWorkingSetBytes uint64 `protobuf:"varint,6,opt,name=memory_working_set_bytes,json=memoryWorkingSetBytes,proto3" json:"memory_working_set_bytes,omitempty"`
+	MemoryRssBytes        uint64 `protobuf:"varint,7,opt,name=memory_rss_bytes,json=memoryRssBytes,proto3" json:"memory_rss_bytes,omitempty"`
+	// memory.max; zero: no limit.
+	MemoryLimitBytes uint64 `protobuf:"varint,8,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	// memory.events oom_kill.
+	OomKills uint64 `protobuf:"varint,9,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	// pids.current.
+	PidsCurrent   uint64 `protobuf:"varint,10,opt,name=pids_current,json=pidsCurrent,proto3" json:"pids_current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsContainerResponse) Reset() {
+	*x = StatsContainerResponse{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsContainerResponse) ProtoMessage() {}
+
+func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
+func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StatsContainerResponse) GetTimestampUnixNano() int64 {
+	if x != nil {
+		return x.TimestampUnixNano
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetCpuUsageNs() uint64 {
+	if x != nil {
+		return x.CpuUsageNs
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetCpuUserNs() uint64 {
+	if x != nil {
+		return x.CpuUserNs
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetCpuSystemNs() uint64 {
+	if x != nil {
+		return x.CpuSystemNs
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetMemoryUsageBytes() uint64 {
+	if x != nil {
+		return x.MemoryUsageBytes
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetMemoryWorkingSetBytes() uint64 {
+	if x != nil {
+		return x.MemoryWorkingSetBytes
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetMemoryRssBytes() uint64 {
+	if x != nil {
+		return x.MemoryRssBytes
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetMemoryLimitBytes() uint64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
+}
+
+func (x *StatsContainerResponse) GetPidsCurrent() uint64 {
+	if x != nil {
+		return x.PidsCurrent
+	}
+	return 0
+}
+
+type StartProcessRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Unique within the container; not empty.
+	ExecId string `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	// The process is the container's own (user, env, cwd, capabilities,
+	// seccomp...) with these args, and env appended.
+	Args  []string `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
+	Env   []string `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty"`
+	Tty   bool     `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
+	Stdin bool     `protobuf:"varint,6,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// When set, a whole specs.Process (JSON) used instead of the derived
+	// one; args, env and tty are then ignored.
+	Process       []byte `protobuf:"bytes,7,opt,name=process,proto3" json:"process,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartProcessRequest) Reset() {
+	*x = StartProcessRequest{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartProcessRequest) ProtoMessage() {}
+
+func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartProcessRequest.ProtoReflect.Descriptor instead.
+func (*StartProcessRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StartProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *StartProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *StartProcessRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *StartProcessRequest) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *StartProcessRequest) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *StartProcessRequest) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *StartProcessRequest) GetProcess() []byte {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+type StartProcessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartProcessResponse) Reset() {
+	*x = StartProcessResponse{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartProcessResponse) ProtoMessage() {}
+
+func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartProcessResponse.ProtoReflect.Descriptor instead.
+func (*StartProcessResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *StartProcessResponse) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type DeleteProcessRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
@@ -681,9 +1406,98 @@ type WaitProcessRequest struct {
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *DeleteProcessRequest) Reset() {
+	*x = DeleteProcessRequest{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProcessRequest) ProtoMessage() {}
+
+func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProcessRequest.ProtoReflect.Descriptor instead.
+func (*DeleteProcessRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeleteProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *DeleteProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+type DeleteProcessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteProcessResponse) Reset() {
+	*x = DeleteProcessResponse{}
+	mi := &file_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProcessResponse) ProtoMessage() {}
+
+func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProcessResponse.ProtoReflect.Descriptor instead.
+func (*DeleteProcessResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{23}
+}
+
+type WaitProcessRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Empty: the container's init.
+	ExecId        string `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +1509,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +1522,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -726,15 +1540,20 @@ func (x *WaitProcessRequest) GetExecId() string {
 }
 
 type WaitProcessResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExitCode      int32                  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The exit status, or 128+signal when a signal ended the process.
+	ExitCode int32 `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// The container's cgroup saw an OOM kill (memory.events oom_kill grew
+	// while the process ran). Set for init processes only.
+	OomKilled        bool  `protobuf:"varint,2,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	ExitedAtUnixNano int64 `protobuf:"varint,3,opt,name=exited_at_unix_nano,json=exitedAtUnixNano,proto3" json:"exited_at_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +1565,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +1578,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WaitProcessResponse) GetExitCode() int32 {
@@ -769,18 +1588,35 @@ func (x *WaitProcessResponse) GetExitCode() int32 {
 	return 0
 }
 
+func (x *WaitProcessResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
+}
+
+func (x *WaitProcessResponse) GetExitedAtUnixNano() int64 {
+	if x != nil {
+		return x.ExitedAtUnixNano
+	}
+	return 0
+}
+
 type SignalProcessRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	Signal        uint32                 `protobuf:"varint,3,opt,name=signal,proto3" json:"signal,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Signal      uint32                 `protobuf:"varint,3,opt,name=signal,proto3" json:"signal,omitempty"`
+	// Signal every process in the container's cgroup, not only the init
+	// (exec_id must be empty).
+	All           bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +1628,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +1641,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -829,6 +1665,13 @@ func (x *SignalProcessRequest) GetSignal() uint32 {
 	return 0
 }
 
+func (x *SignalProcessRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
 type SignalProcessResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -837,7 +1680,7 @@ type SignalProcessResponse struct {
 
 func (x *SignalProcessResponse) Reset() {
 	*x = SignalProcessResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1692,7 @@ func (x *SignalProcessResponse) String() string {
 func (*SignalProcessResponse) ProtoMessage() {}
 
 func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1705,468 @@ func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessResponse.ProtoReflect.Descriptor instead.
 func (*SignalProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{27}
+}
+
+// ReadOutputRequest reads a process's stream by absolute byte offsets.
+// The agent buffers each stream (1 MiB), so output written before the
+// host reads is kept. A request with offset N tells the agent the host has
+// everything before N, which it may then drop; asking again for the same
+// offset returns the same bytes, so a reply lost with a dropped connection
+// loses nothing. The host's next offset is response.offset + len(data).
+type ReadOutputRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Stream      Stream                 `protobuf:"varint,3,opt,name=stream,proto3,enum=crivm.agent.v1.Stream" json:"stream,omitempty"`
+	Offset      uint64                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// At most this many bytes; zero: 64 KiB (the cap too).
+	MaxBytes uint32 `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Block at most this long for data; zero: until data, EOF, or the
+	// call's deadline. An empty reply without eof means "nothing yet".
+	WaitMs        uint32 `protobuf:"varint,6,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadOutputRequest) Reset() {
+	*x = ReadOutputRequest{}
+	mi := &file_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadOutputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadOutputRequest) ProtoMessage() {}
+
+func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadOutputRequest.ProtoReflect.Descriptor instead.
+func (*ReadOutputRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReadOutputRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ReadOutputRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ReadOutputRequest) GetStream() Stream {
+	if x != nil {
+		return x.Stream
+	}
+	return Stream_STDOUT
+}
+
+func (x *ReadOutputRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadOutputRequest) GetMaxBytes() uint32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *ReadOutputRequest) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+type ReadOutputResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// The stream offset of data[0]; greater than the request's when the
+	// buffer overflowed and older bytes were dropped.
+	Offset uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Bytes dropped between the request's offset and offset.
+	Dropped uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// The stream ended and everything was returned.
+	Eof           bool `protobuf:"varint,4,opt,name=eof,proto3" json:"eof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadOutputResponse) Reset() {
+	*x = ReadOutputResponse{}
+	mi := &file_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadOutputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadOutputResponse) ProtoMessage() {}
+
+func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadOutputResponse.ProtoReflect.Descriptor instead.
+func (*ReadOutputResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReadOutputResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ReadOutputResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadOutputResponse) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *ReadOutputResponse) GetEof() bool {
+	if x != nil {
+		return x.Eof
+	}
+	return false
+}
+
+type WriteStdinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStdinRequest) Reset() {
+	*x = WriteStdinRequest{}
+	mi := &file_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStdinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStdinRequest) ProtoMessage() {}
+
+func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
+func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WriteStdinRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *WriteStdinRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *WriteStdinRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type WriteStdinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Written       uint32                 `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStdinResponse) Reset() {
+	*x = WriteStdinResponse{}
+	mi := &file_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStdinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStdinResponse) ProtoMessage() {}
+
+func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
+func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WriteStdinResponse) GetWritten() uint32 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+type CloseStdinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseStdinRequest) Reset() {
+	*x = CloseStdinRequest{}
+	mi := &file_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseStdinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseStdinRequest) ProtoMessage() {}
+
+func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
+func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CloseStdinRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *CloseStdinRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+type CloseStdinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseStdinResponse) Reset() {
+	*x = CloseStdinResponse{}
+	mi := &file_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseStdinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseStdinResponse) ProtoMessage() {}
+
+func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseStdinResponse.ProtoReflect.Descriptor instead.
+func (*CloseStdinResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{33}
+}
+
+type ResizeTerminalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Width         uint32                 `protobuf:"varint,3,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32                 `protobuf:"varint,4,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeTerminalRequest) Reset() {
+	*x = ResizeTerminalRequest{}
+	mi := &file_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeTerminalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeTerminalRequest) ProtoMessage() {}
+
+func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeTerminalRequest.ProtoReflect.Descriptor instead.
+func (*ResizeTerminalRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ResizeTerminalRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ResizeTerminalRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizeTerminalRequest) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *ResizeTerminalRequest) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type ResizeTerminalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeTerminalResponse) Reset() {
+	*x = ResizeTerminalResponse{}
+	mi := &file_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeTerminalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeTerminalResponse) ProtoMessage() {}
+
+func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeTerminalResponse.ProtoReflect.Descriptor instead.
+func (*ResizeTerminalResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 type ExecProcessRequest struct {
@@ -875,14 +2179,18 @@ type ExecProcessRequest struct {
 	Stdin []byte   `protobuf:"bytes,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	// Zero: no limit beyond the call's deadline. The process is killed
 	// when either passes.
-	TimeoutMs     uint32 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	TimeoutMs uint32 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// When set, run inside this container (`runc exec`): the container's
+	// process with args replaced; env is appended to the container's and
+	// cwd replaces its when set.
+	ContainerId   string `protobuf:"bytes,6,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +2202,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +2215,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExecProcessRequest) GetArgs() []string {
@@ -945,6 +2253,13 @@ func (x *ExecProcessRequest) GetTimeoutMs() uint32 {
 	return 0
 }
 
+func (x *ExecProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
 type ExecProcessResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The exit status, or 128+signal when a signal ended the process.
@@ -962,7 +2277,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +2289,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +2302,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ExecProcessResponse) GetExitCode() int32 {
@@ -1049,64 +2364,169 @@ const file_agent_proto_rawDesc = "" +
 	"\tDNSConfig\x12\x18\n" +
 	"\aservers\x18\x01 \x03(\tR\aservers\x12\x1a\n" +
 	"\bsearches\x18\x02 \x03(\tR\bsearches\x12\x18\n" +
-	"\aoptions\x18\x03 \x03(\tR\aoptions\"v\n" +
+	"\aoptions\x18\x03 \x03(\tR\aoptions\"\x95\x01\n" +
 	"\vSharedMount\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\tR\x03tag\x12\x1f\n" +
 	"\vmount_point\x18\x02 \x01(\tR\n" +
 	"mountPoint\x12\x17\n" +
 	"\afs_type\x18\x03 \x01(\tR\x06fsType\x12\x1b\n" +
-	"\tread_only\x18\x04 \x01(\bR\breadOnly\"\xb3\x01\n" +
+	"\tread_only\x18\x04 \x01(\bR\breadOnly\x12\x1d\n" +
+	"\n" +
+	"allow_suid\x18\x05 \x01(\bR\tallowSuid\"a\n" +
+	"\tInterface\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
+	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x12\x1c\n" +
+	"\taddresses\x18\x04 \x03(\tR\taddresses\"_\n" +
+	"\x05Route\x12\x12\n" +
+	"\x04dest\x18\x01 \x01(\tR\x04dest\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12\x10\n" +
+	"\x03src\x18\x04 \x01(\tR\x03src\"\x9d\x02\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12+\n" +
 	"\x03dns\x18\x03 \x01(\v2\x19.crivm.agent.v1.DNSConfigR\x03dns\x123\n" +
-	"\x06mounts\x18\x04 \x03(\v2\x1b.crivm.agent.v1.SharedMountR\x06mounts\"\x17\n" +
+	"\x06mounts\x18\x04 \x03(\v2\x1b.crivm.agent.v1.SharedMountR\x06mounts\x129\n" +
+	"\n" +
+	"interfaces\x18\x05 \x03(\v2\x19.crivm.agent.v1.InterfaceR\n" +
+	"interfaces\x12-\n" +
+	"\x06routes\x18\x06 \x03(\v2\x15.crivm.agent.v1.RouteR\x06routes\"\x17\n" +
 	"\x15CreateSandboxResponse\"6\n" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\x18\n" +
-	"\x16DestroySandboxResponse\"V\n" +
+	"\x16DestroySandboxResponse\"~\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
-	"\boci_spec\x18\x02 \x01(\fR\aociSpec\"\x19\n" +
-	"\x17CreateContainerResponse\":\n" +
+	"\boci_spec\x18\x02 \x01(\fR\aociSpec\x12\x14\n" +
+	"\x05stdin\x18\x03 \x01(\bR\x05stdin\x12\x10\n" +
+	"\x03tty\x18\x04 \x01(\bR\x03tty\"+\n" +
+	"\x17CreateContainerResponse\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\":\n" +
 	"\x15StartContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"*\n" +
 	"\x16StartContainerResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\"P\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\";\n" +
+	"\x16DeleteContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x19\n" +
+	"\x17DeleteContainerResponse\"Y\n" +
+	"\x16UpdateContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\"\x19\n" +
+	"\x17UpdateContainerResponse\":\n" +
+	"\x15StatsContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xad\x03\n" +
+	"\x16StatsContainerResponse\x12.\n" +
+	"\x13timestamp_unix_nano\x18\x01 \x01(\x03R\x11timestampUnixNano\x12 \n" +
+	"\fcpu_usage_ns\x18\x02 \x01(\x04R\n" +
+	"cpuUsageNs\x12\x1e\n" +
+	"\vcpu_user_ns\x18\x03 \x01(\x04R\tcpuUserNs\x12\"\n" +
+	"\rcpu_system_ns\x18\x04 \x01(\x04R\vcpuSystemNs\x12,\n" +
+	"\x12memory_usage_bytes\x18\x05 \x01(\x04R\x10memoryUsageBytes\x127\n" +
+	"\x18memory_working_set_bytes\x18\x06 \x01(\x04R\x15memoryWorkingSetBytes\x12(\n" +
+	"\x10memory_rss_bytes\x18\a \x01(\x04R\x0ememoryRssBytes\x12,\n" +
+	"\x12memory_limit_bytes\x18\b \x01(\x04R\x10memoryLimitBytes\x12\x1b\n" +
+	"\toom_kills\x18\t \x01(\x04R\boomKills\x12!\n" +
+	"\fpids_current\x18\n" +
+	" \x01(\x04R\vpidsCurrent\"\xb9\x01\n" +
+	"\x13StartProcessRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04args\x18\x03 \x03(\tR\x04args\x12\x10\n" +
+	"\x03env\x18\x04 \x03(\tR\x03env\x12\x10\n" +
+	"\x03tty\x18\x05 \x01(\bR\x03tty\x12\x14\n" +
+	"\x05stdin\x18\x06 \x01(\bR\x05stdin\x12\x18\n" +
+	"\aprocess\x18\a \x01(\fR\aprocess\"(\n" +
+	"\x14StartProcessResponse\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\"R\n" +
+	"\x14DeleteProcessRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x17\n" +
+	"\x15DeleteProcessResponse\"P\n" +
 	"\x12WaitProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"2\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x80\x01\n" +
 	"\x13WaitProcessResponse\x12\x1b\n" +
-	"\texit_code\x18\x01 \x01(\x05R\bexitCode\"j\n" +
+	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\x02 \x01(\bR\toomKilled\x12-\n" +
+	"\x13exited_at_unix_nano\x18\x03 \x01(\x03R\x10exitedAtUnixNano\"|\n" +
 	"\x14SignalProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
-	"\x06signal\x18\x03 \x01(\rR\x06signal\"\x17\n" +
-	"\x15SignalProcessResponse\"\x81\x01\n" +
+	"\x06signal\x18\x03 \x01(\rR\x06signal\x12\x10\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"\x17\n" +
+	"\x15SignalProcessResponse\"\xcd\x01\n" +
+	"\x11ReadOutputRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12.\n" +
+	"\x06stream\x18\x03 \x01(\x0e2\x16.crivm.agent.v1.StreamR\x06stream\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12\x1b\n" +
+	"\tmax_bytes\x18\x05 \x01(\rR\bmaxBytes\x12\x17\n" +
+	"\await_ms\x18\x06 \x01(\rR\x06waitMs\"l\n" +
+	"\x12ReadOutputResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\x12\x10\n" +
+	"\x03eof\x18\x04 \x01(\bR\x03eof\"c\n" +
+	"\x11WriteStdinRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\".\n" +
+	"\x12WriteStdinResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\rR\awritten\"O\n" +
+	"\x11CloseStdinRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x14\n" +
+	"\x12CloseStdinResponse\"\x81\x01\n" +
+	"\x15ResizeTerminalRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
+	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"\x18\n" +
+	"\x16ResizeTerminalResponse\"\xa4\x01\n" +
 	"\x12ExecProcessRequest\x12\x12\n" +
 	"\x04args\x18\x01 \x03(\tR\x04args\x12\x10\n" +
 	"\x03env\x18\x02 \x03(\tR\x03env\x12\x10\n" +
 	"\x03cwd\x18\x03 \x01(\tR\x03cwd\x12\x14\n" +
 	"\x05stdin\x18\x04 \x01(\fR\x05stdin\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\"\xd5\x01\n" +
+	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12!\n" +
+	"\fcontainer_id\x18\x06 \x01(\tR\vcontainerId\"\xd5\x01\n" +
 	"\x13ExecProcessResponse\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\fR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x03 \x01(\fR\x06stderr\x12)\n" +
 	"\x10stdout_truncated\x18\x04 \x01(\bR\x0fstdoutTruncated\x12)\n" +
 	"\x10stderr_truncated\x18\x05 \x01(\bR\x0fstderrTruncated\x12\x1b\n" +
-	"\ttimed_out\x18\x06 \x01(\bR\btimedOut2\xe2\x05\n" +
+	"\ttimed_out\x18\x06 \x01(\bR\btimedOut* \n" +
+	"\x06Stream\x12\n" +
+	"\n" +
+	"\x06STDOUT\x10\x00\x12\n" +
+	"\n" +
+	"\x06STDERR\x10\x012\xa4\f\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Health\x12\x1d.crivm.agent.v1.HealthRequest\x1a\x1e.crivm.agent.v1.HealthResponse\x12\\\n" +
 	"\rCreateSandbox\x12$.crivm.agent.v1.CreateSandboxRequest\x1a%.crivm.agent.v1.CreateSandboxResponse\x12_\n" +
 	"\x0eDestroySandbox\x12%.crivm.agent.v1.DestroySandboxRequest\x1a&.crivm.agent.v1.DestroySandboxResponse\x12b\n" +
 	"\x0fCreateContainer\x12&.crivm.agent.v1.CreateContainerRequest\x1a'.crivm.agent.v1.CreateContainerResponse\x12_\n" +
-	"\x0eStartContainer\x12%.crivm.agent.v1.StartContainerRequest\x1a&.crivm.agent.v1.StartContainerResponse\x12V\n" +
+	"\x0eStartContainer\x12%.crivm.agent.v1.StartContainerRequest\x1a&.crivm.agent.v1.StartContainerResponse\x12b\n" +
+	"\x0fDeleteContainer\x12&.crivm.agent.v1.DeleteContainerRequest\x1a'.crivm.agent.v1.DeleteContainerResponse\x12b\n" +
+	"\x0fUpdateContainer\x12&.crivm.agent.v1.UpdateContainerRequest\x1a'.crivm.agent.v1.UpdateContainerResponse\x12_\n" +
+	"\x0eStatsContainer\x12%.crivm.agent.v1.StatsContainerRequest\x1a&.crivm.agent.v1.StatsContainerResponse\x12Y\n" +
+	"\fStartProcess\x12#.crivm.agent.v1.StartProcessRequest\x1a$.crivm.agent.v1.StartProcessResponse\x12\\\n" +
+	"\rDeleteProcess\x12$.crivm.agent.v1.DeleteProcessRequest\x1a%.crivm.agent.v1.DeleteProcessResponse\x12V\n" +
 	"\vWaitProcess\x12\".crivm.agent.v1.WaitProcessRequest\x1a#.crivm.agent.v1.WaitProcessResponse\x12\\\n" +
-	"\rSignalProcess\x12$.crivm.agent.v1.SignalProcessRequest\x1a%.crivm.agent.v1.SignalProcessResponse\x12V\n" +
+	"\rSignalProcess\x12$.crivm.agent.v1.SignalProcessRequest\x1a%.crivm.agent.v1.SignalProcessResponse\x12S\n" +
+	"\n" +
+	"ReadOutput\x12!.crivm.agent.v1.ReadOutputRequest\x1a\".crivm.agent.v1.ReadOutputResponse\x12S\n" +
+	"\n" +
+	"WriteStdin\x12!.crivm.agent.v1.WriteStdinRequest\x1a\".crivm.agent.v1.WriteStdinResponse\x12S\n" +
+	"\n" +
+	"CloseStdin\x12!.crivm.agent.v1.CloseStdinRequest\x1a\".crivm.agent.v1.CloseStdinResponse\x12_\n" +
+	"\x0eResizeTerminal\x12%.crivm.agent.v1.ResizeTerminalRequest\x1a&.crivm.agent.v1.ResizeTerminalResponse\x12V\n" +
 	"\vExecProcess\x12\".crivm.agent.v1.ExecProcessRequest\x1a#.crivm.agent.v1.ExecProcessResponseB+Z)github.com/crivm/crivm/agentproxy/api;apib\x06proto3"
 
 var (
@@ -1121,54 +2541,96 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_agent_proto_goTypes = []any{
-	(HealthResponse_Status)(0),      // 0: crivm.agent.v1.HealthResponse.Status
-	(*HealthRequest)(nil),           // 1: crivm.agent.v1.HealthRequest
-	(*HealthResponse)(nil),          // 2: crivm.agent.v1.HealthResponse
-	(*DNSConfig)(nil),               // 3: crivm.agent.v1.DNSConfig
-	(*SharedMount)(nil),             // 4: crivm.agent.v1.SharedMount
-	(*CreateSandboxRequest)(nil),    // 5: crivm.agent.v1.CreateSandboxRequest
-	(*CreateSandboxResponse)(nil),   // 6: crivm.agent.v1.CreateSandboxResponse
-	(*DestroySandboxRequest)(nil),   // 7: crivm.agent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil),  // 8: crivm.agent.v1.DestroySandboxResponse
-	(*CreateContainerRequest)(nil),  // 9: crivm.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 10: crivm.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 11: crivm.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 12: crivm.agent.v1.StartContainerResponse
-	(*WaitProcessRequest)(nil),      // 13: crivm.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 14: crivm.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 15: crivm.agent.v1.SignalProcessRequest
-	(*SignalProcessResponse)(nil),   // 16: crivm.agent.v1.SignalProcessResponse
-	(*ExecProcessRequest)(nil),      // 17: crivm.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 18: crivm.agent.v1.ExecProcessResponse
+	(Stream)(0),                     // 0: crivm.agent.v1.Stream
+	(HealthResponse_Status)(0),      // 1: crivm.agent.v1.HealthResponse.Status
+	(*HealthRequest)(nil),           // 2: crivm.agent.v1.HealthRequest
+	(*HealthResponse)(nil),          // 3: crivm.agent.v1.HealthResponse
+	(*DNSConfig)(nil),               // 4: crivm.agent.v1.DNSConfig
+	(*SharedMount)(nil),             // 5: crivm.agent.v1.SharedMount
+	(*Interface)(nil),               // 6: crivm.agent.v1.Interface
+	(*Route)(nil),                   // 7: crivm.agent.v1.Route
+	(*CreateSandboxRequest)(nil),    // 8: crivm.agent.v1.CreateSandboxRequest
+	(*CreateSandboxResponse)(nil),   // 9: crivm.agent.v1.CreateSandboxResponse
+	(*DestroySandboxRequest)(nil),   // 10: crivm.agent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),  // 11: crivm.agent.v1.DestroySandboxResponse
+	(*CreateContainerRequest)(nil),  // 12: crivm.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 13: crivm.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 14: crivm.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 15: crivm.agent.v1.StartContainerResponse
+	(*DeleteContainerRequest)(nil),  // 16: crivm.agent.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 17: crivm.agent.v1.DeleteContainerResponse
+	(*UpdateContainerRequest)(nil),  // 18: crivm.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil), // 19: crivm.agent.v1.UpdateContainerResponse
+	(*StatsContainerRequest)(nil),   // 20: crivm.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 21: crivm.agent.v1.StatsContainerResponse
+	(*StartProcessRequest)(nil),     // 22: crivm.agent.v1.StartProcessRequest
+	(*StartProcessResponse)(nil),    // 23: crivm.agent.v1.StartProcessResponse
+	(*DeleteProcessRequest)(nil),    // 24: crivm.agent.v1.DeleteProcessRequest
+	(*DeleteProcessResponse)(nil),   // 25: crivm.agent.v1.DeleteProcessResponse
+	(*WaitProcessRequest)(nil),      // 26: crivm.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 27: crivm.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 28: crivm.agent.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),   // 29: crivm.agent.v1.SignalProcessResponse
+	(*ReadOutputRequest)(nil),       // 30: crivm.agent.v1.ReadOutputRequest
+	(*ReadOutputResponse)(nil),      // 31: crivm.agent.v1.ReadOutputResponse
+	(*WriteStdinRequest)(nil),       // 32: crivm.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 33: crivm.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 34: crivm.agent.v1.CloseStdinRequest
+	(*CloseStdinResponse)(nil),      // 35: crivm.agent.v1.CloseStdinResponse
+	(*ResizeTerminalRequest)(nil),   // 36: crivm.agent.v1.ResizeTerminalRequest
+	(*ResizeTerminalResponse)(nil),  // 37: crivm.agent.v1.ResizeTerminalResponse
+	(*ExecProcessRequest)(nil),      // 38: crivm.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 39: crivm.agent.v1.ExecProcessResponse
 }
 var file_agent_proto_depIdxs = []int32{
-	0,  // 0: crivm.agent.v1.HealthResponse.status:type_name -> crivm.agent.v1.HealthResponse.Status
-	3,  // 1: crivm.agent.v1.CreateSandboxRequest.dns:type_name -> crivm.agent.v1.DNSConfig
-	4,  // 2: crivm.agent.v1.CreateSandboxRequest.mounts:type_name -> crivm.agent.v1.SharedMount
-	1,  // 3: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
-	5,  // 4: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
-	7,  // 5: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
-	9,  // 6: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
-	11, // 7: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
-	13, // 8: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
-	15, // 9: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
-	17, // 10: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
-	2,  // 11: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
-	6,  // 12: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
-	8,  // 13: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
-	10, // 14: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
-	12, // 15: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
-	14, // 16: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
-	16, // 17: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
-	18, // 18: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
-	11, // [11:19] is the sub-list for method output_type
-	3,  // [3:11] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	1,  // 0: crivm.agent.v1.HealthResponse.status:type_name -> crivm.agent.v1.HealthResponse.Status
+	4,  // 1: crivm.agent.v1.CreateSandboxRequest.dns:type_name -> crivm.agent.v1.DNSConfig
+	5,  // 2: crivm.agent.v1.CreateSandboxRequest.mounts:type_name -> crivm.agent.v1.SharedMount
+	6,  // 3: crivm.agent.v1.CreateSandboxRequest.interfaces:type_name -> crivm.agent.v1.Interface
+	7,  // 4: crivm.agent.v1.CreateSandboxRequest.routes:type_name -> crivm.agent.v1.Route
+	0,  // 5: crivm.agent.v1.ReadOutputRequest.stream:type_name -> crivm.agent.v1.Stream
+	2,  // 6: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
+	8,  // 7: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
+	10, // 8: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
+	12, // 9: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
+	14, // 10: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
+	16, // 11: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
+	18, // 12: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
+	20, // 13: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
+	22, // 14: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
+	24, // 15: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
+	26, // 16: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
+	28, // 17: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
+	30, // 18: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
+	32, // 19: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
+	34, // 20: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
+	36, // 21: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
+	38, // 22: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
+	3,  // 23: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
+	9,  // 24: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
+	11, // 25: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
+	13, // 26: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
+	15, // 27: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
+	17, // 28: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
+	19, // 29: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
+	21, // 30: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
+	23, // 31: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
+	25, // 32: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
+	27, // 33: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
+	29, // 34: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
+	31, // 35: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
+	33, // 36: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
+	35, // 37: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
+	37, // 38: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
+	39, // 39: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
+	23, // [23:40] is the sub-list for method output_type
+	6,  // [6:23] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1181,8 +2643,8 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   18,
+			NumEnums:      2,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

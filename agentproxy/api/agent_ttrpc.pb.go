@@ -13,8 +13,17 @@ type AgentService interface {
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*DestroySandboxResponse, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
 	StartContainer(context.Context, *StartContainerRequest) (*StartContainerResponse, error)
+	DeleteContainer(context.Context, *DeleteContainerRequest) (*DeleteContainerResponse, error)
+	UpdateContainer(context.Context, *UpdateContainerRequest) (*UpdateContainerResponse, error)
+	StatsContainer(context.Context, *StatsContainerRequest) (*StatsContainerResponse, error)
+	StartProcess(context.Context, *StartProcessRequest) (*StartProcessResponse, error)
+	DeleteProcess(context.Context, *DeleteProcessRequest) (*DeleteProcessResponse, error)
 	WaitProcess(context.Context, *WaitProcessRequest) (*WaitProcessResponse, error)
 	SignalProcess(context.Context, *SignalProcessRequest) (*SignalProcessResponse, error)
+	ReadOutput(context.Context, *ReadOutputRequest) (*ReadOutputResponse, error)
+	WriteStdin(context.Context, *WriteStdinRequest) (*WriteStdinResponse, error)
+	CloseStdin(context.Context, *CloseStdinRequest) (*CloseStdinResponse, error)
+	ResizeTerminal(context.Context, *ResizeTerminalRequest) (*ResizeTerminalResponse, error)
 	ExecProcess(context.Context, *ExecProcessRequest) (*ExecProcessResponse, error)
 }
 
@@ -56,6 +65,41 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 				}
 				return svc.StartContainer(ctx, &req)
 			},
+			"DeleteContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DeleteContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DeleteContainer(ctx, &req)
+			},
+			"UpdateContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateContainer(ctx, &req)
+			},
+			"StatsContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req StatsContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.StatsContainer(ctx, &req)
+			},
+			"StartProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req StartProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.StartProcess(ctx, &req)
+			},
+			"DeleteProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DeleteProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DeleteProcess(ctx, &req)
+			},
 			"WaitProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req WaitProcessRequest
 				if err := unmarshal(&req); err != nil {
@@ -69,6 +113,34 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.SignalProcess(ctx, &req)
+			},
+			"ReadOutput": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ReadOutputRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ReadOutput(ctx, &req)
+			},
+			"WriteStdin": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WriteStdinRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WriteStdin(ctx, &req)
+			},
+			"CloseStdin": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req CloseStdinRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.CloseStdin(ctx, &req)
+			},
+			"ResizeTerminal": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResizeTerminalRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResizeTerminal(ctx, &req)
 			},
 			"ExecProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ExecProcessRequest
@@ -131,6 +203,46 @@ func (c *agentClient) StartContainer(ctx context.Context, req *StartContainerReq
 	return &resp, nil
 }
 
+func (c *agentClient) DeleteContainer(ctx context.Context, req *DeleteContainerRequest) (*DeleteContainerResponse, error) {
+	var resp DeleteContainerResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "DeleteContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateContainer(ctx context.Context, req *UpdateContainerRequest) (*UpdateContainerResponse, error) {
+	var resp UpdateContainerResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "UpdateContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) StatsContainer(ctx context.Context, req *StatsContainerRequest) (*StatsContainerResponse, error) {
+	var resp StatsContainerResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "StatsContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) StartProcess(ctx context.Context, req *StartProcessRequest) (*StartProcessResponse, error) {
+	var resp StartProcessResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "StartProcess", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DeleteProcess(ctx context.Context, req *DeleteProcessRequest) (*DeleteProcessResponse, error) {
+	var resp DeleteProcessResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "DeleteProcess", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
 func (c *agentClient) WaitProcess(ctx context.Context, req *WaitProcessRequest) (*WaitProcessResponse, error) {
 	var resp WaitProcessResponse
 	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "WaitProcess", req, &resp); err != nil {
@@ -142,6 +254,38 @@ func (c *agentClient) WaitProcess(ctx context.Context, req *WaitProcessRequest) 
 func (c *agentClient) SignalProcess(ctx context.Context, req *SignalProcessRequest) (*SignalProcessResponse, error) {
 	var resp SignalProcessResponse
 	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "SignalProcess", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ReadOutput(ctx context.Context, req *ReadOutputRequest) (*ReadOutputResponse, error) {
+	var resp ReadOutputResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "ReadOutput", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WriteStdin(ctx context.Context, req *WriteStdinRequest) (*WriteStdinResponse, error) {
+	var resp WriteStdinResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "WriteStdin", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) CloseStdin(ctx context.Context, req *CloseStdinRequest) (*CloseStdinResponse, error) {
+	var resp CloseStdinResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "CloseStdin", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ResizeTerminal(ctx context.Context, req *ResizeTerminalRequest) (*ResizeTerminalResponse, error) {
+	var resp ResizeTerminalResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "ResizeTerminal", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

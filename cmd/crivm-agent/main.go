@@ -21,6 +21,11 @@ func main() {
 		fmt.Printf("crivm-agent version %s\n", version.Version)
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == agent.PauseArg {
+		// The pod's PID namespace holder, started by the agent.
+		agent.Pause()
+		return
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "crivm-agent: runs only as PID 1 of a crivm guest (try `crivm-agent version`)")
 		os.Exit(2)

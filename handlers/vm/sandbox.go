@@ -104,6 +104,23 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if d := cfg.GetDnsConfig(); d != nil {
 				creq.Dns = &api.DNSConfig{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
 			}
+			// The guest takes over the pod's address: same MAC, addresses
+			// and routes as the CNI veth the tap mirrors.
+			ifc := &api.Interface{Name: vethName, Mac: gn.MAC.String(), Mtu: uint32(gn.MTU)}
+			for _, a := range gn.Addrs {
+				ifc.Addresses = append(ifc.Addresses, a.String())
+			}
+			creq.Interfaces = []*api.Interface{ifc}
+			for _, r := range gn.Routes {
+				ar := &api.Route{Device: vethName}
+				if r.Dst != nil {
+					ar.Dest = r.Dst.String()
+				}
+				if r.Gw != nil {
+					ar.Gateway = r.Gw.String()
+				}
+				creq.Routes = append(creq.Routes, ar)
+			}
 			_, err := client.CreateSandbox(ctx, creq)
 			return nil, err
 		}},
@@ -165,6 +182,7 @@ func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 // WatchExits reports a VM that dies: the sandbox ID of each VM this daemon
 // started or reattached to, when its QEMU exits.
 func (h *Handler) WatchExits(ctx context.Context, exited func(id string)) error {
+	h.exited.Store(&exited)
 	go func() {
 		seen := map[*vmm.VM]bool{}
 		t := time.NewTicker(250 * time.Millisecond)

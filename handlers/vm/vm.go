@@ -12,11 +12,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/configs"
@@ -30,9 +30,8 @@ import (
 
 var _ handlers.Handler = (*Handler)(nil)
 
-// errNoGuestContainers is what container operations answer until the guest
-// container lifecycle lands.
-var errNoGuestContainers = errors.New("containers in VM pods are not implemented in this build")
+// errNoGuestPortForward is what PortForward answers until it lands.
+var errNoGuestPortForward = errors.New("port-forward to VM pods is not implemented in this build")
 
 // Options configure a Handler.
 type Options struct {
@@ -62,6 +61,11 @@ type Handler struct {
 	// mu guards vms.
 	mu  sync.Mutex
 	vms map[string]*sandboxVM // by sandbox ID
+
+	// logs holds each container's *logWriter, by container ID.
+	logs sync.Map
+	// exited is the WatchExits callback, set once.
+	exited atomic.Pointer[func(string)]
 }
 
 type sandboxVM struct {
@@ -125,6 +129,12 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The guest runs containers with the host's runc, carried into the
+	// initrd with its shared libraries.
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		return nil, errdefs.FailedPrecondition("handler %q: the guest needs runc: %w", h.name, err)
+	}
 	a := &guestAssets{}
 	if a.vmlinux, err = vmm.Vmlinux(ctx, kernel, h.cache); err != nil {
 		return nil, errdefs.FailedPrecondition("extracting vmlinux from %s: %w", kernel, err)
@@ -132,7 +142,7 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if a.release, err = vmm.KernelRelease(kernel); err != nil {
 		return nil, errdefs.FailedPrecondition("reading the release of %s: %w", kernel, err)
 	}
-	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache}); err != nil {
+	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, ExtraBinaries: []string{runc}}); err != nil {
 		return nil, errdefs.FailedPrecondition("building the guest initrd: %w", err)
 	}
 	if a.accel, err = vmm.ProbeAccel(ctx, vmm.ProbeOptions{QEMUPath: h.cfg.HypervisorPath, Kernel: kernel, CacheDir: h.cache, Requested: h.cfg.Accel}); err != nil {
@@ -195,54 +205,12 @@ func (h *Handler) connection(ctx context.Context, sb *store.Sandbox) (*sandboxVM
 }
 
 func unimplemented(op string) error {
-	return errdefs.Unimplemented("%s: %w", op, errNoGuestContainers)
-}
-
-func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *handlers.ContainerRequest) (*handlers.ContainerCreated, error) {
-	return nil, unimplemented("creating a container")
-}
-
-func (h *Handler) StartContainer(ctx context.Context, sb *store.Sandbox, c *store.Container) (*handlers.ContainerState, error) {
-	return nil, unimplemented("starting a container")
-}
-
-func (h *Handler) StopContainer(ctx context.Context, c *store.Container, opts handlers.StopOptions) (*handlers.ContainerState, error) {
-	return nil, unimplemented("stopping a container")
-}
-
-func (h *Handler) RemoveContainer(ctx context.Context, c *store.Container) error { return nil }
-
-func (h *Handler) ContainerState(ctx context.Context, c *store.Container) (*handlers.ContainerState, error) {
-	return &handlers.ContainerState{State: c.State, StartedAt: c.StartedAt, FinishedAt: c.FinishedAt, ExitCode: c.ExitCode, Reason: c.Reason}, nil
-}
-
-func (h *Handler) ExecSync(ctx context.Context, c *store.Container, req handlers.ExecRequest) (*handlers.ExecResult, error) {
-	return nil, unimplemented("exec")
-}
-
-func (h *Handler) Exec(ctx context.Context, c *store.Container, req handlers.StreamRequest) error {
-	return unimplemented("exec")
-}
-
-func (h *Handler) Attach(ctx context.Context, c *store.Container, req handlers.StreamRequest) error {
-	return unimplemented("attach")
+	return errdefs.Unimplemented("%s: %w", op, errNoGuestPortForward)
 }
 
 func (h *Handler) PortForward(ctx context.Context, sb *store.Sandbox, port int32, stream io.ReadWriteCloser) error {
 	stream.Close()
 	return unimplemented("port-forward")
-}
-
-func (h *Handler) UpdateResources(ctx context.Context, c *store.Container, res *specs.LinuxResources) error {
-	return unimplemented("updating resources")
-}
-
-func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.ContainerStats, error) {
-	return nil, unimplemented("stats")
-}
-
-func (h *Handler) ReopenLog(ctx context.Context, c *store.Container) error {
-	return unimplemented("reopening logs")
 }
 
 // vmStopTimeout bounds the guest's power-off before QEMU is killed.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -12,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/internal/proc"
+	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/testutil"
 )
 
@@ -42,9 +42,10 @@ type sandboxInfo struct {
 }
 
 // TestVMSandbox: an untrusted pod boots its own VM, whose kernel is not the
-// host's; QEMU dying makes the pod NotReady with an event; removal leaves no
-// process, tap, netns or directory; containers in VM pods are refused with a
-// clear Unimplemented until the guest container lifecycle lands.
+// host's; its containers run in the guest with their logs, exec and exit
+// codes, and its IP answers from the host; QEMU dying makes the pod NotReady
+// and its containers VMExited, with events; removal leaves no process, tap,
+// netns or directory.
 func TestVMSandbox(t *testing.T) {
 	requiresVM(t)
 	e := newRuncEnv(t)
@@ -89,13 +90,64 @@ func TestVMSandbox(t *testing.T) {
 	}
 	t.Logf("VM booted under %s in %s ms, guest kernel %s", info.Extra["accel"], info.Extra["boot_ms"], info.Extra["guest_kernel"])
 
-	// 3. Containers in VM pods are not there yet, and say so.
-	_, err = e.rs.CreateContainer(ctx, sbID, e.containerConfig("app", "sleep", "3600"), pod)
-	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "VM pods") {
-		t.Errorf("CreateContainer in a VM pod: %v, want Unimplemented naming VM pods", err)
+	// 3. A container in the VM: its log, the guest kernel inside, an exec,
+	//    and the pod IP reachable from the host.
+	ctr := e.containerConfig("app", "sh", "-c", "echo hello-from-vm; uname -r; exec nc -ll -p 8080 -e echo pong")
+	ctrID, err := e.rs.CreateContainer(ctx, sbID, ctr, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, ctrID)
+	if err := e.rs.StartContainer(ctx, ctrID); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(pod.LogDirectory, "app.log")
+	var logData string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		if logData = string(b); strings.Contains(logData, info.Extra["guest_kernel"]) {
+			break
+		}
+	}
+	if !strings.Contains(logData, " stdout F hello-from-vm") || !strings.Contains(logData, " stdout F "+info.Extra["guest_kernel"]) {
+		t.Errorf("VM container log: %q", logData)
+	}
+	if got := e.exec(t, ctrID, "uname", "-r"); strings.TrimSpace(got) != info.Extra["guest_kernel"] {
+		t.Errorf("uname -r in the VM container: %q, want %s", got, info.Extra["guest_kernel"])
+	}
+	if pong := dialRead(st.Status.Network.Ip+":8080", 10*time.Second); string(pong) != "pong\n" {
+		t.Errorf("pod IP %s:8080 from the host: %q, want pong", st.Status.Network.Ip, pong)
 	}
 
-	// 4. QEMU dies: the pod becomes NotReady, with an event, unprompted.
+	// 4. The log holds each line once, and exec works with a terminal.
+	if n := strings.Count(logData, "hello-from-vm"); n != 1 {
+		t.Errorf("VM container log holds hello-from-vm %d times, want once", n)
+	}
+	resp, err := e.rs.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: ctrID, Cmd: []string{"sh", "-c", "tty; uname -r"}, Stdout: true, Tty: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := framework.Stream(ctx, resp.Url, framework.StreamOptions{Stdout: &out, TTY: true}); err != nil || !strings.Contains(out.String(), "/dev/pts/") || !strings.Contains(out.String(), info.Extra["guest_kernel"]) {
+		t.Errorf("tty exec in the VM: %q (%v), want a /dev/pts tty and the guest kernel", out.String(), err)
+	}
+
+	// 5. Exit codes come back from the guest.
+	quick := e.containerConfig("quick", "sh", "-c", "exit 3")
+	quickID, err := e.rs.CreateContainer(ctx, sbID, quick, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, quickID)
+	if err := e.rs.StartContainer(ctx, quickID); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitExited(t, quickID, 20*time.Second); st.ExitCode != 3 || st.Reason != "Error" {
+		t.Errorf("VM container exit: %d %q, want 3 Error", st.ExitCode, st.Reason)
+	}
+
+	// 6. QEMU dies: the pod becomes NotReady and its running container
+	//    exited with VMExited, with events, unprompted.
 	if err := syscall.Kill(info.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -104,8 +156,11 @@ func TestVMSandbox(t *testing.T) {
 	if err != nil || st.Status.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 		t.Errorf("after QEMU died: %v %v, want NOTREADY", st.GetStatus().GetState(), err)
 	}
+	if cs := e.waitExited(t, ctrID, 10*time.Second); cs.Reason != "VMExited" {
+		t.Errorf("container of a dead VM: reason %q, want VMExited", cs.Reason)
+	}
 
-	// 5. Removal leaves nothing: no QEMU, no VM dir, no netns, no tap.
+	// 7. Removal leaves nothing: no QEMU, no VM dir, no netns, no tap.
 	if err := e.rs.StopPodSandbox(ctx, sbID); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,49 @@
+// Package agent is the guest side of crivm: PID 1 set-up of the guest
+// (pseudo filesystems, cgroup v2, kernel modules, power button, lo) and the
+// Agent ttrpc service crivm calls through agentproxy, which runs the pod's
+// containers with runc inside the VM.
+//
+// # Guest filesystem contract
+//
+// The host (handlers/vm) and the agent agree on these paths; agentproxy
+// holds them as constants and GuestSpec applies them to a host spec.
+//
+//   - One 9p share per sandbox, tag agentproxy.SharedTag ("crivm-shared"),
+//     mounted by CreateSandbox at agentproxy.GuestSharedDir
+//     ("/run/crivm/shared"), read-write, nodev, suid allowed when asked.
+//   - Container rootfs: <shared>/<container_id>/rootfs. The spec's
+//     root.path names that guest path. It is the host's overlay mount seen
+//     through 9p, so writes land in the host's upper layer.
+//   - Bind mounts of host paths: <shared>/<container_id>/mounts/<n>, n
+//     counting the spec's shared bind mounts from 0; the spec's mount
+//     source names the guest path.
+//   - Namespaces: network, IPC and UTS are the guest's own
+//     (/proc/1/ns/{net,ipc,uts}); a pod-shared PID namespace is held by a
+//     "crivm-agent pause" process and bound at agentproxy.GuestPIDNamespace
+//     (started on the first container that joins it). A container's own
+//     PID and mount namespaces are new.
+//   - /etc/resolv.conf, /etc/hosts and /etc/hostname of the guest are
+//     written by CreateSandbox; /dev/shm is the guest's tmpfs.
+//   - Bundles: BundleRoot/<container_id> (config.json, init.pid, runc.log,
+//     exec process files). runc state: RuncRoot.
+//   - Cgroups: the unified hierarchy at /sys/fs/cgroup (the agent mounts
+//     only cgroup2); the spec's cgroupsPath is a cgroupfs path, by default
+//     agentproxy.GuestCgroupParent/<container_id>.
+//
+// # Containers
+//
+// runc comes from the initrd (vmm.InitrdOptions.ExtraBinaries places the
+// host's runc and its shared libraries at their host paths). The guest's
+// root is the initramfs, from which pivot_root cannot move, so containers
+// are created with runc --no-pivot (MS_MOVE + chroot), as Kata does for
+// initrd guests; the VM, not the container, is the isolation boundary.
+//
+// runc create gets stdio the agent owns (pipes, or a pty through
+// --console-socket); the agent keeps each stream's unread tail (up to
+// OutputBufferSize, dropping the oldest bytes) for ReadOutput, which reads
+// by absolute offsets so a lost reply loses nothing. Container processes
+// are reparented to the agent (PID 1) when runc exits; the Reaper hands
+// their exit statuses to the container's watcher, which also reads the
+// cgroup's memory.events oom_kill to report OOM kills. Statuses are kept
+// until DeleteContainer.
+package agent

@@ -1,0 +1,385 @@
+package vm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/agentproxy"
+	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/oci"
+	"github.com/crivm/crivm/store"
+)
+
+// sensitiveHostPaths may not be bind-mounted into an untrusted pod's VM:
+// they would hand the guest the host's kernel interfaces or crivm's state.
+var sensitiveHostPaths = []string{"/", "/proc", "/sys", "/dev", "/var/run", "/run"}
+
+// exitRecord is a container's exit as the agent reported it, kept on disk
+// so that the state survives the daemon.
+type exitRecord struct {
+	ExitCode  int32     `json:"exit_code"`
+	OOMKilled bool      `json:"oom_killed"`
+	ExitedAt  time.Time `json:"exited_at"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+func (h *Handler) exitPath(id string) string { return filepath.Join(h.dir, "exits", id) }
+
+// CreateContainer exposes the container's rootfs and bind mounts in the
+// sandbox's 9p share, generates the spec with guest paths and asks the
+// agent to create it. Its output is copied into the CRI log on the host from
+// now on, and its exit is awaited.
+func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *handlers.ContainerRequest) (*handlers.ContainerCreated, error) {
+	c := req.Container
+	v, err := h.connection(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.checkMounts(sb, req.Config); err != nil {
+		return nil, err
+	}
+	spec, err := oci.ContainerSpec(oci.ContainerSpecInput{
+		Host:           oci.Host{CgroupDriver: "cgroupfs", Cgroups: oci.CgroupFeatures{V2: true, Swap: true}, Warnf: func(f string, a ...any) { log.G(ctx).Warn(fmt.Sprintf(f, a...)) }},
+		ID:             c.ID,
+		SandboxID:      sb.ID,
+		Sandbox:        req.SandboxConfig,
+		Config:         req.Config,
+		Image:          req.Image,
+		RootfsPath:     req.Rootfs,
+		NamespacePaths: agentproxy.GuestNamespacePaths(req.SandboxConfig.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD),
+		ResolvConfPath: req.ResolvConfPath, HostsPath: req.HostsPath, HostnamePath: req.HostnamePath, ShmPath: req.ShmPath,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("generating spec: %w", err)
+	}
+	binds, err := agentproxy.GuestSpec(spec, c.ID, agentproxy.GuestSpecOptions{Keep: map[string]string{
+		req.ResolvConfPath: agentproxy.GuestResolvConf, req.HostsPath: agentproxy.GuestHosts,
+		req.HostnamePath: agentproxy.GuestHostname, req.ShmPath: agentproxy.GuestShm,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	shared := h.sharedDir(sb.ID)
+	if err := exposeInShare(req.Rootfs, agentproxy.HostRootfs(shared, c.ID), binds, shared, c.ID); err != nil {
+		unexpose(shared, c.ID)
+		return nil, err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		unexpose(shared, c.ID)
+		return nil, fmt.Errorf("encoding spec: %w", err)
+	}
+	if _, err := v.client.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: c.ID, OciSpec: b, Stdin: req.Config.GetStdin(), Tty: req.Config.GetTty()}); err != nil {
+		unexpose(shared, c.ID)
+		return nil, fmt.Errorf("creating container in the guest: %w", err)
+	}
+	os.MkdirAll(filepath.Dir(h.exitPath(c.ID)), 0o700)
+	if req.LogPath != "" {
+		if err := os.MkdirAll(filepath.Dir(req.LogPath), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	lw := newLogWriter(req.LogPath)
+	h.logs.Store(c.ID, lw)
+	go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw)
+	go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
+	return &handlers.ContainerCreated{ExitFile: h.exitPath(c.ID), Extra: map[string]string{"sandbox_vm": sb.ID}}, nil
+}
+
+// checkMounts refuses sensitive host paths for untrusted pods.
+func (h *Handler) checkMounts(sb *store.Sandbox, cfg *runtimeapi.ContainerConfig) error {
+	if sb.Annotations["io.crivm.trust"] != "untrusted" {
+		return nil
+	}
+	root := filepath.Dir(filepath.Dir(h.dir)) // runroot
+	for _, m := range cfg.GetMounts() {
+		p := filepath.Clean(m.GetHostPath())
+		for _, s := range append(sensitiveHostPaths, root, h.cache) {
+			if p == s || (s != "/" && strings.HasPrefix(p, s+"/") && (s == "/proc" || s == "/sys" || s == "/dev")) {
+				return errdefs.InvalidArgument("hostPath %q may not be mounted into an untrusted pod (it exposes %s)", m.GetHostPath(), s)
+			}
+		}
+	}
+	return nil
+}
+
+// exposeInShare bind-mounts the rootfs and the bind sources where the
+// guest expects them below the share.
+func exposeInShare(rootfs, target string, binds []agentproxy.HostBind, shared, id string) error {
+	mount := func(src, dst string, ro bool) error {
+		fi, err := os.Stat(src)
+		if err != nil {
+			return fmt.Errorf("exposing %s: %w", src, err)
+		}
+		if fi.IsDir() {
+			err = os.MkdirAll(dst, 0o755)
+		} else {
+			os.MkdirAll(filepath.Dir(dst), 0o755)
+			var f *os.File
+			if f, err = os.OpenFile(dst, os.O_CREATE|os.O_RDONLY, 0o644); err == nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind-mounting %s: %w", src, err)
+		}
+		if ro {
+			return unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+		}
+		return nil
+	}
+	if err := mount(rootfs, target, false); err != nil {
+		return err
+	}
+	for _, b := range binds {
+		if err := mount(b.HostPath, agentproxy.HostMountSource(shared, id, b.N), false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unexpose undoes exposeInShare. Idempotent.
+func unexpose(shared, id string) error {
+	dir := filepath.Join(shared, id)
+	var mounts []string
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			mounts = append(mounts, f[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		unix.Unmount(mounts[i], unix.MNT_DETACH)
+	}
+	return os.RemoveAll(dir)
+}
+
+// pumpOutput copies the container's stdout and stderr from the agent into
+// the CRI log until both end.
+func (h *Handler) pumpOutput(ctx context.Context, c *agentproxy.Client, id string, lw *logWriter) {
+	var wg sync.WaitGroup
+	for _, st := range []api.Stream{api.Stream_STDOUT, api.Stream_STDERR} {
+		w := &streamWriter{lw: lw, stream: "stdout"}
+		if st == api.Stream_STDERR {
+			w.stream = "stderr"
+		}
+		wg.Go(func() {
+			if _, err := agentproxy.CopyOutput(ctx, c, agentproxy.OutputStream{ContainerID: id, Stream: st,
+				Dropped: func(n uint64) {
+					log.G(ctx).Warn("guest dropped container output", "container", id, "stream", w.stream, "bytes", n)
+				},
+			}, w); err == nil {
+				lw.flush(w.stream)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// streamWriter feeds one stream into a logWriter.
+type streamWriter struct {
+	lw     *logWriter
+	stream string
+}
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	w.lw.write(w.stream, p)
+	return len(p), nil
+}
+
+// awaitExit records the container's exit and reports it.
+func (h *Handler) awaitExit(ctx context.Context, c *agentproxy.Client, id string) {
+	r, err := c.WaitProcess(ctx, &api.WaitProcessRequest{ContainerId: id})
+	if err != nil {
+		return // the VM died: ContainerState reports VMExited
+	}
+	rec := exitRecord{ExitCode: r.ExitCode, OOMKilled: r.OomKilled, ExitedAt: time.Unix(0, r.ExitedAtUnixNano)}
+	if b, err := json.Marshal(rec); err == nil {
+		tmp := h.exitPath(id) + ".tmp"
+		if os.WriteFile(tmp, b, 0o600) == nil {
+			os.Rename(tmp, h.exitPath(id))
+		}
+	}
+	if f := h.exited.Load(); f != nil {
+		(*f)(id)
+	}
+}
+
+func (h *Handler) readExit(id string) (*handlers.ContainerState, bool) {
+	b, err := os.ReadFile(h.exitPath(id))
+	if err != nil {
+		return nil, false
+	}
+	var rec exitRecord
+	if json.Unmarshal(b, &rec) != nil {
+		return nil, false
+	}
+	st := &handlers.ContainerState{State: store.ContainerExited, ExitCode: rec.ExitCode, FinishedAt: rec.ExitedAt, Reason: "Completed"}
+	switch {
+	case rec.OOMKilled:
+		st.Reason = "OOMKilled"
+	case rec.ExitCode != 0:
+		st.Reason = "Error"
+	}
+	return st, true
+}
+
+func (h *Handler) StartContainer(ctx context.Context, sb *store.Sandbox, c *store.Container) (*handlers.ContainerState, error) {
+	v, err := h.connection(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	started := time.Now()
+	if _, err := v.client.StartContainer(ctx, &api.StartContainerRequest{ContainerId: c.ID}); err != nil {
+		return nil, fmt.Errorf("starting container in the guest: %w", err)
+	}
+	return &handlers.ContainerState{State: store.ContainerRunning, StartedAt: started}, nil
+}
+
+// StopContainer signals, waits for the recorded exit, then kills.
+func (h *Handler) StopContainer(ctx context.Context, c *store.Container, opts handlers.StopOptions) (*handlers.ContainerState, error) {
+	if st, ok := h.readExit(c.ID); ok {
+		return st, nil
+	}
+	sb := &store.Sandbox{ID: c.Extra["sandbox_vm"]}
+	v, err := h.connection(ctx, sb)
+	if err != nil {
+		return vmExited(), nil // no VM: nothing runs
+	}
+	sig := opts.Signal
+	if sig == 0 {
+		sig = int(syscall.SIGTERM)
+	}
+	if opts.Timeout > 0 {
+		v.client.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: c.ID, Signal: uint32(sig)})
+		if st, ok := h.waitExit(ctx, c.ID, opts.Timeout); ok {
+			return st, nil
+		}
+	}
+	v.client.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: c.ID, Signal: uint32(syscall.SIGKILL), All: true})
+	if st, ok := h.waitExit(ctx, c.ID, 30*time.Second); ok {
+		return st, nil
+	}
+	return &handlers.ContainerState{State: store.ContainerExited, ExitCode: 137, Reason: "Error", FinishedAt: time.Now(), Message: "no exit code after SIGKILL"}, nil
+}
+
+func (h *Handler) waitExit(ctx context.Context, id string, d time.Duration) (*handlers.ContainerState, bool) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
+		if st, ok := h.readExit(id); ok {
+			return st, true
+		}
+	}
+	return nil, false
+}
+
+func vmExited() *handlers.ContainerState {
+	return &handlers.ContainerState{State: store.ContainerExited, ExitCode: 255, Reason: "VMExited", FinishedAt: time.Now(),
+		Message: "the pod's VM is gone"}
+}
+
+// RemoveContainer deletes the container in the guest and its share
+// entries. Idempotent; a VM that is gone has nothing left to delete.
+func (h *Handler) RemoveContainer(ctx context.Context, c *store.Container) error {
+	sbID := c.Extra["sandbox_vm"]
+	if sbID == "" {
+		return nil
+	}
+	if v, err := h.connection(ctx, &store.Sandbox{ID: sbID}); err == nil {
+		if _, err := v.client.DeleteContainer(ctx, &api.DeleteContainerRequest{ContainerId: c.ID}); err != nil {
+			log.G(ctx).Warn("deleting container in the guest", "container", c.ID, "err", err)
+		}
+	}
+	if lw, ok := h.logs.LoadAndDelete(c.ID); ok {
+		lw.(*logWriter).close()
+	}
+	os.Remove(h.exitPath(c.ID))
+	return unexpose(h.sharedDir(sbID), c.ID)
+}
+
+// ContainerState reads the recorded exit; a running container whose VM is
+// gone has exited with reason VMExited.
+func (h *Handler) ContainerState(ctx context.Context, c *store.Container) (*handlers.ContainerState, error) {
+	if st, ok := h.readExit(c.ID); ok {
+		return st, nil
+	}
+	if c.State == store.ContainerRunning || c.State == store.ContainerCreated {
+		if _, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]}); err != nil {
+			return vmExited(), nil
+		}
+	}
+	return &handlers.ContainerState{State: c.State, StartedAt: c.StartedAt}, nil
+}
+
+// ExecSync runs cmd inside the container through the agent.
+func (h *Handler) ExecSync(ctx context.Context, c *store.Container, req handlers.ExecRequest) (*handlers.ExecResult, error) {
+	if len(req.Cmd) == 0 {
+		return nil, errdefs.InvalidArgument("exec command is empty")
+	}
+	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
+	if err != nil {
+		return nil, err
+	}
+	r, err := v.client.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: c.ID, Args: req.Cmd, TimeoutMs: uint32(req.Timeout.Milliseconds())})
+	if err != nil {
+		return nil, fmt.Errorf("exec in the guest: %w", err)
+	}
+	if r.TimedOut {
+		return nil, fmt.Errorf("exec %q in %s: %w", strings.Join(req.Cmd, " "), c.ID, context.DeadlineExceeded)
+	}
+	return &handlers.ExecResult{Stdout: r.Stdout, Stderr: r.Stderr, ExitCode: r.ExitCode}, nil
+}
+
+// Stats asks the agent for the container's cgroup usage in the guest.
+func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.ContainerStats, error) {
+	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
+	if err != nil {
+		return nil, err
+	}
+	r, err := v.client.StatsContainer(ctx, &api.StatsContainerRequest{ContainerId: c.ID})
+	if err != nil {
+		return nil, fmt.Errorf("reading guest stats: %w", err)
+	}
+	return &handlers.ContainerStats{Timestamp: time.Unix(0, r.TimestampUnixNano), CPUUsageNanos: r.CpuUsageNs,
+		MemoryUsageBytes: r.MemoryUsageBytes, MemoryWorkingSetBytes: r.MemoryWorkingSetBytes, Processes: r.PidsCurrent}, nil
+}
+
+// UpdateResources applies new limits in the guest, within the VM's size.
+func (h *Handler) UpdateResources(ctx context.Context, c *store.Container, res *specs.LinuxResources) error {
+	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	_, err = v.client.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: c.ID, Resources: b})
+	return err
+}
+
+// ReopenLog reopens the host log file crivm itself writes.
+func (h *Handler) ReopenLog(ctx context.Context, c *store.Container) error {
+	lw, ok := h.logs.Load(c.ID)
+	if !ok {
+		return errdefs.FailedPrecondition("container %s has no log being written", c.ID)
+	}
+	return lw.(*logWriter).reopen()
+}
