@@ -58,9 +58,10 @@ type Handler interface {
 	// this handler whose process exits, from a goroutine, until ctx ends.
 	WatchExits(ctx context.Context, exited func(id string)) error
 	// Restore reattaches to a ready sandbox that a previous daemon started
-	// (its monitor, VM or agent), so that it is managed and watched again.
-	// It never starts or stops anything.
-	Restore(ctx context.Context, sb *store.Sandbox) error
+	// (its monitor, VM or agent) and to its containers that have not
+	// exited, so that they are managed and watched again. It never starts
+	// or stops anything.
+	Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.Container) error
 }
 
 // SandboxRequest is what StartSandbox needs.

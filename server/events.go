@@ -122,7 +122,10 @@ func (s *RuntimeService) Restore(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		if err := h.Restore(ctx, sb); err != nil {
+		ctrs := s.deps.Store.Containers.List(func(c *store.Container) bool {
+			return c.SandboxID == sb.ID && c.State != store.ContainerExited
+		})
+		if err := h.Restore(ctx, sb, ctrs); err != nil {
 			log.G(ctx).Warn("cannot reattach to a sandbox: marking it NotReady", "sandbox", sb.ID, "err", err)
 			s.setSandboxNotReady(ctx, sb.ID)
 		}

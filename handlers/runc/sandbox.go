@@ -59,4 +59,6 @@ func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 
 // Restore has nothing to reattach: conmon and the exit files carry on
 // without the daemon.
-func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox) error { return nil }
+func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.Container) error {
+	return nil
+}

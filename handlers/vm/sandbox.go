@@ -240,9 +240,11 @@ func memoryMiB(cfg *runtimeapi.PodSandboxConfig, def int) int {
 }
 
 // Restore reattaches to the VM of a sandbox a previous daemon started,
-// through its pidfile and QMP socket, and reconnects to its agent, so that
-// its death is noticed again.
-func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox) error {
+// through its pidfile and QMP socket, reconnects to its agent, and resumes
+// copying its containers' output and waiting for their exits. Output is
+// resumed from what the agent still holds, so the last chunk before the
+// restart may be logged twice; nothing is lost within the agent's buffer.
+func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.Container) error {
 	v, err := h.connection(ctx, sb)
 	if err != nil {
 		return err
@@ -250,6 +252,12 @@ func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox) error {
 	if _, err := v.client.WaitHealthy(ctx, 5*time.Second); err != nil {
 		return fmt.Errorf("agent of %s after the restart: %w", sb.ID, err)
 	}
-	log.G(ctx).Info("reattached to a running VM", "sandbox", sb.ID, "pid", v.vm.PID())
+	for _, c := range ctrs {
+		lw := newLogWriter(c.LogPath)
+		h.logs.Store(c.ID, lw)
+		go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw)
+		go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
+	}
+	log.G(ctx).Info("reattached to a running VM", "sandbox", sb.ID, "pid", v.vm.PID(), "containers", len(ctrs))
 	return nil
 }

@@ -121,6 +121,9 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if h.assets != nil {
 		return h.assets, nil
 	}
+	if h.cfg.SharedFS != "9p" {
+		return nil, errdefs.FailedPrecondition("handler %q: shared_fs %q is not implemented in this build (virtiofsd is not packaged here); use \"9p\"", h.name, h.cfg.SharedFS)
+	}
 	kernel, err := vmm.FindKernel(h.cfg.Kernel)
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: %w", h.name, err)

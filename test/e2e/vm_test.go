@@ -15,6 +15,9 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/crivm/crivm/internal/proc"
 	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/testutil"
@@ -266,4 +269,78 @@ func TestVMDaemonRestart(t *testing.T) {
 	if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestVMPodBehaviour: containers of one VM pod share localhost; a runc pod
+// on the same bridge reaches the VM pod's IP; an OOM in the guest is
+// reported as OOMKilled with its events; stats come from the guest; an
+// untrusted pod may not mount sensitive host paths.
+func TestVMPodBehaviour(t *testing.T) {
+	requiresVM(t)
+	e := newRuncEnv(t)
+	ctx := context.Background()
+	var events eventLog
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events.follow(ectx, e)
+	time.Sleep(200 * time.Millisecond)
+
+	// 1. Two containers in one untrusted VM pod.
+	pod := e.podConfig("vmnet")
+	pod.Annotations = map[string]string{"io.kubernetes.cri.untrusted-workload": "true"}
+	vmSB, server := e.runPod(t, pod, e.containerConfig("server", "nc", "-ll", "-p", "8080", "-e", "echo", "pong"))
+	side, err := e.rs.CreateContainer(ctx, vmSB, e.containerConfig("side", "sleep", "3600"), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, side)
+	if err := e.rs.StartContainer(ctx, side); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.exec(t, side, "sh", "-c", "nc -w 3 127.0.0.1 8080 </dev/null"); got != "pong\n" {
+		t.Errorf("localhost between containers of a VM pod: %q", got)
+	}
+
+	// 2. A runc pod on the same bridge reaches the VM pod's IP.
+	st, err := e.rs.PodSandboxStatus(ctx, vmSB, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, client := e.runPod(t, e.podConfig("runcclient"), e.containerConfig("cli", "sleep", "3600"))
+	if got := e.exec(t, client, "sh", "-c", "nc -w 3 "+st.Status.Network.Ip+" 8080 </dev/null"); got != "pong\n" {
+		t.Errorf("runc pod to VM pod %s: %q", st.Status.Network.Ip, got)
+	}
+
+	// 3. Stats come from the guest's cgroups.
+	cs, err := e.rs.ContainerStats(ctx, side)
+	if err != nil || cs.GetMemory().GetWorkingSetBytes().GetValue() == 0 {
+		t.Errorf("VM container stats: %v %v", cs, err)
+	}
+
+	// 4. An OOM in the guest ends OOMKilled, with its events.
+	hog := e.containerConfig("hog", "sh", "-c", "x=a; while true; do x=$x$x; done")
+	hog.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
+	hogID, err := e.rs.CreateContainer(ctx, vmSB, hog, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, hogID)
+	if err := e.rs.StartContainer(ctx, hogID); err != nil {
+		t.Fatal(err)
+	}
+	events.waitFor(t, hogID, "STOPPED", 60*time.Second)
+	if got := e.waitExited(t, hogID, 5*time.Second); got.Reason != "OOMKilled" {
+		t.Errorf("guest OOM: reason %q exit %d, want OOMKilled", got.Reason, got.ExitCode)
+	}
+	if got, want := strings.Join(events.types(hogID), ","), "CREATED,STARTED,STOPPED"; got != want {
+		t.Errorf("VM container events: %s, want %s", got, want)
+	}
+
+	// 5. Sensitive host paths stay out of untrusted pods.
+	bad := e.containerConfig("bad", "sleep", "3600")
+	bad.Mounts = []*runtimeapi.Mount{{HostPath: "/proc", ContainerPath: "/hostproc"}}
+	if _, err := e.rs.CreateContainer(ctx, vmSB, bad, pod); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "/proc") {
+		t.Errorf("mounting /proc into an untrusted pod: %v, want InvalidArgument naming /proc", err)
+	}
+	_ = server
 }
