@@ -246,16 +246,34 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 			}, nil
 		}},
 		{Name: "setting up handlers", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			// The handlers make their state dirs; a failed start removes the
+			// ones this start made.
+			var made []string
+			for _, dir := range []string{filepath.Join(cfg.Runroot, "handlers"), filepath.Join(cfg.Root, "vm-assets"), cfg.PodsDir()} {
+				if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+					made = append(made, dir)
+				}
+			}
+			cleanup := func(context.Context) error {
+				var errs []error
+				for _, dir := range made {
+					errs = append(errs, os.RemoveAll(dir))
+				}
+				return errors.Join(errs...)
+			}
 			reg, err := buildHandlers(ctx, cfg, d.metrics)
 			if err != nil {
-				return nil, err
+				return nil, errors.Join(err, cleanup(ctx))
 			}
 			d.handlers = reg
 			d.network = netns.NewManager(netns.Options{
 				ConfDir: cfg.Network.NetworkDir, PluginDirs: cfg.Network.CNIPluginDirs,
 				CacheDir: filepath.Join(cfg.Root, "cni"),
 			})
-			return nil, os.MkdirAll(cfg.PodsDir(), 0o711)
+			if err := os.MkdirAll(cfg.PodsDir(), 0o711); err != nil {
+				return nil, errors.Join(err, cleanup(ctx))
+			}
+			return cleanup, nil
 		}},
 		{Name: "reconciling state", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			return nil, server.Reconcile(ctx, d.store)
