@@ -8,7 +8,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/crivm/crivm/internal/version.Version=$(VERSION)
 GOFLAGS_BUILD := -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 
-.PHONY: all deps build test unit e2e demo lint clean bench-pull bench-pods bench-peer
+.PHONY: all deps build test unit e2e demo lint clean bench-pull bench-pods bench-peer bench-vm
 
 all: build
 
@@ -44,6 +44,10 @@ bench-pods: deps build
 # crivm against Debian's containerd in one run (docs/performance.md).
 bench-peer: deps build
 	test/bench/peer-containerd.sh
+
+# VM pod start against the bare-QEMU floor, per-VM PSS, 5 at once (docs/performance.md).
+bench-vm: deps build
+	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/bench/vmbench -n 5 -parallel 5
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
