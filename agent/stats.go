@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"fmt"
+	"github.com/crivm/crivm/internal/cgroupstat"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/crivm/crivm/agentproxy/api"
@@ -40,66 +38,27 @@ func cgroupStats(dir string) (*api.StatsContainerResponse, error) {
 		return nil, errdefs.NotFound("cgroup %s: %w", dir, err)
 	}
 	r := &api.StatsContainerResponse{TimestampUnixNano: time.Now().UnixNano()}
-	if cpu, err := keyedFile(filepath.Join(dir, "cpu.stat")); err == nil {
+	if cpu, err := cgroupstat.Keyed(filepath.Join(dir, "cpu.stat")); err == nil {
 		r.CpuUsageNs = cpu["usage_usec"] * 1000
 		r.CpuUserNs = cpu["user_usec"] * 1000
 		r.CpuSystemNs = cpu["system_usec"] * 1000
 	}
-	r.MemoryUsageBytes, _ = singleValue(filepath.Join(dir, "memory.current"))
-	if ms, err := keyedFile(filepath.Join(dir, "memory.stat")); err == nil {
+	r.MemoryUsageBytes, _ = cgroupstat.Value(filepath.Join(dir, "memory.current"))
+	if ms, err := cgroupstat.Keyed(filepath.Join(dir, "memory.stat")); err == nil {
 		r.MemoryRssBytes = ms["anon"]
-		r.MemoryWorkingSetBytes = r.MemoryUsageBytes
-		if inactive := ms["inactive_file"]; inactive < r.MemoryUsageBytes {
-			r.MemoryWorkingSetBytes -= inactive
-		} else {
-			r.MemoryWorkingSetBytes = 0
-		}
+		r.MemoryWorkingSetBytes = cgroupstat.WorkingSet(r.MemoryUsageBytes, ms["inactive_file"])
 	}
-	r.MemoryLimitBytes, _ = singleValue(filepath.Join(dir, "memory.max"))
+	r.MemoryLimitBytes, _ = cgroupstat.Value(filepath.Join(dir, "memory.max"))
 	r.OomKills, _ = oomKills(dir)
-	r.PidsCurrent, _ = singleValue(filepath.Join(dir, "pids.current"))
+	r.PidsCurrent, _ = cgroupstat.Value(filepath.Join(dir, "pids.current"))
 	return r, nil
 }
 
 // oomKills reads memory.events oom_kill.
 func oomKills(dir string) (uint64, error) {
-	ev, err := keyedFile(filepath.Join(dir, "memory.events"))
+	ev, err := cgroupstat.Keyed(filepath.Join(dir, "memory.events"))
 	if err != nil {
 		return 0, err
 	}
 	return ev["oom_kill"], nil
-}
-
-// singleValue reads a one-number cgroup file; "max" reads as zero.
-func singleValue(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	v := strings.TrimSpace(string(b))
-	if v == "max" {
-		return 0, nil
-	}
-	return strconv.ParseUint(v, 10, 64)
-}
-
-// keyedFile reads "key value" lines.
-func keyedFile(path string) (map[string]uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m := map[string]uint64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-			m[k] = n
-		}
-	}
-	return m, sc.Err()
 }

@@ -1,14 +1,12 @@
 package runc
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/crivm/crivm/internal/cgroupstat"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -42,64 +40,36 @@ func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.Cont
 	st := &handlers.ContainerStats{Timestamp: time.Now()}
 	if h.host.Cgroups.V2 {
 		dir := h.cgroupPath(cg, "")
-		cpu, err := keyedFile(filepath.Join(dir, "cpu.stat"))
+		cpu, err := cgroupstat.Keyed(filepath.Join(dir, "cpu.stat"))
 		if err != nil {
 			return nil, fmt.Errorf("reading cpu.stat: %w", err)
 		}
 		st.CPUUsageNanos = cpu["usage_usec"] * 1000
-		if st.MemoryUsageBytes, err = readUint(filepath.Join(dir, "memory.current")); err != nil {
+		if st.MemoryUsageBytes, err = cgroupstat.Value(filepath.Join(dir, "memory.current")); err != nil {
 			return nil, fmt.Errorf("reading memory.current: %w", err)
 		}
-		mem, err := keyedFile(filepath.Join(dir, "memory.stat"))
+		mem, err := cgroupstat.Keyed(filepath.Join(dir, "memory.stat"))
 		if err != nil {
 			return nil, fmt.Errorf("reading memory.stat: %w", err)
 		}
-		st.MemoryWorkingSetBytes = workingSet(st.MemoryUsageBytes, mem["inactive_file"])
-		st.Processes, _ = readUint(filepath.Join(dir, "pids.current"))
+		st.MemoryWorkingSetBytes = cgroupstat.WorkingSet(st.MemoryUsageBytes, mem["inactive_file"])
+		st.Processes, _ = cgroupstat.Value(filepath.Join(dir, "pids.current"))
 		return st, nil
 	}
-	if st.CPUUsageNanos, err = readUint(filepath.Join(h.cgroupPath(cg, "cpuacct"), "cpuacct.usage")); err != nil {
+	if st.CPUUsageNanos, err = cgroupstat.Value(filepath.Join(h.cgroupPath(cg, "cpuacct"), "cpuacct.usage")); err != nil {
 		return nil, fmt.Errorf("reading cpuacct.usage: %w", err)
 	}
 	memDir := h.cgroupPath(cg, "memory")
-	if st.MemoryUsageBytes, err = readUint(filepath.Join(memDir, "memory.usage_in_bytes")); err != nil {
+	if st.MemoryUsageBytes, err = cgroupstat.Value(filepath.Join(memDir, "memory.usage_in_bytes")); err != nil {
 		return nil, fmt.Errorf("reading memory.usage_in_bytes: %w", err)
 	}
-	mem, err := keyedFile(filepath.Join(memDir, "memory.stat"))
+	mem, err := cgroupstat.Keyed(filepath.Join(memDir, "memory.stat"))
 	if err != nil {
 		return nil, fmt.Errorf("reading memory.stat: %w", err)
 	}
-	st.MemoryWorkingSetBytes = workingSet(st.MemoryUsageBytes, mem["total_inactive_file"])
-	st.Processes, _ = readUint(filepath.Join(h.cgroupPath(cg, "pids"), "pids.current"))
+	st.MemoryWorkingSetBytes = cgroupstat.WorkingSet(st.MemoryUsageBytes, mem["total_inactive_file"])
+	st.Processes, _ = cgroupstat.Value(filepath.Join(h.cgroupPath(cg, "pids"), "pids.current"))
 	return st, nil
-}
-
-func workingSet(usage, inactive uint64) uint64 {
-	if inactive > usage {
-		return 0
-	}
-	return usage - inactive
-}
-
-// keyedFile parses "key value" lines.
-func keyedFile(path string) (map[string]uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]uint64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-			out[k] = n
-		}
-	}
-	return out, sc.Err()
 }
 
 // UpdateResources applies new limits with `runc update` and records them in
