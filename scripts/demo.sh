@@ -65,9 +65,12 @@ run_pod() { # kind pod-json
     name=$(sed -n 's/.*"name": "\([^"]*\)".*/\1/p' "$pod" | head -1)
     "$CTL" -o json pods --name "$name" | grep -E '"io.crivm.(handler|trust)"'
     pod_id=$("$CTL" pods -q --name "$name" | head -1)
-    if "$CTL" inspectp "$pod_id" | grep -q '"guest_kernel"'; then
-      echo "--- its VM (crivmctl inspectp): accelerator, guest kernel, boot time"
-      "$CTL" inspectp "$pod_id" | grep -E '"(accel|guest_kernel|boot_ms)"' | sort -u
+    # The verbose info is JSON inside a JSON string: unescape, then pick.
+    local vm
+    vm=$("$CTL" inspectp "$pod_id" | sed 's/\\"/"/g' | grep -oE '"(accel|guest_kernel|boot_ms)":"[^"]*"' | sort -u)
+    if [ -n "$vm" ]; then
+      echo "--- its VM (crivmctl inspectp): accelerator, guest kernel, boot time in ms"
+      echo "$vm"
     fi
   else
     echo "$out"

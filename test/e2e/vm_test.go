@@ -67,6 +67,7 @@ func TestVMSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ids = append(e.ids, sbID)
+	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
 	st, err := e.rs.PodSandboxStatus(ctx, sbID, true)
 	if err != nil {
 		t.Fatal(err)
@@ -193,6 +194,7 @@ func TestVMSandboxStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ids = append(e.ids, sbID)
+	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
 	st, err := e.rs.PodSandboxStatus(ctx, sbID, true)
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +236,7 @@ func TestVMDaemonRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ids = append(e.ids, sbID)
+	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
 	st, err := e.rs.PodSandboxStatus(ctx, sbID, true)
 	if err != nil {
 		t.Fatal(err)

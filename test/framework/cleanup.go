@@ -25,6 +25,7 @@ func (d *Daemon) forceCleanup() {
 		}
 	}
 	exec.Command("pkill", "-KILL", "-f", "conmon -b "+d.Dir).Run()
+	exec.Command("pkill", "-KILL", "-f", "qemu-system.*"+d.Dir).Run()
 	if s, err := store.Open(filepath.Join(d.Root, "store")); err == nil {
 		for _, sb := range s.Sandboxes.List(nil) {
 			if sb.NetNSPath != "" {
