@@ -77,11 +77,13 @@ func Run(ctx context.Context, opts Options) error {
 	powerPressed := make(chan struct{})
 	go WatchPowerButton(ctx, 10*time.Second, func() { close(powerPressed) })
 
-	lis, err := listen(ctx)
+	raw, err := listen(ctx)
 	if err != nil {
 		return err
 	}
-	defer lis.Close()
+	defer raw.Close()
+	// Port-forward streams are relayed here; the rest are ttrpc's.
+	lis := agentproxy.NewPortForwardListener(raw, l)
 	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(errorInterceptor))
 	if err != nil {
 		return fmt.Errorf("creating ttrpc server: %w", err)

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/netns"
 	"github.com/crivm/crivm/store"
@@ -41,15 +41,6 @@ func ForwardInNetNS(ctx context.Context, sb *store.Sandbox, port int32, stream i
 		return fmt.Errorf("dialing port %d in sandbox %s: %w", port, sb.ID, err)
 	}
 	defer conn.Close()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		io.Copy(conn, stream)
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
-	})
-	io.Copy(stream, conn)
-	stream.Close()
-	wg.Wait()
+	handlers.Splice(stream, conn)
 	return nil
 }

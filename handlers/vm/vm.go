@@ -8,7 +8,6 @@ package vm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -29,9 +28,6 @@ import (
 )
 
 var _ handlers.Handler = (*Handler)(nil)
-
-// errNoGuestPortForward is what PortForward answers until it lands.
-var errNoGuestPortForward = errors.New("port-forward to VM pods is not implemented in this build")
 
 // Options configure a Handler.
 type Options struct {
@@ -207,13 +203,21 @@ func (h *Handler) connection(ctx context.Context, sb *store.Sandbox) (*sandboxVM
 	return v, nil
 }
 
-func unimplemented(op string) error {
-	return errdefs.Unimplemented("%s: %w", op, errNoGuestPortForward)
-}
-
+// PortForward relays the stream to port on the guest's loopback through a
+// transport stream the agent serves.
 func (h *Handler) PortForward(ctx context.Context, sb *store.Sandbox, port int32, stream io.ReadWriteCloser) error {
-	stream.Close()
-	return unimplemented("port-forward")
+	defer stream.Close()
+	v, err := h.connection(ctx, sb)
+	if err != nil {
+		return err
+	}
+	conn, err := v.client.DialPort(ctx, port)
+	if err != nil {
+		return fmt.Errorf("port-forward to %d in sandbox %s: %w", port, sb.ID, err)
+	}
+	defer conn.Close()
+	handlers.Splice(stream, conn)
+	return nil
 }
 
 // vmStopTimeout bounds the guest's power-off before QEMU is killed.

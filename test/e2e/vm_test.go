@@ -314,7 +314,21 @@ func TestVMPodBehaviour(t *testing.T) {
 		t.Errorf("runc pod to VM pod %s: %q", st.Status.Network.Ip, got)
 	}
 
-	// 3. Stats come from the guest's cgroups.
+	// 3. Port-forward reaches the guest's loopback through the agent.
+	pf, err := e.rs.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: vmSB, Port: []int32{8080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, stop, err := framework.PortForward(pf.Url, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dialRead(local, 10*time.Second); string(got) != "pong\n" {
+		t.Errorf("port-forward to the VM pod: %q, want pong", got)
+	}
+	stop()
+
+	// 3b. Stats come from the guest's cgroups.
 	cs, err := e.rs.ContainerStats(ctx, side)
 	if err != nil || cs.GetMemory().GetWorkingSetBytes().GetValue() == 0 {
 		t.Errorf("VM container stats: %v %v", cs, err)
