@@ -156,8 +156,14 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	}
 	if transport != vmm.TransportSerial {
 		// The vsock path is compiled and unit-tested but has not run on a
-		// host with vhost-vsock yet; do not pretend it is wired.
-		return nil, errdefs.FailedPrecondition("handler %q: agent transport %s is not wired in this build (%s); set agent_transport = \"serial\"", h.name, transport, why)
+		// host with vhost-vsock yet, so the handler does not wire it: auto
+		// falls back to virtio-serial, which works everywhere, and an
+		// explicit vsock is refused rather than pretended.
+		if h.cfg.AgentTransport == vmm.TransportVsock {
+			return nil, errdefs.FailedPrecondition("handler %q: agent transport vsock is not wired in this build (%s); use \"auto\" or \"serial\"", h.name, why)
+		}
+		log.G(ctx).Warn("vhost-vsock is available but the vsock transport is not wired yet: using virtio-serial", "reason", why)
+		transport = vmm.TransportSerial
 	}
 	a.transport = transport
 	h.assets = a
