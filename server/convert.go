@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -10,8 +9,6 @@ import (
 
 	"github.com/crivm/crivm/store"
 )
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 func secondsDuration(s int64) time.Duration { return time.Duration(s) * time.Second }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -35,7 +36,7 @@ func containerConfig(c *store.Container) (*runtimeapi.ContainerConfig, error) {
 
 func sandboxVerdict(sb *store.Sandbox) (trust.Verdict, error) {
 	var v trust.Verdict
-	if err := jsonUnmarshal(sb.Trust, &v); err != nil {
+	if err := json.Unmarshal(sb.Trust, &v); err != nil {
 		return v, fmt.Errorf("decoding trust verdict of %s: %w", sb.ID, err)
 	}
 	return v, nil

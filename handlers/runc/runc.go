@@ -97,12 +97,11 @@ func (h *Handler) runContainer(ctx context.Context, id, name string, spec *specs
 		}
 	}
 	o.ID, o.Name, o.Bundle, o.LogPath = id, name, b, logPath
-	pid, monitorPid, err := h.createUnderMonitor(ctx, o)
+	pid, _, err := h.createUnderMonitor(ctx, o)
 	if err != nil {
 		h.cleanupContainer(context.WithoutCancel(ctx), id)
 		return nil, err
 	}
-	_ = monitorPid
 	return processOf(pid), nil
 }
 
