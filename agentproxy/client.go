@@ -58,29 +58,8 @@ func classifyErrors(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Respons
 	default:
 		return nil
 	}
-	var class error
-	switch st.Code() {
-	case codes.InvalidArgument:
-		class = errdefs.ErrInvalidArgument
-	case codes.NotFound:
-		class = errdefs.ErrNotFound
-	case codes.AlreadyExists:
-		class = errdefs.ErrAlreadyExists
-	case codes.FailedPrecondition:
-		class = errdefs.ErrFailedPrecondition
-	case codes.Unimplemented:
-		class = errdefs.ErrUnimplemented
-	case codes.Unavailable:
-		class = errdefs.ErrUnavailable
-	case codes.PermissionDenied:
-		class = errdefs.ErrPermissionDenied
-	case codes.ResourceExhausted:
-		class = errdefs.ErrResourceExhausted
-	case codes.Canceled:
-		class = context.Canceled
-	case codes.DeadlineExceeded:
-		class = context.DeadlineExceeded
-	default:
+	class, ok := errdefs.ClassOf(st.Code())
+	if !ok {
 		return err
 	}
 	return errdefs.Newf(class, "agent: %s", st.Message())

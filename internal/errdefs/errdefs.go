@@ -97,6 +97,17 @@ var classes = []struct {
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
 
+// ClassOf is the inverse of Code: the class (a sentinel, or context.Canceled
+// or DeadlineExceeded) of a gRPC code, or false for codes without one.
+func ClassOf(c codes.Code) (error, bool) {
+	for _, cl := range classes {
+		if cl.code == c {
+			return cl.err, true
+		}
+	}
+	return nil, false
+}
+
 // Code returns the gRPC code for err's class, codes.Unknown when it has none.
 func Code(err error) codes.Code {
 	if err == nil {

@@ -46,3 +46,16 @@ func TestNewfKeepsCause(t *testing.T) {
 		t.Fatalf("errors.Is lost the cause or the class: %v", err)
 	}
 }
+
+// ClassOf undoes Code for every class, and knows no class for other codes.
+func TestClassOfRoundTrip(t *testing.T) {
+	for _, cl := range classes {
+		got, ok := ClassOf(Code(cl.err))
+		if !ok || got != cl.err {
+			t.Errorf("ClassOf(Code(%v)) = %v, %v", cl.err, got, ok)
+		}
+	}
+	if _, ok := ClassOf(codes.Internal); ok {
+		t.Error("ClassOf(Internal) has a class")
+	}
+}
