@@ -32,6 +32,18 @@ type eventLog struct {
 	events []*runtimeapi.ContainerEventResponse
 }
 
+// followEvents subscribes to the daemon's events until the test ends, and
+// returns once the subscription has had time to land.
+func followEvents(t *testing.T, e *runcEnv) *eventLog {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	l := &eventLog{}
+	l.follow(ctx, e)
+	time.Sleep(200 * time.Millisecond)
+	return l
+}
+
 func (l *eventLog) follow(ctx context.Context, e *runcEnv) {
 	ch := make(chan *runtimeapi.ContainerEventResponse, 256)
 	go e.rs.GetContainerEvents(ctx, ch, nil)
@@ -85,9 +97,7 @@ func TestEventsAndMetrics(t *testing.T) {
 	defer cancel()
 
 	// 1. Two subscribers that read, and one that never does.
-	var a, b eventLog
-	a.follow(ctx, e)
-	b.follow(ctx, e)
+	a, b := followEvents(t, e), followEvents(t, e)
 	conn, err := grpc.NewClient("unix://"+e.d.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +140,7 @@ func TestEventsAndMetrics(t *testing.T) {
 	b.waitFor(t, sbID, "DELETED", 5*time.Second)
 
 	// 3. Both subscribers saw the same events, in order.
-	for name, l := range map[string]*eventLog{"first": &a, "second": &b} {
+	for name, l := range map[string]*eventLog{"first": a, "second": b} {
 		if got, want := strings.Join(l.types(ctrID), ","), "CREATED,STARTED,STOPPED,DELETED"; got != want {
 			t.Errorf("%s subscriber, container events: got %s, want %s", name, got, want)
 		}

@@ -99,6 +99,10 @@ func TestTrustRouting(t *testing.T) {
 	runrootBefore := dirEntries(t, d.Runroot)
 
 	// 2. Run pods that exercise every route.
+	privileged := podConfig("privileged-tenant", "tenant-b", nil)
+	privileged.Linux.SecurityContext.Privileged = true
+	hostNet := podConfig("hostnet-untrusted", "default", map[string]string{"io.kubernetes.cri.untrusted-workload": "true"})
+	hostNet.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
 	tests := []struct {
 		name     string
 		pod      *runtimeapi.PodSandboxConfig
@@ -127,29 +131,11 @@ func TestTrustRouting(t *testing.T) {
 			codes.InvalidArgument, []string{`"gvisor"`, "runc", "vm"}, "", false},
 		{"no-metadata", &runtimeapi.PodSandboxConfig{}, "",
 			codes.InvalidArgument, []string{"metadata"}, "", false},
+		{"privileged-tenant", privileged, "",
+			codes.FailedPrecondition, []string{"privileged", "tenants"}, "", false},
+		{"hostnet-untrusted", hostNet, "",
+			codes.FailedPrecondition, []string{"host network"}, "", false},
 	}
-	privileged := podConfig("privileged-tenant", "tenant-b", nil)
-	privileged.Linux.SecurityContext.Privileged = true
-	tests = append(tests, struct {
-		name        string
-		pod         *runtimeapi.PodSandboxConfig
-		handler     string
-		wantCode    codes.Code
-		wantMsg     []string
-		wantHandler string
-		wantTrusted bool
-	}{"privileged-tenant", privileged, "", codes.FailedPrecondition, []string{"privileged", "tenants"}, "", false})
-	hostNet := podConfig("hostnet-untrusted", "default", map[string]string{"io.kubernetes.cri.untrusted-workload": "true"})
-	hostNet.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
-	tests = append(tests, struct {
-		name        string
-		pod         *runtimeapi.PodSandboxConfig
-		handler     string
-		wantCode    codes.Code
-		wantMsg     []string
-		wantHandler string
-		wantTrusted bool
-	}{"hostnet-untrusted", hostNet, "", codes.FailedPrecondition, []string{"host network"}, "", false})
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -53,11 +53,7 @@ func TestVMSandbox(t *testing.T) {
 	requiresVM(t)
 	e := newRuncEnv(t)
 	ctx := context.Background()
-	var events eventLog
-	ectx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events.follow(ectx, e)
-	time.Sleep(200 * time.Millisecond)
+	events := followEvents(t, e)
 
 	// 1. An untrusted pod gets the vm handler and a VM.
 	pod := e.podConfig("vmpod")
@@ -262,11 +258,7 @@ func TestVMDaemonRestart(t *testing.T) {
 	}
 
 	// 2. Its death is noticed by the new daemon, unprompted.
-	var events eventLog
-	ectx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events.follow(ectx, e)
-	time.Sleep(200 * time.Millisecond)
+	events := followEvents(t, e)
 	syscall.Kill(info.Process.Pid, syscall.SIGKILL)
 	events.waitFor(t, sbID, "STOPPED", 10*time.Second)
 	if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
@@ -282,11 +274,7 @@ func TestVMPodBehaviour(t *testing.T) {
 	requiresVM(t)
 	e := newRuncEnv(t)
 	ctx := context.Background()
-	var events eventLog
-	ectx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events.follow(ectx, e)
-	time.Sleep(200 * time.Millisecond)
+	events := followEvents(t, e)
 
 	// 1. Two containers in one untrusted VM pod.
 	pod := e.podConfig("vmnet")
