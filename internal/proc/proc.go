@@ -17,21 +17,29 @@ import (
 // StartTime returns field 22 of /proc/PID/stat: the process start time in
 // clock ticks since boot. Together with the boot ID it names one process.
 func StartTime(pid int) (uint64, error) {
+	st, _, err := stat(pid)
+	return st, err
+}
+
+// stat reads /proc/PID/stat once and returns the start time and the state
+// letter.
+func stat(pid int) (startTime uint64, state byte, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// comm (field 2) may hold spaces and parens: fields resume after the last ')'.
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parsing /proc/%d/stat: no ')'", pid)
+		return 0, 0, fmt.Errorf("parsing /proc/%d/stat: no ')'", pid)
 	}
 	fields := strings.Fields(string(data[i+1:]))
 	// fields[0] is field 3 (state); field 22 is fields[19].
 	if len(fields) < 20 {
-		return 0, fmt.Errorf("parsing /proc/%d/stat: %d fields", pid, len(fields))
+		return 0, 0, fmt.Errorf("parsing /proc/%d/stat: %d fields", pid, len(fields))
 	}
-	return strconv.ParseUint(fields[19], 10, 64)
+	startTime, err = strconv.ParseUint(fields[19], 10, 64)
+	return startTime, fields[0][0], err
 }
 
 var bootID = sync.OnceValues(func() (string, error) {
@@ -58,19 +66,11 @@ func Alive(pid int, startTime uint64, bootIDWant string) bool {
 	if err := unix.Kill(pid, 0); err != nil && !errors.Is(err, unix.EPERM) {
 		return false
 	}
-	st, err := StartTime(pid)
+	st, state, err := stat(pid)
 	if err != nil {
 		return false
 	}
-	if startTime != 0 && st != startTime {
-		return false
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(data, ')')
-	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
+	return (startTime == 0 || st == startTime) && state != 'Z'
 }
 
 // ReadExitFile parses an exit file as conmon writes it: the decimal exit
