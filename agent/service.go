@@ -85,8 +85,10 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 		if m.Tag == "" || !filepath.IsAbs(m.MountPoint) || filepath.Clean(m.MountPoint) == "/" {
 			return nil, errdefs.InvalidArgument("creating sandbox: shared mount needs a tag and an absolute mount point other than / (got tag %q, mount point %q)", m.Tag, m.MountPoint)
 		}
-		if m.FsType != "" && m.FsType != "9p" {
-			return nil, errdefs.Unimplemented("creating sandbox: shared fs type %q is not supported yet (only 9p)", m.FsType)
+		switch m.FsType {
+		case "", FsType9p, FsTypeVirtiofs:
+		default:
+			return nil, errdefs.InvalidArgument("creating sandbox: shared fs type %q: want %s or %s", m.FsType, FsType9p, FsTypeVirtiofs)
 		}
 	}
 	nc, err := parseNetConfig(req.Interfaces, req.Routes)
@@ -113,7 +115,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 	}
 	st := &sandboxState{id: req.SandboxId}
 	for _, m := range req.Mounts {
-		if err := mount9p(m); err != nil {
+		if err := mountShared(m); err != nil {
 			unmountAll(ctx, st.mounts)
 			return nil, fmt.Errorf("creating sandbox: %w", err)
 		}
@@ -167,7 +169,14 @@ func (s *Service) writeEtc(req *api.CreateSandboxRequest, addrs []net.IP) error 
 	return nil
 }
 
-func mount9p(m *api.SharedMount) error {
+// Shared fs types of api.SharedMount.
+const (
+	FsType9p       = "9p"
+	FsTypeVirtiofs = "virtiofs"
+)
+
+// mountShared mounts the host share m: 9p (the default) or virtio-fs.
+func mountShared(m *api.SharedMount) error {
 	if err := os.MkdirAll(m.MountPoint, 0o755); err != nil {
 		return fmt.Errorf("creating mount point %s: %w", m.MountPoint, err)
 	}
@@ -177,6 +186,12 @@ func mount9p(m *api.SharedMount) error {
 	}
 	if m.ReadOnly {
 		flags |= unix.MS_RDONLY
+	}
+	if m.FsType == FsTypeVirtiofs {
+		if err := unix.Mount(m.Tag, m.MountPoint, "virtiofs", flags, ""); err != nil {
+			return fmt.Errorf("mounting virtio-fs tag %s on %s: %w", m.Tag, m.MountPoint, err)
+		}
+		return nil
 	}
 	// msize 512 KiB: fewer round trips per read than the 8 KiB default,
 	// which matters when every guest exit is emulated. cache=mmap: shared

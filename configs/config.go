@@ -85,6 +85,12 @@ type RuntimeHandler struct {
 	DefaultMemoryMiB int    `toml:"default_memory_mib" json:"default_memory_mib,omitempty"`
 	SharedFS         string `toml:"shared_fs" json:"shared_fs,omitempty"`
 	AgentTransport   string `toml:"agent_transport" json:"agent_transport,omitempty"`
+	// VirtioFSDaemon is virtiofsd for shared_fs = "virtio-fs". Empty: the
+	// first of /usr/libexec/virtiofsd, /usr/lib/qemu/virtiofsd,
+	// /usr/bin/virtiofsd.
+	VirtioFSDaemon string `toml:"virtio_fs_daemon" json:"virtio_fs_daemon,omitempty"`
+	// VirtioFSCache is virtiofsd's cache mode: auto, always or none.
+	VirtioFSCache string `toml:"virtio_fs_cache" json:"virtio_fs_cache,omitempty"`
 	// AgentPath is the static guest agent. Empty: crivm-agent next to the
 	// crivm binary, else /usr/libexec/crivm/crivm-agent.
 	AgentPath string `toml:"agent_path" json:"agent_path,omitempty"`
@@ -119,6 +125,7 @@ var vmDefaults = RuntimeHandler{
 	DefaultMemoryMiB: 256,
 	SharedFS:         "9p",
 	AgentTransport:   "auto",
+	VirtioFSCache:    "auto",
 }
 
 // ociDefaults fills an oci handler table that a drop-in adds under a new name.
@@ -145,6 +152,7 @@ func (h *RuntimeHandler) fillDefaults() {
 	fill(&h.MachineType, d.MachineType)
 	fill(&h.SharedFS, d.SharedFS)
 	fill(&h.AgentTransport, d.AgentTransport)
+	fill(&h.VirtioFSCache, d.VirtioFSCache)
 	if h.DefaultVCPUs == 0 {
 		h.DefaultVCPUs = d.DefaultVCPUs
 	}

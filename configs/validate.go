@@ -158,7 +158,8 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			{"accel", h.Accel != ""}, {"machine_type", h.MachineType != ""}, {"kernel", h.Kernel != ""},
 			{"default_vcpus", h.DefaultVCPUs != 0}, {"default_memory_mib", h.DefaultMemoryMiB != 0},
 			{"shared_fs", h.SharedFS != ""}, {"agent_transport", h.AgentTransport != ""},
-			{"agent_path", h.AgentPath != ""},
+			{"agent_path", h.AgentPath != ""}, {"virtio_fs_daemon", h.VirtioFSDaemon != ""},
+			{"virtio_fs_cache", h.VirtioFSCache != ""},
 		}
 		for _, k := range vmOnly {
 			if k.set {
@@ -180,6 +181,8 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			absPath(hp+"agent_path", h.AgentPath, true),
 			oneOf(hp+"shared_fs", h.SharedFS, "9p", "virtio-fs"),
 			oneOf(hp+"agent_transport", h.AgentTransport, "auto", "vsock", "serial"),
+			absPath(hp+"virtio_fs_daemon", h.VirtioFSDaemon, true),
+			oneOf(hp+"virtio_fs_cache", h.VirtioFSCache, "auto", "always", "none"),
 		)
 		if h.DefaultVCPUs < 1 || h.DefaultVCPUs > 255 {
 			errs = append(errs, keyErr(hp+"default_vcpus", "%d is outside 1..255", h.DefaultVCPUs))

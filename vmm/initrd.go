@@ -32,6 +32,8 @@ var (
 	BaseGuestModules = []string{"virtio_pci", "virtio_console", "9pnet_virtio", "9p", "virtio_net", "button", "evdev"}
 	// VsockGuestModules add the virtio vsock transport.
 	VsockGuestModules = []string{"vmw_vsock_virtio_transport"}
+	// VirtioFSGuestModules add virtio-fs (and fuse) for a virtiofsd share.
+	VirtioFSGuestModules = []string{"virtiofs"}
 )
 
 // Paths inside the initrd that the agent relies on.

@@ -50,6 +50,14 @@ type SharedDir struct {
 	ReadOnly bool
 }
 
+// VirtioFSDevice is a vhost-user-fs device served by a virtiofsd (see
+// StartVirtiofsd) on Socket, mounted in the guest by Tag. Any such device
+// puts guest RAM in a shared memfd, which vhost-user needs.
+type VirtioFSDevice struct {
+	Tag    string
+	Socket string
+}
+
 // Tap is a tap device (already created, in NetNSPath) given to the guest
 // as a virtio-net NIC.
 type Tap struct {
@@ -85,6 +93,7 @@ type MachineConfig struct {
 	// Name shows in ps and QMP; defaults to the base name of Dir.
 	Name       string
 	SharedDirs []SharedDir
+	VirtioFS   []VirtioFSDevice
 	// NetNSPath, when set, is the network namespace QEMU runs in (its
 	// taps must live there).
 	NetNSPath string
@@ -125,11 +134,28 @@ func (c *MachineConfig) validate() error {
 		}
 	}
 	tags := map[string]bool{}
-	for _, s := range c.SharedDirs {
-		if s.Tag == "" || len(s.Tag) > 31 || strings.ContainsAny(s.Tag, ", =") || tags[s.Tag] {
-			return errdefs.InvalidArgument("shared dir tag %q: want a unique name of 1-31 characters without ',', '=' or spaces", s.Tag)
+	checkTag := func(tag string) error {
+		if tag == "" || len(tag) > 31 || strings.ContainsAny(tag, ", =") || tags[tag] {
+			return errdefs.InvalidArgument("shared dir tag %q: want a unique name of 1-31 characters without ',', '=' or spaces", tag)
 		}
-		tags[s.Tag] = true
+		tags[tag] = true
+		return nil
+	}
+	for _, f := range c.VirtioFS {
+		if err := checkTag(f.Tag); err != nil {
+			return err
+		}
+		if st, err := os.Stat(f.Socket); err != nil || st.Mode()&os.ModeSocket == 0 {
+			return errdefs.FailedPrecondition("virtio-fs tag %s: no virtiofsd socket at %s", f.Tag, f.Socket)
+		}
+		if strings.Contains(f.Socket, ",") {
+			return errdefs.InvalidArgument("virtiofsd socket %s: QEMU option values cannot hold ','", f.Socket)
+		}
+	}
+	for _, s := range c.SharedDirs {
+		if err := checkTag(s.Tag); err != nil {
+			return err
+		}
 		if st, err := os.Stat(s.HostPath); err != nil || !st.IsDir() {
 			return errdefs.InvalidArgument("shared dir %s is not a directory", s.HostPath)
 		}
@@ -182,9 +208,13 @@ func qemuArgs(c MachineConfig) []string {
 	if c.KernelArgs != "" {
 		appendArgs += " " + c.KernelArgs
 	}
+	machine := c.MachineType
+	if len(c.VirtioFS) > 0 {
+		machine += ",memory-backend=mem0"
+	}
 	args := []string{
 		"-name", c.Name,
-		"-M", c.MachineType,
+		"-M", machine,
 		"-accel", accel,
 		"-cpu", c.CPU,
 		"-smp", strconv.Itoa(c.VCPUs),
@@ -211,6 +241,13 @@ func qemuArgs(c MachineConfig) []string {
 		}
 		args = append(args, "-fsdev", fsdev,
 			"-device", fmt.Sprintf("virtio-9p-pci,fsdev=fs%d,mount_tag=%s", i, s.Tag))
+	}
+	if len(c.VirtioFS) > 0 {
+		args = append(args, "-object", fmt.Sprintf("memory-backend-memfd,id=mem0,size=%dM,share=on", c.MemoryMiB))
+	}
+	for i, f := range c.VirtioFS {
+		args = append(args, "-chardev", fmt.Sprintf("socket,id=vfs%d,path=%s", i, f.Socket),
+			"-device", fmt.Sprintf("vhost-user-fs-pci,chardev=vfs%d,tag=%s", i, f.Tag))
 	}
 	for i, t := range c.Taps {
 		dev := fmt.Sprintf("virtio-net-pci,netdev=net%d", i)
@@ -641,14 +678,7 @@ func removeRuntimeFiles(dir string) {
 	}
 }
 
-func readPidfile(dir string) (int, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, PidfileName))
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid, err == nil && pid > 0
-}
+func readPidfile(dir string) (int, bool) { return readPid(filepath.Join(dir, PidfileName)) }
 
 // processRunsQEMUFor reports whether pid's command line names dir's
 // pidfile, which only the QEMU started for dir has.

@@ -196,15 +196,65 @@ func TestQEMUArgs(t *testing.T) {
 	if strings.Contains(args, "daemonize") {
 		t.Error("-daemonize conflicts with -sandbox spawn=deny")
 	}
+	if strings.Contains(args, "memory-backend") {
+		t.Error("guest RAM is in a shared memfd without a vhost-user device")
+	}
+}
+
+// TestQEMUArgsVirtioFS: a virtio-fs device comes with guest RAM in a shared
+// memfd (vhost-user maps it into virtiofsd), sized like -m.
+func TestQEMUArgsVirtioFS(t *testing.T) {
+	c := (&MachineConfig{
+		QEMUPath: "/usr/bin/qemu-system-x86_64", Accel: AccelTCG, MemoryMiB: 320,
+		Kernel: "/k", Initrd: "/i", Dir: "/run/vm/x",
+		VirtioFS: []VirtioFSDevice{{Tag: "crivm-shared", Socket: "/run/vm/x/virtiofsd.sock"}},
+	}).withDefaults()
+	args := strings.Join(qemuArgs(c), " ")
+	for _, want := range []string{
+		"-M q35,memory-backend=mem0", "-m 320",
+		"-object memory-backend-memfd,id=mem0,size=320M,share=on",
+		"-chardev socket,id=vfs0,path=/run/vm/x/virtiofsd.sock",
+		"-device vhost-user-fs-pci,chardev=vfs0,tag=crivm-shared",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args lack %q:\n%s", want, args)
+		}
+	}
+	if strings.Contains(args, "virtio-9p") {
+		t.Errorf("a 9p device without a SharedDir:\n%s", args)
+	}
+}
+
+func TestVirtiofsdArgs(t *testing.T) {
+	for _, tc := range []struct {
+		cache, want string
+	}{{"", "cache=auto"}, {"none", "cache=none"}, {"always", "cache=always"}} {
+		got := strings.Join(virtiofsdArgs(VirtiofsdConfig{Source: "/s", Dir: "/d", Cache: tc.cache}), " ")
+		want := "--socket-path=/d/virtiofsd.sock -o source=/s -o " + tc.want + " -o sandbox=namespace"
+		if got != want {
+			t.Errorf("cache %q: got %q, want %q", tc.cache, got, want)
+		}
+	}
 }
 
 func TestMachineConfigValidate(t *testing.T) {
 	dir := t.TempDir()
 	k := filepath.Join(dir, "k")
 	os.WriteFile(k, []byte("x"), 0o644)
+	sock := filepath.Join(dir, "vfs.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
 	good := MachineConfig{QEMUPath: "/bin/sh", Accel: AccelTCG, Kernel: k, Initrd: k, Dir: "/run/crivm/vm/abc"}
 	if err := good.validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
+	}
+	withFS := good
+	withFS.VirtioFS = []VirtioFSDevice{{Tag: "a", Socket: sock}}
+	if err := withFS.validate(); err != nil {
+		t.Fatalf("valid config with virtio-fs: %v", err)
 	}
 	for name, mut := range map[string]func(*MachineConfig){
 		"accel auto":    func(c *MachineConfig) { c.Accel = AccelAuto },
@@ -217,6 +267,13 @@ func TestMachineConfigValidate(t *testing.T) {
 			c.SharedDirs = []SharedDir{{Tag: "a", HostPath: dir}, {Tag: "a", HostPath: dir}}
 		},
 		"share missing": func(c *MachineConfig) { c.SharedDirs = []SharedDir{{Tag: "a", HostPath: "/nonexistent"}} },
+		"no virtiofsd socket": func(c *MachineConfig) {
+			c.VirtioFS = []VirtioFSDevice{{Tag: "a", Socket: filepath.Join(dir, "none.sock")}}
+		},
+		"virtio-fs tag taken by 9p": func(c *MachineConfig) {
+			c.SharedDirs = []SharedDir{{Tag: "a", HostPath: dir}}
+			c.VirtioFS = []VirtioFSDevice{{Tag: "a", Socket: sock}}
+		},
 	} {
 		c := good
 		mut(&c)

@@ -3,6 +3,7 @@ package vm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -159,17 +160,32 @@ func exposeInShare(rootfs, target string, binds []agentproxy.HostBind, shared, i
 // unexpose undoes exposeInShare. Idempotent.
 func unexpose(shared, id string) error {
 	dir := filepath.Join(shared, id)
+	if err := unmountBelow(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+// unmountBelow detaches every mount at or below dir, newest first. It
+// must succeed before dir is removed: RemoveAll would otherwise descend
+// into a bind-mounted image rootfs or volume.
+func unmountBelow(dir string) error {
 	var mounts []string
-	b, _ := os.ReadFile("/proc/self/mountinfo")
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("reading mountinfo: %w", err)
+	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(l); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
 			mounts = append(mounts, f[4])
 		}
 	}
 	for i := len(mounts) - 1; i >= 0; i-- {
-		unix.Unmount(mounts[i], unix.MNT_DETACH)
+		if err := unix.Unmount(mounts[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmounting %s: %w", mounts[i], err)
+		}
 	}
-	return os.RemoveAll(dir)
+	return nil
 }
 
 // pumpOutput copies the container's stdout and stderr from the agent into

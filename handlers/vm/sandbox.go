@@ -32,12 +32,13 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		return nil, errdefs.InvalidArgument("handler %q: a VM pod cannot use the host network", h.name)
 	}
 	var (
-		assets  *guestAssets
-		gn      *netns.GuestNetwork
-		vm      *vmm.VM
-		client  *agentproxy.Client
-		health  *api.HealthResponse
-		started time.Time
+		assets    *guestAssets
+		gn        *netns.GuestNetwork
+		vm        *vmm.VM
+		virtiofsd *vmm.Virtiofsd
+		client    *agentproxy.Client
+		health    *api.HealthResponse
+		started   time.Time
 	)
 	dir := h.vmDir(sb.ID)
 	_, err := steps.Run(ctx, []steps.Step{
@@ -50,7 +51,30 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if err := os.MkdirAll(h.sharedDir(sb.ID), 0o711); err != nil {
 				return nil, err
 			}
-			return func(context.Context) error { return os.RemoveAll(dir) }, nil
+			return func(context.Context) error {
+				if err := unmountBelow(dir); err != nil {
+					return err
+				}
+				return os.RemoveAll(dir)
+			}, nil
+		}},
+		{Name: "serving the share over virtio-fs", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if assets.sharedFS != sharedFSVirtio {
+				return nil, nil
+			}
+			shared := h.sharedDir(sb.ID)
+			if err := vmm.MakeSharedMount(shared); err != nil {
+				return nil, err
+			}
+			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: shared, Dir: dir, Cache: h.cfg.VirtioFSCache})
+			if err != nil {
+				vmm.UnmountShared(shared)
+				return nil, err
+			}
+			virtiofsd = fsd
+			return func(ctx context.Context) error {
+				return errors.Join(vmm.StopVirtiofsd(ctx, dir, time.Second), vmm.UnmountShared(shared))
+			}, nil
 		}},
 		{Name: "mirroring the pod interface to a tap", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
@@ -62,7 +86,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		{Name: "booting VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			started = time.Now()
 			var err error
-			vm, err = vmm.Start(ctx, vmm.MachineConfig{
+			mc := vmm.MachineConfig{
 				QEMUPath:    h.cfg.HypervisorPath,
 				Accel:       assets.accel.Accel,
 				MachineType: h.cfg.MachineType,
@@ -72,10 +96,15 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				Initrd:      assets.initrd,
 				Dir:         dir,
 				Name:        "crivm-" + sb.ID[:12],
-				SharedDirs:  []vmm.SharedDir{{Tag: sharedTag, HostPath: h.sharedDir(sb.ID)}},
 				NetNSPath:   req.NetNSPath,
 				Taps:        []vmm.Tap{{Name: tapName, MAC: gn.MAC.String()}},
-			})
+			}
+			if virtiofsd != nil {
+				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: sharedTag, Socket: virtiofsd.Socket()}}
+			} else {
+				mc.SharedDirs = []vmm.SharedDir{{Tag: sharedTag, HostPath: h.sharedDir(sb.ID)}}
+			}
+			vm, err = vmm.Start(ctx, mc)
 			if err != nil {
 				return nil, err
 			}
@@ -99,7 +128,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			creq := &api.CreateSandboxRequest{
 				SandboxId: sb.ID,
 				Hostname:  podHostname(cfg),
-				Mounts:    []*api.SharedMount{{Tag: sharedTag, MountPoint: guestShared}},
+				Mounts:    []*api.SharedMount{{Tag: sharedTag, MountPoint: guestShared, FsType: guestFsType(assets.sharedFS)}},
 			}
 			if d := cfg.GetDnsConfig(); d != nil {
 				creq.Dns = &api.DNSConfig{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
@@ -133,14 +162,27 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 	h.mu.Unlock()
 	p := &store.Process{Pid: vm.PID(), BootID: proc.BootID()}
 	p.StartTime, _ = proc.StartTime(vm.PID())
-	return &handlers.SandboxStarted{Process: p, Extra: map[string]string{
+	extra := map[string]string{
 		"vm_dir":        dir,
 		"accel":         assets.accel.Accel,
 		"guest_kernel":  health.KernelRelease,
 		"agent_version": health.AgentVersion,
 		"guest_mac":     gn.MAC.String(),
 		"boot_ms":       strconv.FormatInt(time.Since(started).Milliseconds(), 10),
-	}}, nil
+		"shared_fs":     assets.sharedFS,
+	}
+	if virtiofsd != nil {
+		extra["virtiofsd_pid"] = strconv.Itoa(virtiofsd.PID())
+	}
+	return &handlers.SandboxStarted{Process: p, Extra: extra}, nil
+}
+
+// guestFsType is the agent's name for a shared_fs value.
+func guestFsType(sharedFS string) string {
+	if sharedFS == sharedFSVirtio {
+		return "virtiofs"
+	}
+	return "9p"
 }
 
 // StopSandbox powers the VM off through QMP and kills it after a timeout.
@@ -155,16 +197,23 @@ func (h *Handler) StopSandbox(ctx context.Context, sb *store.Sandbox) error {
 		v.client.Close()
 		vm = v.vm
 	} else {
-		var err error
-		if vm, err = vmm.Reconnect(ctx, h.vmDir(sb.ID)); err != nil {
-			return nil // no VM runs for this sandbox
+		vm, _ = vmm.Reconnect(ctx, h.vmDir(sb.ID)) // nil: no VM runs for this sandbox
+	}
+	if vm != nil {
+		if err := vm.Stop(ctx, vmStopTimeout); err != nil {
+			return fmt.Errorf("stopping VM: %w", err)
 		}
 	}
-	if err := vm.Stop(ctx, vmStopTimeout); err != nil {
-		return fmt.Errorf("stopping VM: %w", err)
+	// virtiofsd ends by itself once QEMU has gone.
+	if err := vmm.StopVirtiofsd(ctx, h.vmDir(sb.ID), virtiofsdGrace); err != nil {
+		return fmt.Errorf("stopping virtiofsd: %w", err)
 	}
 	return nil
 }
+
+// virtiofsdGrace bounds virtiofsd's own exit after QEMU's before it is
+// killed.
+const virtiofsdGrace = 2 * time.Second
 
 // RemoveSandbox removes the tap (when the netns still exists) and the VM
 // dir. Idempotent.
@@ -175,7 +224,16 @@ func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 			errs = append(errs, netns.RemoveTap(sb.NetNSPath, vethName, tapName))
 		}
 	}
-	errs = append(errs, os.RemoveAll(h.vmDir(sb.ID)))
+	dir := h.vmDir(sb.ID)
+	if err := vmm.StopVirtiofsd(ctx, dir, virtiofsdGrace); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	// The share may still be a mount (virtio-fs) or hold a container's
+	// binds: those must go before the dir, or RemoveAll reaches into them.
+	if err := unmountBelow(dir); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	errs = append(errs, os.RemoveAll(dir))
 	return errors.Join(errs...)
 }
 

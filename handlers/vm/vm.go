@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,7 +75,16 @@ type guestAssets struct {
 	vmlinux, initrd, release string
 	accel                    vmm.AccelVerdict
 	transport                string
+	// sharedFS is sharedFS9p or sharedFSVirtio (then virtiofsd is its
+	// daemon).
+	sharedFS, virtiofsd string
 }
+
+// shared_fs values.
+const (
+	sharedFS9p     = "9p"
+	sharedFSVirtio = "virtio-fs"
+)
 
 // New checks the configuration the handler cannot run without; the guest
 // assets are built on the first pod start, where a failure becomes that
@@ -117,9 +127,6 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if h.assets != nil {
 		return h.assets, nil
 	}
-	if h.cfg.SharedFS != "9p" {
-		return nil, errdefs.FailedPrecondition("handler %q: shared_fs %q is not implemented in this build (virtiofsd is not packaged here); use \"9p\"", h.name, h.cfg.SharedFS)
-	}
 	kernel, err := vmm.FindKernel(h.cfg.Kernel)
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: %w", h.name, err)
@@ -134,14 +141,26 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: the guest needs runc: %w", h.name, err)
 	}
-	a := &guestAssets{}
+	a := &guestAssets{sharedFS: sharedFS9p}
+	modules := vmm.BaseGuestModules
+	if h.cfg.SharedFS == sharedFSVirtio {
+		if a.virtiofsd, err = vmm.FindVirtiofsd(h.cfg.VirtioFSDaemon); err != nil {
+			if h.cfg.VirtioFSDaemon != "" {
+				return nil, errdefs.FailedPrecondition("handler %q: virtio_fs_daemon: %w", h.name, err)
+			}
+			log.G(ctx).Warn("shared_fs is virtio-fs but no virtiofsd is installed: pods share files over 9p", "reason", err)
+		} else {
+			a.sharedFS = sharedFSVirtio
+			modules = slices.Concat(modules, vmm.VirtioFSGuestModules)
+		}
+	}
 	if a.vmlinux, err = vmm.Vmlinux(ctx, kernel, h.cache); err != nil {
 		return nil, errdefs.FailedPrecondition("extracting vmlinux from %s: %w", kernel, err)
 	}
 	if a.release, err = vmm.KernelRelease(kernel); err != nil {
 		return nil, errdefs.FailedPrecondition("reading the release of %s: %w", kernel, err)
 	}
-	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, ExtraBinaries: []string{runc}}); err != nil {
+	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, Modules: modules, ExtraBinaries: []string{runc}}); err != nil {
 		return nil, errdefs.FailedPrecondition("building the guest initrd: %w", err)
 	}
 	if a.accel, err = vmm.ProbeAccel(ctx, vmm.ProbeOptions{QEMUPath: h.cfg.HypervisorPath, Kernel: kernel, CacheDir: h.cache, Requested: h.cfg.Accel}); err != nil {
@@ -167,16 +186,17 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	}
 	a.transport = transport
 	h.assets = a
-	log.G(ctx).Info("guest assets ready", "vmlinux", a.vmlinux, "initrd", a.initrd, "release", a.release, "accel", a.accel.Accel, "transport", transport)
+	log.G(ctx).Info("guest assets ready", "vmlinux", a.vmlinux, "initrd", a.initrd, "release", a.release, "accel", a.accel.Accel, "transport", transport, "shared_fs", a.sharedFS)
 	return a, nil
 }
 
 func (h *Handler) vmDir(id string) string { return filepath.Join(h.dir, id[:32]) }
 
-// sharedDir is the sandbox's 9p share; container rootfs appear below it.
+// sharedDir is the sandbox's share (9p or virtio-fs); container rootfs
+// appear below it.
 func (h *Handler) sharedDir(id string) string { return filepath.Join(h.vmDir(id), "shared") }
 
-// sharedTag and guestShared are the 9p tag and its guest mount point.
+// sharedTag and guestShared are the share's tag and its guest mount point.
 const (
 	sharedTag   = "crivm-shared"
 	guestShared = "/run/crivm/shared"

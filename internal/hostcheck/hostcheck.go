@@ -32,6 +32,7 @@ const (
 	ItemKVM         = "kvm"             // per vm handler: the accelerator VMs will use
 	ItemVhostVsock  = "vhost-vsock"     // /dev/vhost-vsock usable
 	ItemTransport   = "agent transport" // per vm handler: the transport agent_transport resolves to
+	ItemSharedFS    = "shared fs"       // per vm handler: 9p or virtio-fs, as shared_fs resolves
 	ItemGuestKernel = "guest kernel"    // per vm handler: FindKernel(kernel)
 	ItemCNIPlugins  = "cni plugins"     // bridge, host-local, loopback, portmap in cni_plugin_dirs
 	ItemCNIConfig   = "cni config"      // a network config in network_dir
@@ -130,7 +131,7 @@ func Run(ctx context.Context, cfg *configs.Config, opts Options) Report {
 	r.Items = append(r.Items, vsock)
 	for _, name := range names {
 		if v, ok := vms[name]; ok {
-			r.Items = append(r.Items, v.transport)
+			r.Items = append(r.Items, v.transport, v.sharedFS)
 		}
 	}
 	r.Items = append(r.Items, checkCNIPlugins(cfg.Network.CNIPluginDirs), checkCNIConfig(cfg.Network.NetworkDir))

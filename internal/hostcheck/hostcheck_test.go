@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/vmm"
 )
 
 func TestRunDefaults(t *testing.T) {
@@ -172,7 +173,7 @@ func TestVMHandlerTCGConfigured(t *testing.T) {
 	// Probe is on, but accel = tcg must not boot anything.
 	r := Run(context.Background(), cfg, Options{Probe: true, CacheDir: t.TempDir()})
 	v, _ := r.Verdict("slow")
-	if !v.Usable || v.Summary != "usable: TCG (configured), transport serial" {
+	if !v.Usable || v.Summary != "usable: TCG (configured), transport serial, shared fs 9p" {
 		t.Errorf("verdict %+v", v)
 	}
 	kvm, _ := r.Item(ItemKVM, "slow")
@@ -344,5 +345,40 @@ func TestCNI(t *testing.T) {
 	}
 	if it := checkCNIConfig(netDir); !it.OK || !strings.Contains(it.Detail, "10-crivm.conflist") {
 		t.Errorf("network_dir with a conflist: %+v", it)
+	}
+}
+
+func TestSharedFSItem(t *testing.T) {
+	daemon := filepath.Join(t.TempDir(), "virtiofsd")
+	if err := os.WriteFile(daemon, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	saved := vmm.VirtiofsdCandidates
+	t.Cleanup(func() { vmm.VirtiofsdCandidates = saved })
+	tests := []struct {
+		name, sharedFS, daemon string
+		candidates             []string
+		wantOK                 bool
+		wantValue, wantDetail  string
+		wantProblem            bool
+	}{
+		{"9p", "9p", "", nil, true, "9p", "over 9p", false},
+		{"virtio-fs, configured daemon", "virtio-fs", daemon, nil, true, "virtio-fs", "virtiofsd " + daemon, false},
+		{"virtio-fs, daemon found", "virtio-fs", "", []string{"/nonexistent/virtiofsd", daemon}, true, "virtio-fs", "virtiofsd " + daemon, false},
+		{"virtio-fs, none installed: 9p", "virtio-fs", "", []string{"/nonexistent/virtiofsd"}, true, "9p", "9P FALLBACK", false},
+		{"virtio-fs, configured daemon missing", "virtio-fs", "/nonexistent/virtiofsd", nil, false, "none", "virtio_fs_daemon", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vmm.VirtiofsdCandidates = tt.candidates
+			var v vmItems
+			got := sharedFSItem("vm", &configs.RuntimeHandler{SharedFS: tt.sharedFS, VirtioFSDaemon: tt.daemon, VirtioFSCache: "auto"}, &v)
+			if got.OK != tt.wantOK || got.Value != tt.wantValue || !strings.Contains(got.Detail, tt.wantDetail) {
+				t.Errorf("got %+v, want ok %v value %q detail containing %q", got, tt.wantOK, tt.wantValue, tt.wantDetail)
+			}
+			if (v.fsErr != "") != tt.wantProblem {
+				t.Errorf("problem %q, want one: %v", v.fsErr, tt.wantProblem)
+			}
+		})
 	}
 }

@@ -16,11 +16,12 @@ import (
 // vmItems are the per-handler items of a vm handler and what its verdict
 // needs beyond them.
 type vmItems struct {
-	qemu, kernel, kvm, transport Item
+	qemu, kernel, kvm, transport, sharedFS Item
 
 	accelText string // e.g. "TCG (KVM not usable: /dev/kvm missing)"
 	accelErr  string // set when the configured accel cannot be honoured
 	transp    string // chosen transport; empty on error
+	fsErr     string // set when the configured virtiofsd is missing
 }
 
 func (c *checker) vmHandler(name string, h *configs.RuntimeHandler) vmItems {
@@ -55,7 +56,29 @@ func (c *checker) vmHandler(name string, h *configs.RuntimeHandler) vmItems {
 		v.transport.OK, v.transport.Value, v.transport.Detail = true, t, why
 		v.transp = t
 	}
+	v.sharedFS = sharedFSItem(name, h, &v)
 	return v
+}
+
+// sharedFSItem says how files reach the guest: 9p, or virtio-fs when it is
+// configured and virtiofsd is found (else 9p, as the handler falls back).
+func sharedFSItem(name string, h *configs.RuntimeHandler, v *vmItems) Item {
+	it := Item{Name: ItemSharedFS, Handler: name, OK: true, Value: h.SharedFS}
+	if h.SharedFS != "virtio-fs" {
+		it.Value, it.Detail = "9p", "QEMU serves the pod's files over 9p"
+		return it
+	}
+	p, err := vmm.FindVirtiofsd(h.VirtioFSDaemon)
+	switch {
+	case err == nil:
+		it.Detail = "virtiofsd " + p + ", cache " + h.VirtioFSCache
+	case h.VirtioFSDaemon != "":
+		it.OK, it.Value, it.Detail = false, "none", "virtio_fs_daemon: "+err.Error()
+		v.fsErr = it.Detail
+	default:
+		it.Value, it.Detail = "9p", "9P FALLBACK: shared_fs = virtio-fs but "+err.Error()
+	}
+	return it
 }
 
 // accel fills the kvm item. It says "usable" only when a probe guest booted
@@ -160,9 +183,12 @@ func (v vmItems) verdict(name string, h *configs.RuntimeHandler) Verdict {
 	if !v.transport.OK {
 		out.Problems = append(out.Problems, "agent transport: "+v.transport.Detail)
 	}
+	if v.fsErr != "" {
+		out.Problems = append(out.Problems, "shared fs: "+v.fsErr)
+	}
 	out.Usable = len(out.Problems) == 0
 	if out.Usable {
-		out.Summary = fmt.Sprintf("usable: %s, transport %s", v.accelText, v.transp)
+		out.Summary = fmt.Sprintf("usable: %s, transport %s, shared fs %s", v.accelText, v.transp, v.sharedFS.Value)
 	} else {
 		out.Summary = notUsable(out.Problems)
 	}

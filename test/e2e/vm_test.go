@@ -21,6 +21,7 @@ import (
 	"github.com/crivm/crivm/internal/proc"
 	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/testutil"
+	"github.com/crivm/crivm/vmm"
 )
 
 // requiresVM skips unless QEMU and a guest kernel are installed. KVM is not
@@ -34,6 +35,20 @@ func requiresVM(t *testing.T) {
 	if k, _ := filepath.Glob("/boot/vmlinuz-*"); len(k) == 0 {
 		t.Skip("no guest kernel: /boot/vmlinuz-* missing (install linux-image-amd64)")
 	}
+}
+
+// sandboxStatus returns the verbose PodSandboxStatus and its decoded info.
+func (e *runcEnv) sandboxStatus(t *testing.T, sbID string) (*runtimeapi.PodSandboxStatusResponse, sandboxInfo) {
+	t.Helper()
+	st, err := e.rs.PodSandboxStatus(context.Background(), sbID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info sandboxInfo
+	if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil {
+		t.Fatalf("sandbox %s info: %v", sbID, err)
+	}
+	return st, info
 }
 
 type sandboxInfo struct {
@@ -64,14 +79,7 @@ func TestVMSandbox(t *testing.T) {
 	}
 	e.ids = append(e.ids, sbID)
 	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
-	st, err := e.rs.PodSandboxStatus(ctx, sbID, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info sandboxInfo
-	if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil {
-		t.Fatal(err)
-	}
+	st, info := e.sandboxStatus(t, sbID)
 	if st.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY || info.Handler != "vm" || st.Status.Annotations["io.crivm.trust"] != "untrusted" {
 		t.Fatalf("VM pod: state %v handler %q annotations %v", st.Status.State, info.Handler, st.Status.Annotations)
 	}
@@ -191,12 +199,7 @@ func TestVMSandboxStop(t *testing.T) {
 	}
 	e.ids = append(e.ids, sbID)
 	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
-	st, err := e.rs.PodSandboxStatus(ctx, sbID, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info sandboxInfo
-	json.Unmarshal([]byte(st.Info["info"]), &info)
+	st, info := e.sandboxStatus(t, sbID)
 	if info.Handler != "vm" || st.Status.Annotations["io.crivm.trust"] != "trusted" {
 		t.Errorf("RuntimeClass vm for a trusted pod: handler %q trust %q", info.Handler, st.Status.Annotations["io.crivm.trust"])
 	}
@@ -233,12 +236,7 @@ func TestVMDaemonRestart(t *testing.T) {
 	}
 	e.ids = append(e.ids, sbID)
 	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
-	st, err := e.rs.PodSandboxStatus(ctx, sbID, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info sandboxInfo
-	json.Unmarshal([]byte(st.Info["info"]), &info)
+	st, info := e.sandboxStatus(t, sbID)
 
 	// 1. Restart the daemon: the VM keeps running and the pod stays ready.
 	if err := e.d.Stop(15 * time.Second); err != nil {
@@ -348,4 +346,78 @@ func TestVMPodBehaviour(t *testing.T) {
 		t.Errorf("mounting /proc into an untrusted pod: %v, want InvalidArgument naming /proc", err)
 	}
 	_ = server
+}
+
+// TestVMVirtioFS: with shared_fs = "virtio-fs" a VM pod's files reach the
+// guest through its own virtiofsd: the container's root is a virtiofs
+// mount, a read-only hostPath stays read-only, a writable one is written
+// through to the host, and stopping the pod ends virtiofsd and leaves no
+// mount behind.
+func TestVMVirtioFS(t *testing.T) {
+	requiresVM(t)
+	if _, err := vmm.FindVirtiofsd(""); err != nil {
+		t.Skipf("virtio-fs needs virtiofsd: %v", err)
+	}
+	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `shared_fs = "virtio-fs"`)
+	ctx := context.Background()
+
+	// 1. The pod boots with virtio-fs and its own virtiofsd.
+	ro, rw := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(ro, "hello"), []byte("from-the-host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := e.podConfig("vfspod")
+	pod.Annotations = map[string]string{"io.kubernetes.cri.untrusted-workload": "true"}
+	ctr := e.containerConfig("app", "sleep", "3600")
+	ctr.Mounts = []*runtimeapi.Mount{
+		{HostPath: ro, ContainerPath: "/ro", Readonly: true},
+		{HostPath: rw, ContainerPath: "/rw"},
+	}
+	sbID, ctrID := e.runPod(t, pod, ctr)
+	_, info := e.sandboxStatus(t, sbID)
+	fsdPid, _ := strconv.Atoi(info.Extra["virtiofsd_pid"])
+	if info.Extra["shared_fs"] != "virtio-fs" || fsdPid == 0 {
+		t.Fatalf("sandbox extra %v: want shared_fs virtio-fs and a virtiofsd pid", info.Extra)
+	}
+	if comm, _ := os.ReadFile(filepathJoin("/proc", fsdPid, "comm")); strings.TrimSpace(string(comm)) != "virtiofsd" {
+		t.Errorf("virtiofsd_pid %d is %q", fsdPid, comm)
+	}
+
+	// 2. The canary: the container's root is a virtiofs mount in the guest.
+	if got := e.exec(t, ctrID, "sh", "-c", "awk '$2 == \"/\" {print $3}' /proc/mounts"); strings.TrimSpace(got) != "virtiofs" {
+		t.Errorf("container root fs type %q, want virtiofs", got)
+	}
+
+	// 3. hostPath mounts: read-only stays read-only, writable writes through.
+	if got := e.exec(t, ctrID, "cat", "/ro/hello"); got != "from-the-host\n" {
+		t.Errorf("/ro/hello in the guest: %q", got)
+	}
+	_, stderr, err := e.rs.ExecSync(ctx, ctrID, []string{"sh", "-c", "echo x > /ro/new"}, 10*time.Second)
+	if err == nil || !strings.Contains(string(stderr), "Read-only file system") {
+		t.Errorf("writing to the read-only hostPath: %v (stderr %q), want a read-only error", err, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(ro, "new")); err == nil {
+		t.Errorf("a write to the read-only hostPath reached the host")
+	}
+	e.exec(t, ctrID, "sh", "-c", "echo from-the-guest > /rw/out")
+	if b, _ := os.ReadFile(filepath.Join(rw, "out")); string(b) != "from-the-guest\n" {
+		t.Errorf("host side of the writable hostPath: %q", b)
+	}
+
+	// 4. Stop and remove: virtiofsd ends, nothing stays mounted.
+	if err := e.rs.StopPodSandbox(ctx, sbID); err != nil {
+		t.Fatal(err)
+	}
+	if proc.Alive(fsdPid, 0, "") {
+		t.Errorf("virtiofsd %d alive after StopPodSandbox", fsdPid)
+	}
+	if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), info.Extra["vm_dir"]) {
+		t.Errorf("mounts under %s left behind", info.Extra["vm_dir"])
+	}
+	if _, err := os.Stat(info.Extra["vm_dir"]); !os.IsNotExist(err) {
+		t.Errorf("VM dir %s left behind (%v)", info.Extra["vm_dir"], err)
+	}
 }
