@@ -98,7 +98,11 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	h.logs.Store(c.ID, lw)
 	go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw)
 	go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
-	return &handlers.ContainerCreated{ExitFile: h.exitPath(c.ID), Extra: map[string]string{"sandbox_vm": sb.ID}}, nil
+	extra := map[string]string{"sandbox_vm": sb.ID}
+	if req.Config.GetStdinOnce() {
+		extra[extraStdinOnce] = "true"
+	}
+	return &handlers.ContainerCreated{ExitFile: h.exitPath(c.ID), Extra: extra}, nil
 }
 
 // checkMounts refuses sensitive host paths for untrusted pods.
@@ -208,6 +212,7 @@ func (h *Handler) pumpOutput(ctx context.Context, c *agentproxy.Client, id strin
 		})
 	}
 	wg.Wait()
+	lw.endOutput()
 }
 
 // streamWriter feeds one stream into a logWriter.

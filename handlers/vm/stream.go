@@ -46,21 +46,60 @@ func (h *Handler) Exec(ctx context.Context, c *store.Container, req handlers.Str
 	return nil
 }
 
-// Attach connects the caller's streams to the container's init process.
-// Output starts from what the agent still buffers (a bounded window), not
-// only from the moment of attaching.
+// extraStdinOnce marks a container whose stdin closes when the first
+// attach session's stdin ends (CRI stdin_once); otherwise it stays open
+// for the next session, as conmon's --leave-stdin-open does.
+const extraStdinOnce = "stdin_once"
+
+// Attach connects the caller's streams to the container's init process:
+// output from the moment of attaching (the log pump fans it out; the agent
+// buffer is not replayed), stdin and resizes into the guest. It returns
+// when the output ends, the caller goes away, or the caller falls too far
+// behind (then with an error).
 func (h *Handler) Attach(ctx context.Context, c *store.Container, req handlers.StreamRequest) error {
 	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
 	if err != nil {
 		return err
 	}
-	h.pumpStdio(ctx, v.client, c.ID, "", req)
-	return ctx.Err()
+	lwv, ok := h.logs.Load(c.ID)
+	if !ok {
+		return errdefs.FailedPrecondition("attaching to %s: its output is not being followed", c.ID)
+	}
+	a := lwv.(*logWriter).subscribe()
+	if a == nil {
+		return errdefs.FailedPrecondition("attaching to %s: its output has ended", c.ID)
+	}
+	defer lwv.(*logWriter).unsubscribe(a)
+	h.feedInput(ctx, v.client, c.ID, "", req, c.Extra[extraStdinOnce] == "true")
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ch, ok := <-a.ch:
+			if !ok {
+				if a.lagged {
+					return errdefs.Newf(errdefs.ErrResourceExhausted, "attach to %s fell behind the container's output", c.ID)
+				}
+				return nil
+			}
+			w := req.Stdout
+			if ch.stream == "stderr" && !req.TTY {
+				w = req.Stderr
+			}
+			if w == nil {
+				continue
+			}
+			if _, err := w.Write(ch.data); err != nil {
+				return err
+			}
+		}
+	}
 }
 
-// pumpStdio wires one guest process to the caller's streams and returns
-// when its output has ended (or ctx has).
-func (h *Handler) pumpStdio(ctx context.Context, c *agentproxy.Client, id, execID string, req handlers.StreamRequest) {
+// feedInput copies the caller's stdin (closing the process's stdin at its
+// end when closeStdin) and terminal resizes into the guest, in the
+// background until ctx ends.
+func (h *Handler) feedInput(ctx context.Context, c *agentproxy.Client, id, execID string, req handlers.StreamRequest, closeStdin bool) {
 	if req.Stdin != nil {
 		go func() {
 			buf := make([]byte, 32<<10)
@@ -72,7 +111,9 @@ func (h *Handler) pumpStdio(ctx context.Context, c *agentproxy.Client, id, execI
 					}
 				}
 				if err != nil {
-					c.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: id, ExecId: execID})
+					if closeStdin {
+						c.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: id, ExecId: execID})
+					}
 					return
 				}
 			}
@@ -85,6 +126,13 @@ func (h *Handler) pumpStdio(ctx context.Context, c *agentproxy.Client, id, execI
 			}
 		}()
 	}
+}
+
+// pumpStdio wires one exec process to the caller's streams and returns
+// when its output has ended (or ctx has). Exec processes have no log pump,
+// so their output is read from the agent directly.
+func (h *Handler) pumpStdio(ctx context.Context, c *agentproxy.Client, id, execID string, req handlers.StreamRequest) {
+	h.feedInput(ctx, c, id, execID, req, true)
 	var wg sync.WaitGroup
 	copyTo := func(st api.Stream, w io.Writer) {
 		if w == nil {

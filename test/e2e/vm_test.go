@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -344,6 +345,66 @@ func TestVMPodBehaviour(t *testing.T) {
 	bad.Mounts = []*runtimeapi.Mount{{HostPath: "/proc", ContainerPath: "/hostproc"}}
 	if _, err := e.rs.CreateContainer(ctx, vmSB, bad, pod); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "/proc") {
 		t.Errorf("mounting /proc into an untrusted pod: %v, want InvalidArgument naming /proc", err)
+	}
+
+	// 6. Attach is live: it sees output from the moment of attaching (not
+	//    the earlier "early"), its stdin reaches the guest, and with
+	//    stdin_once the end of that stdin closes the container's.
+	talk := e.containerConfig("talk", "sh", "-c", "echo early; while read l; do echo got-$l; done; echo stdin-closed")
+	talk.Stdin, talk.StdinOnce = true, true
+	talkID, err := e.rs.CreateContainer(ctx, vmSB, talk, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, talkID)
+	if err := e.rs.StartContainer(ctx, talkID); err != nil {
+		t.Fatal(err)
+	}
+	talkLog := filepath.Join(pod.LogDirectory, "talk.log")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if b, _ := os.ReadFile(talkLog); strings.Contains(string(b), "early") {
+			break
+		}
+	}
+	ar, err := e.rs.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: talkID, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	var attached bytes.Buffer
+	err = framework.Stream(actx, ar.Url, framework.StreamOptions{Stdin: strings.NewReader("hi\n"), Stdout: &attached, Stderr: io.Discard})
+	cancel()
+	if err != nil || attached.String() != "got-hi\nstdin-closed\n" {
+		t.Errorf("attach to a VM container: %q (%v), want got-hi and stdin-closed without the earlier output", attached.String(), err)
+	}
+	if st := e.waitExited(t, talkID, 10*time.Second); st.ExitCode != 0 {
+		t.Errorf("talk container after its stdin closed: exit %d %q", st.ExitCode, st.Reason)
+	}
+
+	// 7. Without stdin_once the container's stdin outlives an attach
+	//    session: a second session still reaches the same process.
+	keep := e.containerConfig("keep", "sh", "-c", "while read l; do echo got-$l; done; echo stdin-closed")
+	keep.Stdin = true
+	keepID, err := e.rs.CreateContainer(ctx, vmSB, keep, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, keepID)
+	if err := e.rs.StartContainer(ctx, keepID); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"one", "two"} {
+		ar, err := e.rs.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: keepID, Stdin: true, Stdout: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		var got syncBuf
+		framework.Stream(actx, ar.Url, framework.StreamOptions{Stdin: strings.NewReader(line + "\n"), Stdout: &got})
+		cancel()
+		if got.String() != "got-"+line+"\n" {
+			t.Errorf("attach session %q: %q, want only got-%s", line, got.String(), line)
+		}
 	}
 	_ = server
 }
