@@ -312,7 +312,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	}
 	pidFile := filepath.Join(c.bundle, "init.pid")
 	logFile := filepath.Join(c.bundle, "runc.log")
-	args := []string{"create", "--bundle", c.bundle, "--pid-file", pidFile, "--no-pivot"}
+	args := []string{"create", "--bundle", c.bundle, "--pid-file", pidFile}
 	if tty {
 		args = append(args, "--console-socket", io.console.path)
 	}

@@ -34,9 +34,10 @@
 //
 // runc comes from the initrd (vmm.InitrdOptions.ExtraBinaries places the
 // host's runc and its shared libraries at their host paths). The guest's
-// root is the initramfs, from which pivot_root cannot move, so containers
-// are created with runc --no-pivot (MS_MOVE + chroot), as Kata does for
-// initrd guests; the VM, not the container, is the isolation boundary.
+// root starts as the initramfs, from which pivot_root cannot move; the
+// agent first moves its root onto a bind mount of the initramfs
+// (LeaveInitramfs), so runc pivots into each container rootfs as on any
+// host, and a container cannot chroot its way back to the agent's files.
 //
 // runc create gets stdio the agent owns (pipes, or a pty through
 // --console-socket); the agent keeps each stream's unread tail (up to

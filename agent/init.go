@@ -34,6 +34,36 @@ var baseMounts = []mountSpec{
 	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "nsdelegate", 0o555},
 }
 
+// initramfsRoot is where LeaveInitramfs binds the initramfs.
+const initramfsRoot = "/.root"
+
+// LeaveInitramfs moves the root of PID 1 (and so of every process it
+// starts) from the initramfs onto a bind mount of it. The initramfs is the
+// namespace's first mount and has no parent, so pivot_root into a
+// container rootfs fails with EINVAL while it is the root; a bind mount
+// moved over / has the initramfs as its parent, and pivot_root works. No
+// file is copied. Call it before anything else is mounted.
+func LeaveInitramfs() error {
+	if err := os.MkdirAll(initramfsRoot, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("/", initramfsRoot, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("binding / to %s: %w", initramfsRoot, err)
+	}
+	if err := unix.Chdir(initramfsRoot); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		unix.Chdir("/")
+		unix.Unmount(initramfsRoot, unix.MNT_DETACH)
+		return fmt.Errorf("moving %s over /: %w", initramfsRoot, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("entering the bound root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
 // MountBase mounts the pseudo filesystems PID 1 needs. A target that is
 // already mounted (EBUSY) is kept; any other failure is returned after the
 // rest were tried.

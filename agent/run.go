@@ -47,6 +47,10 @@ type Options struct {
 func Run(ctx context.Context, opts Options) error {
 	start := time.Now()
 	l := log.G(ctx)
+	if err := LeaveInitramfs(); err != nil {
+		// Containers then cannot pivot_root; CreateContainer says so.
+		l.Warn("leaving the initramfs root", "error", err)
+	}
 	if err := MountBase(ctx); err != nil {
 		l.Warn("mounting base filesystems", "error", err)
 	}
