@@ -84,21 +84,6 @@ func TestExitCode(t *testing.T) {
 	}
 }
 
-func TestLookPath(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "tool"), []byte("#!/bin/sh\n"), 0o755)
-	os.WriteFile(filepath.Join(dir, "data"), []byte("x"), 0o644)
-	if p, err := lookPath("tool", []string{"PATH=/nonexistent:" + dir}); err != nil || p != filepath.Join(dir, "tool") {
-		t.Errorf("lookPath(tool) = %q, %v", p, err)
-	}
-	if _, err := lookPath("data", []string{"PATH=" + dir}); err == nil {
-		t.Error("lookPath found a non-executable file")
-	}
-	if p, _ := lookPath("./rel/x", nil); p != "./rel/x" {
-		t.Errorf("a path with a slash was looked up: %q", p)
-	}
-}
-
 func TestCappedBuffer(t *testing.T) {
 	var c cappedBuffer
 	chunk := bytes.Repeat([]byte("a"), MaxExecOutput/2+1)

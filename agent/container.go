@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sync"
@@ -16,27 +14,25 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/agent/launch"
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 )
 
-// consoleWait bounds the wait for runc's pty master after runc create or
-// exec returned.
-const consoleWait = 10 * time.Second
-
 // idPattern is what container and exec ids may look like: they name
 // files and directories.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
-// container is one runc container of the guest.
+// container is one container of the guest, launched by package launch.
 type container struct {
-	id     string
-	bundle string
-	spec   *specs.Spec
-	// cgroup is the container's cgroup v2 directory ("" when unknown).
+	id   string
+	spec *specs.Spec
+	// cgroup is the container's cgroup v2 directory.
 	cgroup string
+	// child is the init before it is started; Start execs it.
+	child *launch.Child
 	// oomBase is memory.events oom_kill when the container was created.
 	oomBase uint64
 	init    *process
@@ -84,24 +80,19 @@ func (p *process) hasExited() bool {
 }
 
 // stdio is the agent's side of a new process's stdio, and the child's
-// ends, which the caller closes once the child started.
+// ends, which the caller closes once the child started. A tty process
+// has none: launch hands back its pty master.
 type stdio struct {
-	child   [3]*os.File // nil entries are /dev/null
-	stdin   *os.File
-	outR    *os.File
-	errR    *os.File
-	console *consoleSocket
+	child [3]*os.File // nil entries are /dev/null
+	stdin *os.File
+	outR  *os.File
+	errR  *os.File
 }
 
-// newStdio makes pipes for a process (or a console socket for a tty).
+// newStdio makes pipes for a process (none for a tty).
 func newStdio(tty, wantStdin bool) (*stdio, error) {
 	io := &stdio{}
 	if tty {
-		cs, err := newConsoleSocket()
-		if err != nil {
-			return nil, err
-		}
-		io.console = cs
 		return io, nil
 	}
 	var err error
@@ -131,25 +122,18 @@ func (io *stdio) closeChild() {
 func (io *stdio) closeAll() {
 	io.closeChild()
 	closeAll(io.stdin, io.outR, io.errR)
-	if io.console != nil {
-		io.console.close()
-	}
 }
 
-// attach starts the stdio pumps of p from io, after the runc command that
-// created p succeeded. For a tty it first receives the pty master.
-func (io *stdio) attach(p *process, wantStdin bool) error {
+// attach starts the stdio pumps of p from io, or from master (the pty
+// master of a tty process), once p was spawned.
+func (io *stdio) attach(p *process, wantStdin bool, master *os.File) error {
 	p.stdout = newOutputBuffer(OutputBufferSize)
 	p.stderr = newOutputBuffer(OutputBufferSize)
-	if io.console == nil {
+	if master == nil {
 		p.stdin = io.stdin
 		go pump(io.outR, p.stdout)
 		go pump(io.errR, p.stderr)
 		return nil
-	}
-	master, err := io.console.wait(consoleWait)
-	if err != nil {
-		return err
 	}
 	fd, err := unix.Dup(int(master.Fd()))
 	if err != nil {
@@ -165,10 +149,9 @@ func (io *stdio) attach(p *process, wantStdin bool) error {
 	return nil
 }
 
-// watch records p's exit once the reaper reaps pid. For an init, c's
+// watch records p's exit once its status arrives on ch. For an init, c's
 // cgroup tells whether the kernel OOM-killed anything in it.
-func (s *Service) watch(c *container, p *process, isInit bool) {
-	ch := s.reaper.Watch(p.pid)
+func (s *Service) watch(c *container, p *process, ch <-chan unix.WaitStatus, isInit bool) {
 	if fd, err := unix.PidfdOpen(p.pid, 0); err == nil {
 		p.pidfd = fd
 	}
@@ -250,7 +233,8 @@ func (s *Service) lookupProcess(id, execID string) (*container, *process, error)
 	return c, p, nil
 }
 
-// CreateContainer writes the bundle and runs `runc create`.
+// CreateContainer sets the container up (cgroup, namespaces, rootfs) and
+// leaves its init waiting for StartContainer.
 func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
 	id := req.ContainerId
 	if !idPattern.MatchString(id) {
@@ -260,13 +244,12 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	if err := json.Unmarshal(req.OciSpec, &spec); err != nil {
 		return nil, errdefs.InvalidArgument("creating container %s: parsing the OCI spec: %w", id, err)
 	}
-	if spec.Process == nil || spec.Root == nil || spec.Root.Path == "" {
-		return nil, errdefs.InvalidArgument("creating container %s: the spec has no process or root", id)
+	if spec.Process == nil || spec.Root == nil || spec.Root.Path == "" || spec.Linux == nil || spec.Linux.CgroupsPath == "" {
+		return nil, errdefs.InvalidArgument("creating container %s: the spec has no process, root or cgroups path", id)
 	}
 	tty := req.Tty || spec.Process.Terminal
 	spec.Process.Terminal = tty
-	// The guest loads no LSM policy: a profile named by the host would
-	// only make runc fail. The VM is the boundary.
+	// The guest loads no LSM policy: the VM is the boundary.
 	spec.Process.ApparmorProfile = ""
 	spec.Process.SelinuxLabel = ""
 
@@ -277,7 +260,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	}
 	// A reservation (init == nil) keeps a concurrent create of the same
 	// id out; lookup ignores it.
-	c := &container{id: id, bundle: filepath.Join(BundleRoot, id), spec: &spec, execs: map[string]*process{}}
+	c := &container{id: id, spec: &spec, execs: map[string]*process{}}
 	s.containers[id] = c
 	s.cmu.Unlock()
 	ok := false
@@ -286,7 +269,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 			s.cmu.Lock()
 			delete(s.containers, id)
 			s.cmu.Unlock()
-			os.RemoveAll(c.bundle)
+			if c.cgroup != "" {
+				launch.RemoveCgroup(c.cgroup, 5*time.Second)
+			}
 		}
 	}()
 
@@ -295,90 +280,48 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 			return nil, fmt.Errorf("creating container %s: %w", id, err)
 		}
 	}
-	if err := os.MkdirAll(c.bundle, 0o700); err != nil {
-		return nil, fmt.Errorf("creating container %s: %w", id, err)
-	}
-	b, err := json.Marshal(&spec)
+	flags, join, err := launch.SpecNamespaces(spec.Linux.Namespaces)
 	if err != nil {
 		return nil, fmt.Errorf("creating container %s: %w", id, err)
 	}
-	if err := os.WriteFile(filepath.Join(c.bundle, "config.json"), b, 0o600); err != nil {
-		return nil, fmt.Errorf("creating container %s: writing the bundle: %w", id, err)
+	start := time.Now()
+	if c.cgroup, err = launch.CreateCgroup(spec.Linux.CgroupsPath, spec.Linux.Resources); err != nil {
+		return nil, errdefs.FailedPrecondition("creating container %s: %w", id, err)
 	}
-
 	io, err := newStdio(tty, req.Stdin)
 	if err != nil {
 		return nil, fmt.Errorf("creating container %s: %w", id, err)
 	}
-	pidFile := filepath.Join(c.bundle, "init.pid")
-	logFile := filepath.Join(c.bundle, "runc.log")
-	args := []string{"create", "--bundle", c.bundle, "--pid-file", pidFile}
-	if tty {
-		args = append(args, "--console-socket", io.console.path)
-	}
-	cmd, err := runcCmd(logFile, append(args, id)...)
-	if err != nil {
-		io.closeAll()
-		return nil, fmt.Errorf("creating container %s: %w", id, err)
-	}
-	// runc create hands its own stdio to the container's init.
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = io.child[0], io.child[1], io.child[2]
-	cctx, cancel := context.WithTimeout(ctx, runcTimeout)
-	defer cancel()
-	start := time.Now()
-	ws, err := s.runWait(cctx, cmd)
+	child, err := launch.Spawn(launch.Options{
+		Config:     launch.Config{Mode: launch.ModeCreate, Spec: &spec, Process: spec.Process, Console: tty},
+		Cloneflags: flags,
+		Join:       join,
+		CgroupDir:  c.cgroup,
+		Stdio:      io.child,
+		Start:      s.reaper.Start,
+	})
 	io.closeChild()
-	if err != nil || exitCode(ws) != 0 {
-		msg := lastLogError(logFile)
-		io.closeAll()
-		s.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
-		if err != nil {
-			return nil, fmt.Errorf("creating container %s: running runc create: %w", id, err)
-		}
-		return nil, errdefs.FailedPrecondition("creating container %s: runc create: exit %d: %s", id, exitCode(ws), msg)
-	}
-	pid, err := readPid(pidFile)
 	if err != nil {
 		io.closeAll()
-		s.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
 		return nil, fmt.Errorf("creating container %s: %w", id, err)
 	}
-	p := &process{pid: pid, pidfd: -1, tty: tty, exited: make(chan struct{})}
-	if c.cgroup, err = procCgroup(pid); err != nil {
-		log.G(ctx).Warn("finding the container's cgroup", "id", id, "error", err)
-	} else if c.oomBase, err = oomKills(c.cgroup); err != nil {
+	c.child = child
+	p := &process{pid: child.Pid, pidfd: -1, tty: tty, exited: make(chan struct{})}
+	if c.oomBase, err = oomKills(c.cgroup); err != nil {
 		log.G(ctx).Debug("reading oom_kill", "id", id, "error", err)
 	}
-	s.watch(c, p, true)
-	if err := io.attach(p, req.Stdin); err != nil {
+	s.watch(c, p, child.Exited, true)
+	if err := io.attach(p, req.Stdin, child.Console); err != nil {
 		io.closeAll()
-		s.runc(context.WithoutCancel(ctx), "", "delete", "--force", id)
+		child.Abort()
 		return nil, fmt.Errorf("creating container %s: %w", id, err)
 	}
 	s.cmu.Lock()
 	c.init = p
 	s.cmu.Unlock()
 	ok = true
-	log.G(ctx).Info("container created", "id", id, "pid", pid, "tty", tty, "elapsed", time.Since(start))
-	return &api.CreateContainerResponse{Pid: uint32(pid)}, nil
-}
-
-// runWait starts cmd through the reaper and waits for it; when ctx ends
-// first its process group is killed.
-func (s *Service) runWait(ctx context.Context, cmd *exec.Cmd) (unix.WaitStatus, error) {
-	ch, err := s.reaper.Start(cmd)
-	if err != nil {
-		return 0, err
-	}
-	defer cmd.Process.Release()
-	select {
-	case ws := <-ch:
-		return ws, nil
-	case <-ctx.Done():
-		unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
-		<-ch
-		return 0, ctx.Err()
-	}
+	log.G(ctx).Info("container created", "id", id, "pid", p.pid, "tty", tty, "elapsed", time.Since(start))
+	return &api.CreateContainerResponse{Pid: uint32(p.pid)}, nil
 }
 
 func joinsNamespace(s *specs.Spec, t specs.LinuxNamespaceType, path string) bool {
@@ -388,7 +331,7 @@ func joinsNamespace(s *specs.Spec, t specs.LinuxNamespaceType, path string) bool
 	return slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == t && n.Path == path })
 }
 
-// StartContainer runs the created container's program (`runc start`).
+// StartContainer lets the created container's init exec its program.
 func (s *Service) StartContainer(ctx context.Context, req *api.StartContainerRequest) (*api.StartContainerResponse, error) {
 	c, err := s.lookup(req.ContainerId)
 	if err != nil {
@@ -402,10 +345,11 @@ func (s *Service) StartContainer(ctx context.Context, req *api.StartContainerReq
 	if c.init.hasExited() {
 		return nil, errdefs.FailedPrecondition("starting container %s: its process exited before the start", c.id)
 	}
-	if err := s.runc(ctx, filepath.Join(c.bundle, "runc.log"), "start", c.id); err != nil {
+	err = c.child.Start()
+	c.started = true
+	if err != nil {
 		return nil, fmt.Errorf("starting container %s: %w", c.id, err)
 	}
-	c.started = true
 	return &api.StartContainerResponse{Pid: uint32(c.init.pid)}, nil
 }
 
@@ -428,13 +372,15 @@ func (s *Service) DeleteContainer(ctx context.Context, req *api.DeleteContainerR
 }
 
 func (s *Service) deleteContainer(ctx context.Context, c *container) error {
-	if err := s.runc(ctx, "", "delete", "--force", c.id); err != nil {
-		if _, serr := os.Stat(filepath.Join(RuncRoot, c.id)); serr == nil {
-			return fmt.Errorf("deleting container %s: %w", c.id, err)
-		}
-		// runc has no such container: it is gone already.
+	c.mu.Lock()
+	if !c.started {
+		c.child.Abort()
 	}
+	c.mu.Unlock()
 	c.init.signal(unix.SIGKILL)
+	if err := launch.RemoveCgroup(c.cgroup, 10*time.Second); err != nil {
+		return fmt.Errorf("deleting container %s: %w", c.id, err)
+	}
 	c.mu.Lock()
 	execs := c.execs
 	c.execs = map[string]*process{}
@@ -449,7 +395,6 @@ func (s *Service) deleteContainer(ctx context.Context, c *container) error {
 		delete(s.containers, c.id)
 	}
 	s.cmu.Unlock()
-	os.RemoveAll(c.bundle)
 	log.G(ctx).Info("container deleted", "id", c.id)
 	return nil
 }
@@ -471,7 +416,7 @@ func (s *Service) deleteAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// UpdateContainer applies new resources with `runc update`.
+// UpdateContainer writes new resources into the container's cgroup.
 func (s *Service) UpdateContainer(ctx context.Context, req *api.UpdateContainerRequest) (*api.UpdateContainerResponse, error) {
 	c, err := s.lookup(req.ContainerId)
 	if err != nil {
@@ -481,18 +426,8 @@ func (s *Service) UpdateContainer(ctx context.Context, req *api.UpdateContainerR
 	if err := json.Unmarshal(req.Resources, &res); err != nil {
 		return nil, errdefs.InvalidArgument("updating container %s: parsing resources: %w", c.id, err)
 	}
-	f, err := os.CreateTemp(c.bundle, "update-*.json")
-	if err != nil {
-		return nil, fmt.Errorf("updating container %s: %w", c.id, err)
-	}
-	defer os.Remove(f.Name())
-	err = json.NewEncoder(f).Encode(&res)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("updating container %s: %w", c.id, err)
-	}
-	if err := s.runc(ctx, filepath.Join(c.bundle, "runc.log"), "update", "--resources", f.Name(), c.id); err != nil {
-		return nil, fmt.Errorf("updating container %s: %w", c.id, err)
+	if err := launch.UpdateCgroup(c.cgroup, &res); err != nil {
+		return nil, errdefs.InvalidArgument("updating container %s: %w", c.id, err)
 	}
 	return &api.UpdateContainerResponse{}, nil
 }
@@ -512,7 +447,7 @@ func (s *Service) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) 
 }
 
 // SignalProcess signals a process, or with all every process of the
-// container (`runc kill --all`).
+// container's cgroup.
 func (s *Service) SignalProcess(ctx context.Context, req *api.SignalProcessRequest) (*api.SignalProcessResponse, error) {
 	sig := unix.Signal(req.Signal)
 	if req.Signal == 0 || req.Signal > 64 {
@@ -529,7 +464,7 @@ func (s *Service) SignalProcess(ctx context.Context, req *api.SignalProcessReque
 		if p.hasExited() {
 			return &api.SignalProcessResponse{}, nil
 		}
-		if err := s.runc(ctx, filepath.Join(c.bundle, "runc.log"), "kill", "--all", c.id, fmt.Sprint(req.Signal)); err != nil {
+		if err := launch.SignalCgroup(c.cgroup, sig); err != nil {
 			return nil, fmt.Errorf("signalling container %s: %w", c.id, err)
 		}
 		return &api.SignalProcessResponse{}, nil

@@ -1,7 +1,7 @@
 // Package agent is the guest side of crivm: PID 1 set-up of the guest
 // (pseudo filesystems, cgroup v2, kernel modules, power button, lo) and the
 // Agent ttrpc service crivm calls through agentproxy, which runs the pod's
-// containers with runc inside the VM.
+// containers inside the VM (package launch: no external runtime).
 //
 // # Guest filesystem contract
 //
@@ -24,27 +24,28 @@
 //     PID and mount namespaces are new.
 //   - /etc/resolv.conf, /etc/hosts and /etc/hostname of the guest are
 //     written by CreateSandbox; /dev/shm is the guest's tmpfs.
-//   - Bundles: BundleRoot/<container_id> (config.json, init.pid, runc.log,
-//     exec process files). runc state: RuncRoot.
 //   - Cgroups: the unified hierarchy at /sys/fs/cgroup (the agent mounts
 //     only cgroup2); the spec's cgroupsPath is a cgroupfs path, by default
 //     agentproxy.GuestCgroupParent/<container_id>.
 //
 // # Containers
 //
-// runc comes from the initrd (vmm.InitrdOptions.ExtraBinaries places the
-// host's runc and its shared libraries at their host paths). The guest's
-// root starts as the initramfs, from which pivot_root cannot move; the
-// agent first moves its root onto a bind mount of the initramfs
-// (LeaveInitramfs), so runc pivots into each container rootfs as on any
-// host, and a container cannot chroot its way back to the agent's files.
+// The agent launches containers itself (package launch): it re-executes
+// its own binary as each container's init, in new namespaces and straight
+// into the container's cgroup, and that init sets up the rootfs from the
+// OCI spec, pivots into it, applies credentials, capabilities and seccomp,
+// and execs the container's program on StartContainer. An exec joins the
+// init's namespaces the same way. The guest's root starts as the
+// initramfs, from which pivot_root cannot move; the agent first moves its
+// root onto a bind mount of the initramfs (LeaveInitramfs), so containers
+// pivot as on any host and cannot chroot their way back to the agent's
+// files.
 //
-// runc create gets stdio the agent owns (pipes, or a pty through
-// --console-socket); the agent keeps each stream's unread tail (up to
-// OutputBufferSize, dropping the oldest bytes) for ReadOutput, which reads
-// by absolute offsets so a lost reply loses nothing. Container processes
-// are reparented to the agent (PID 1) when runc exits; the Reaper hands
-// their exit statuses to the container's watcher, which also reads the
-// cgroup's memory.events oom_kill to report OOM kills. Statuses are kept
-// until DeleteContainer.
+// A container gets stdio the agent owns (pipes, or a pty made inside the
+// container whose master comes back over a socket); the agent keeps each
+// stream's unread tail (up to OutputBufferSize, dropping the oldest bytes)
+// for ReadOutput, which reads by absolute offsets so a lost reply loses
+// nothing. The Reaper hands exit statuses to the container's watcher,
+// which also reads the cgroup's memory.events oom_kill to report OOM
+// kills. Statuses are kept until DeleteContainer.
 package agent

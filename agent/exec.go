@@ -3,35 +3,35 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/agent/launch"
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 )
 
-// execProcessFile writes the process of an exec into the container's
-// bundle and returns its path, which the caller removes. The process is
-// raw when set, else the container's own with args replaced, env appended
-// and cwd replaced when not empty.
-func execProcessFile(c *container, raw []byte, args, env []string, cwd string, tty bool) (string, error) {
+// execProcess is the process of an exec: raw when set, else the
+// container's own with args replaced, env appended and cwd replaced when
+// not empty.
+func execProcess(c *container, raw []byte, args, env []string, cwd string, tty bool) (*specs.Process, error) {
 	var p specs.Process
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &p); err != nil {
-			return "", errdefs.InvalidArgument("parsing the process: %w", err)
+			return nil, errdefs.InvalidArgument("parsing the process: %w", err)
 		}
 		if len(p.Args) == 0 {
-			return "", errdefs.InvalidArgument("the process has no args")
+			return nil, errdefs.InvalidArgument("the process has no args")
 		}
 	} else {
 		if len(args) == 0 || args[0] == "" {
-			return "", errdefs.InvalidArgument("no command")
+			return nil, errdefs.InvalidArgument("no command")
 		}
 		p = *c.spec.Process
 		p.Args = args
@@ -44,16 +44,23 @@ func execProcessFile(c *container, raw []byte, args, env []string, cwd string, t
 	}
 	p.ApparmorProfile = ""
 	p.SelinuxLabel = ""
-	f, err := os.CreateTemp(c.bundle, "exec-*.json")
+	return &p, nil
+}
+
+// spawnExec starts p in c's namespaces and cgroup with the given stdio
+// (or a pty when p.Terminal).
+func (s *Service) spawnExec(c *container, p *specs.Process, stdio [3]*os.File) (*launch.Child, error) {
+	join, err := launch.ProcessNamespaces(c.init.pid)
 	if err != nil {
-		return "", fmt.Errorf("writing the exec process: %w", err)
+		return nil, errdefs.FailedPrecondition("entering container %s: %w", c.id, err)
 	}
-	defer f.Close()
-	if err := json.NewEncoder(f).Encode(&p); err != nil {
-		os.Remove(f.Name())
-		return "", fmt.Errorf("writing the exec process: %w", err)
-	}
-	return f.Name(), nil
+	return launch.Spawn(launch.Options{
+		Config:    launch.Config{Mode: launch.ModeExec, Spec: c.spec, Process: p, Console: p.Terminal},
+		Join:      join,
+		CgroupDir: c.cgroup,
+		Stdio:     stdio,
+		Start:     s.reaper.Start,
+	})
 }
 
 // runningInit fails unless c's init was started and still runs.
@@ -67,9 +74,8 @@ func runningInit(c *container) error {
 	return nil
 }
 
-// execInContainer is ExecProcess with a container: `runc exec` attached,
-// so runc's exit status is the process's. On timeout the process (from
-// the pid file) and runc are killed.
+// execInContainer is ExecProcess with a container. On timeout the
+// process is killed.
 func (s *Service) execInContainer(ctx context.Context, req *api.ExecProcessRequest) (*api.ExecProcessResponse, error) {
 	c, err := s.lookup(req.ContainerId)
 	if err != nil {
@@ -78,30 +84,31 @@ func (s *Service) execInContainer(ctx context.Context, req *api.ExecProcessReque
 	if err := runningInit(c); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
-	pf, err := execProcessFile(c, nil, req.Args, req.Env, req.Cwd, false)
+	p, err := execProcess(c, nil, req.Args, req.Env, req.Cwd, false)
 	if err != nil {
 		return nil, fmt.Errorf("exec in %s: %w", c.id, err)
 	}
-	defer os.Remove(pf)
-	pidFile := pf + ".pid"
-	defer os.Remove(pidFile)
-	cmd, err := runcCmd("", "exec", "--process", pf, "--pid-file", pidFile, c.id)
-	if err != nil {
-		return nil, err
-	}
-	r, err := s.runCollect(ctx, cmd, req.Stdin, func() {
-		if pid, err := readPid(pidFile); err == nil {
-			unix.Kill(pid, unix.SIGKILL)
+	r, err := s.runCollect(ctx, func(stdio [3]*os.File) (int, <-chan unix.WaitStatus, error) {
+		child, err := s.spawnExec(c, p, stdio)
+		if err != nil {
+			return 0, nil, err
 		}
-	})
+		return child.Pid, child.Exited, nil
+	}, req.Stdin, nil)
+	var se *startError
+	if errors.As(err, &se) && errdefs.IsClass(err, errdefs.ErrFailedPrecondition) {
+		// The command cannot run (not found, not executable): say so as
+		// an exit status, as runc exec did.
+		return &api.ExecProcessResponse{ExitCode: 127, Stderr: []byte(err.Error() + "\n")}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("exec in %s: %w", c.id, err)
 	}
 	return r, nil
 }
 
-// StartProcess starts an exec'd process (`runc exec -d`) whose stdio the
-// agent keeps, like an init's.
+// StartProcess starts an exec'd process whose stdio the agent keeps,
+// like an init's.
 func (s *Service) StartProcess(ctx context.Context, req *api.StartProcessRequest) (*api.StartProcessResponse, error) {
 	if !idPattern.MatchString(req.ExecId) {
 		return nil, errdefs.InvalidArgument("starting process: bad exec id %q", req.ExecId)
@@ -137,47 +144,25 @@ func (s *Service) StartProcess(ctx context.Context, req *api.StartProcessRequest
 			tty = p.Terminal
 		}
 	}
-	pf, err := execProcessFile(c, req.Process, req.Args, req.Env, "", tty)
+	proc, err := execProcess(c, req.Process, req.Args, req.Env, "", tty)
 	if err != nil {
 		return nil, fmt.Errorf("starting process %s in %s: %w", req.ExecId, c.id, err)
 	}
-	defer os.Remove(pf)
-	pidFile := pf + ".pid"
-	defer os.Remove(pidFile)
+	proc.Terminal = tty
 	io, err := newStdio(tty, req.Stdin)
 	if err != nil {
 		return nil, fmt.Errorf("starting process %s in %s: %w", req.ExecId, c.id, err)
 	}
-	args := []string{"exec", "-d", "--process", pf, "--pid-file", pidFile}
-	if tty {
-		args = append(args, "--console-socket", io.console.path)
-	}
-	logFile := filepath.Join(c.bundle, "runc.log")
-	cmd, err := runcCmd(logFile, append(args, c.id)...)
-	if err != nil {
-		io.closeAll()
-		return nil, err
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = io.child[0], io.child[1], io.child[2]
-	cctx, cancel := context.WithTimeout(ctx, runcTimeout)
-	defer cancel()
-	ws, err := s.runWait(cctx, cmd)
+	child, err := s.spawnExec(c, proc, io.child)
 	io.closeChild()
-	if err != nil || exitCode(ws) != 0 {
-		io.closeAll()
-		if err != nil {
-			return nil, fmt.Errorf("starting process %s in %s: running runc exec: %w", req.ExecId, c.id, err)
-		}
-		return nil, errdefs.FailedPrecondition("starting process %s in %s: runc exec: exit %d: %s", req.ExecId, c.id, exitCode(ws), lastLogError(logFile))
-	}
-	pid, err := readPid(pidFile)
 	if err != nil {
 		io.closeAll()
 		return nil, fmt.Errorf("starting process %s in %s: %w", req.ExecId, c.id, err)
 	}
+	pid := child.Pid
 	p := &process{execID: req.ExecId, pid: pid, pidfd: -1, tty: tty, exited: make(chan struct{})}
-	s.watch(c, p, false)
-	if err := io.attach(p, req.Stdin); err != nil {
+	s.watch(c, p, child.Exited, false)
+	if err := io.attach(p, req.Stdin, child.Console); err != nil {
 		io.closeAll()
 		p.signal(unix.SIGKILL)
 		return nil, fmt.Errorf("starting process %s in %s: %w", req.ExecId, c.id, err)

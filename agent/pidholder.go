@@ -26,6 +26,9 @@ const PauseArg = "pause"
 // Signals from inside the namespace do not reach it (PID 1 without
 // handlers); the agent ends it with SIGKILL.
 func Pause() {
+	// Shown as PID 1 inside the pod ("init" would be the agent binary's
+	// name), as the infra container's pause of a runc pod.
+	os.WriteFile("/proc/self/comm", []byte("pause"), 0)
 	sig := make(chan os.Signal, 8)
 	signal.Notify(sig, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for s := range sig {

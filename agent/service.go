@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/agent/launch"
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
@@ -251,7 +252,7 @@ func (s *Service) Shutdown(ctx context.Context) {
 
 // ExecProcess runs args to completion and returns its output: in the
 // guest's root namespaces, in a new process group, or inside a container
-// through `runc exec`. It is killed (the whole group, and the container
+// (see execInContainer). It is killed (the whole group, and the container
 // process) when timeout_ms or ctx passes.
 func (s *Service) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (*api.ExecProcessResponse, error) {
 	if len(req.Args) == 0 || req.Args[0] == "" {
@@ -269,12 +270,12 @@ func (s *Service) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) 
 	if len(env) == 0 {
 		env = []string{"PATH=" + GuestPath}
 	}
-	path, err := lookPath(req.Args[0], env)
+	path, err := launch.LookPath(req.Args[0], env, req.Cwd)
 	if err != nil {
 		return nil, errdefs.InvalidArgument("exec: %w", err)
 	}
 	cmd := &exec.Cmd{Path: path, Args: req.Args, Env: env, Dir: req.Cwd}
-	r, err := s.runCollect(ctx, cmd, req.Stdin, nil)
+	r, err := s.runCollect(ctx, s.cmdStarter(cmd), req.Stdin, nil)
 	var se *startError
 	if errors.As(err, &se) {
 		return nil, errdefs.InvalidArgument("exec %s: %w", req.Args[0], err)
@@ -283,29 +284,6 @@ func (s *Service) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) 
 		return nil, fmt.Errorf("exec %s: %w", req.Args[0], err)
 	}
 	return r, nil
-}
-
-// lookPath resolves name against the PATH in env.
-func lookPath(name string, env []string) (string, error) {
-	if strings.Contains(name, "/") {
-		return name, nil
-	}
-	pathEnv := GuestPath
-	for _, e := range env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			pathEnv = v
-		}
-	}
-	for _, dir := range filepath.SplitList(pathEnv) {
-		if dir == "" {
-			dir = "."
-		}
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: not found in PATH %s", name, pathEnv)
 }
 
 // cappedBuffer keeps the first MaxExecOutput bytes and counts the rest as

@@ -27,7 +27,6 @@ import (
 const (
 	qemuPath    = "/usr/bin/qemu-system-x86_64"
 	busyboxPath = "/bin/busybox"
-	runcPath    = "/usr/sbin/runc"
 )
 
 // requireVM skips unless the test may boot a VM and every tool it needs
@@ -38,7 +37,7 @@ func requireVM(t *testing.T) {
 		t.Skip("boots a VM under QEMU; skipped with -short")
 	}
 	for _, need := range []struct{ path, pkg string }{
-		{qemuPath, "qemu-system-x86"}, {busyboxPath, "busybox-static"}, {runcPath, "runc"},
+		{qemuPath, "qemu-system-x86"}, {busyboxPath, "busybox-static"},
 	} {
 		if _, err := os.Stat(need.path); err != nil {
 			t.Skipf("%s missing (apt-get install %s)", need.path, need.pkg)
@@ -64,8 +63,7 @@ func shortDir(t *testing.T, prefix string) string {
 	return d
 }
 
-// guestAssets builds the static agent, the vmlinux and an initrd that
-// carries runc.
+// guestAssets builds the static agent, the vmlinux and the agent initrd.
 func guestAssets(t *testing.T) (vmlinux, initrd string) {
 	t.Helper()
 	dir := shortDir(t, "crivm-agent-assets-")
@@ -89,7 +87,6 @@ func guestAssets(t *testing.T) (vmlinux, initrd string) {
 	}
 	initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{
 		AgentBinary: agent, KernelRelease: release, CacheDir: dir,
-		ExtraBinaries: []string{runcPath},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +230,7 @@ func (g *guest) delete(ctx context.Context, id string) {
 	}
 }
 
-// TestVMContainers boots one VM with the agent and runc, configures its
+// TestVMContainers boots one VM with the agent, configures its
 // network over a tap, and runs busybox containers from a 9p share.
 func TestVMContainers(t *testing.T) {
 	requireVM(t)

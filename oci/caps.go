@@ -27,6 +27,14 @@ var allCapabilities = []string{
 	"CAP_CHECKPOINT_RESTORE",
 }
 
+// AllCapabilities returns every capability name Linux defines, in number
+// order.
+func AllCapabilities() []string { return slices.Clone(allCapabilities) }
+
+// DefaultCapabilities returns the capabilities a container gets without
+// add/drop (CRI-O's default set).
+func DefaultCapabilities() []string { return slices.Clone(defaultCapabilities) }
+
 // defaultCapabilities is CRI-O's default set.
 var defaultCapabilities = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID",

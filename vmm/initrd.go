@@ -73,7 +73,7 @@ type InitrdOptions struct {
 	// or InitrdGzip.
 	Compression string
 	// ExtraBinaries are absolute host paths of programs the guest runs
-	// (runc). Each is placed at the same path in the guest, with the
+	// (tools for debugging, say). Each is placed at the same path in the guest, with the
 	// closure of its shared libraries and its ELF interpreter at the paths
 	// the guest's dynamic loader looks them up by (see BinaryClosure).
 	ExtraBinaries []string

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/crivm/crivm/agent"
+	"github.com/crivm/crivm/agent/launch"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/version"
 )
@@ -20,6 +21,10 @@ func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "version" || os.Args[1] == "--version") {
 		fmt.Printf("crivm-agent version %s\n", version.Version)
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == launch.InitArg {
+		// A container's init, spawned by the agent; never returns.
+		launch.Init()
 	}
 	if len(os.Args) > 1 && os.Args[1] == agent.PauseArg {
 		// The pod's PID namespace holder, started by the agent.

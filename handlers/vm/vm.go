@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -135,12 +134,6 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The guest runs containers with the host's runc, carried into the
-	// initrd with its shared libraries.
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		return nil, errdefs.FailedPrecondition("handler %q: the guest needs runc: %w", h.name, err)
-	}
 	a := &guestAssets{sharedFS: sharedFS9p}
 	modules := vmm.BaseGuestModules
 	if h.cfg.SharedFS == sharedFSVirtio {
@@ -160,7 +153,7 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if a.release, err = vmm.KernelRelease(kernel); err != nil {
 		return nil, errdefs.FailedPrecondition("reading the release of %s: %w", kernel, err)
 	}
-	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, Modules: modules, ExtraBinaries: []string{runc}}); err != nil {
+	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, Modules: modules}); err != nil {
 		return nil, errdefs.FailedPrecondition("building the guest initrd: %w", err)
 	}
 	if a.accel, err = vmm.ProbeAccel(ctx, vmm.ProbeOptions{QEMUPath: h.cfg.HypervisorPath, Kernel: kernel, CacheDir: h.cache, Requested: h.cfg.Accel}); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,22 +209,21 @@ func TestRuncStreams(t *testing.T) {
 
 // syncBuf is a bytes.Buffer safe for a writer goroutine and a reader.
 type syncBuf struct {
-	mu  chan struct{}
+	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (s *syncBuf) lock() {
-	if s.mu == nil {
-		s.mu = make(chan struct{}, 1)
-	}
-	s.mu <- struct{}{}
-}
 func (s *syncBuf) Write(p []byte) (int, error) {
-	s.lock()
-	defer func() { <-s.mu }()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.buf.Write(p)
 }
-func (s *syncBuf) String() string { s.lock(); defer func() { <-s.mu }(); return s.buf.String() }
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
 
 // TestRuncNetworking: two pods on the bridge reach each other, and a
 // hostPort mapping reaches a pod from the host.

@@ -124,6 +124,12 @@ func TestVMSandbox(t *testing.T) {
 	if got := e.exec(t, ctrID, "uname", "-r"); strings.TrimSpace(got) != info.Extra["guest_kernel"] {
 		t.Errorf("uname -r in the VM container: %q, want %s", got, info.Extra["guest_kernel"])
 	}
+	// The agent's launcher applied the runtime-default seccomp filter,
+	// the pod shares one PID namespace (its holder shows as pause), and the
+	// container has its own cgroup namespace.
+	if got := e.exec(t, ctrID, "sh", "-c", "grep ^Seccomp: /proc/self/status; cat /proc/1/comm; cat /proc/self/cgroup"); got != "Seccomp:\t2\npause\n0::/\n" {
+		t.Errorf("VM container: %q, want seccomp filter mode 2, the pod's pause as PID 1 and its own cgroup namespace", got)
+	}
 	if pong := dialRead(st.Status.Network.Ip+":8080", 10*time.Second); string(pong) != "pong\n" {
 		t.Errorf("pod IP %s:8080 from the host: %q, want pong", st.Status.Network.Ip, pong)
 	}

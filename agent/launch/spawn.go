@@ -1,0 +1,397 @@
+package launch
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/crivm/crivm/internal/errdefs"
+)
+
+// Options describe one child to spawn.
+type Options struct {
+	Config Config
+	// Cloneflags are the namespaces the child gets new (create).
+	Cloneflags uintptr
+	// Join are namespaces the child enters: the forking thread enters
+	// them first (see JoinNamespaces).
+	Join []Namespace
+	// CgroupDir is the cgroup v2 directory the child starts in
+	// (CLONE_INTO_CGROUP), so it never runs outside its limits.
+	CgroupDir string
+	// Stdio is the child's stdin, stdout and stderr; nil entries are
+	// /dev/null. Ignored with Config.Console.
+	Stdio [3]*os.File
+	// Start starts cmd (the agent's reaper, which owns wait4) and returns
+	// the channel its wait status arrives on.
+	Start func(*exec.Cmd) (<-chan unix.WaitStatus, error)
+}
+
+// Namespace is a namespace file to enter, with its type.
+type Namespace struct {
+	Type specs.LinuxNamespaceType
+	Path string
+}
+
+// Child is a spawned container process: before its exec for a created
+// container (Start execs it), after it for an exec.
+type Child struct {
+	Pid    int
+	Exited <-chan unix.WaitStatus
+	// Console is the pty master, for Config.Console.
+	Console *os.File
+
+	sync  *json.Decoder
+	syncF *os.File
+	start *os.File
+}
+
+// nsFlags maps namespace types to clone/setns flags.
+var nsFlags = map[specs.LinuxNamespaceType]uintptr{
+	specs.PIDNamespace: unix.CLONE_NEWPID, specs.NetworkNamespace: unix.CLONE_NEWNET,
+	specs.MountNamespace: unix.CLONE_NEWNS, specs.IPCNamespace: unix.CLONE_NEWIPC,
+	specs.UTSNamespace: unix.CLONE_NEWUTS, specs.CgroupNamespace: unix.CLONE_NEWCGROUP,
+	specs.UserNamespace: unix.CLONE_NEWUSER, specs.TimeNamespace: unix.CLONE_NEWTIME,
+}
+
+// procNames are the /proc/PID/ns names of the types.
+var procNames = map[specs.LinuxNamespaceType]string{
+	specs.PIDNamespace: "pid", specs.NetworkNamespace: "net", specs.MountNamespace: "mnt",
+	specs.IPCNamespace: "ipc", specs.UTSNamespace: "uts", specs.CgroupNamespace: "cgroup",
+	specs.UserNamespace: "user", specs.TimeNamespace: "time",
+}
+
+// SpecNamespaces splits the spec's namespaces into clone flags (no path)
+// and namespaces to join (a path that is not the agent's own).
+func SpecNamespaces(nss []specs.LinuxNamespace) (uintptr, []Namespace, error) {
+	var flags uintptr
+	var join []Namespace
+	for _, n := range nss {
+		f, ok := nsFlags[n.Type]
+		if !ok {
+			return 0, nil, errdefs.InvalidArgument("namespace type %q", n.Type)
+		}
+		if n.Type == specs.UserNamespace || n.Type == specs.TimeNamespace {
+			return 0, nil, errdefs.FailedPrecondition("%s namespaces are not supported in the guest", n.Type)
+		}
+		if n.Path == "" {
+			flags |= f
+			continue
+		}
+		same, err := sameNamespace(n.Path, "/proc/self/ns/"+procNames[n.Type])
+		if err != nil {
+			return 0, nil, errdefs.FailedPrecondition("namespace %s: %w", n.Path, err)
+		}
+		if !same {
+			join = append(join, Namespace{n.Type, n.Path})
+		}
+	}
+	return flags, join, nil
+}
+
+// ProcessNamespaces are the namespaces of pid that differ from the
+// agent's, for an exec into its container.
+func ProcessNamespaces(pid int) ([]Namespace, error) {
+	var join []Namespace
+	// Order matters: the mount namespace last (it changes the root the
+	// other paths resolve in).
+	for _, t := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.NetworkNamespace, specs.CgroupNamespace, specs.MountNamespace} {
+		p := fmt.Sprintf("/proc/%d/ns/%s", pid, procNames[t])
+		same, err := sameNamespace(p, "/proc/self/ns/"+procNames[t])
+		if err != nil {
+			return nil, err
+		}
+		if !same {
+			join = append(join, Namespace{t, p})
+		}
+	}
+	return join, nil
+}
+
+func sameNamespace(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(a, &sa); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(b, &sb); err != nil {
+		return false, err
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}
+
+// Spawn starts the child and waits until it is ready (create: set up and
+// waiting for Start) or has exec'd (exec). On failure nothing runs.
+func Spawn(opts Options) (*Child, error) {
+	files := &fileSet{}
+	defer files.closeChildEnds()
+	cfgR, cfgW, err := files.pipe()
+	if err != nil {
+		return nil, err
+	}
+	syncR, syncW, err := files.pipe()
+	if err != nil {
+		return nil, err
+	}
+	startR, startW, err := files.pipe()
+	if err != nil {
+		return nil, err
+	}
+	var consoleParent, consoleChild *os.File
+	if opts.Config.Console {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("making the console socket: %w", err)
+		}
+		consoleParent, consoleChild = os.NewFile(uintptr(fds[0]), "console"), os.NewFile(uintptr(fds[1]), "console-child")
+		files.parent = append(files.parent, consoleParent)
+		files.child = append(files.child, consoleChild)
+	}
+	files.child = append(files.child, cfgR, syncW, startR)
+	files.parent = append(files.parent, cfgW, syncR, startW)
+
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := &exec.Cmd{
+		Path:        exe,
+		Args:        []string{"crivm-agent", InitArg},
+		Env:         []string{},
+		ExtraFiles:  []*os.File{cfgR, syncW, startR, consoleChild},
+		SysProcAttr: &unix.SysProcAttr{Cloneflags: opts.Cloneflags, Setsid: true},
+	}
+	if !opts.Config.Console {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdio[0], opts.Stdio[1], opts.Stdio[2]
+	}
+	if opts.CgroupDir != "" {
+		fd, err := unix.Open(opts.CgroupDir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening cgroup %s: %w", opts.CgroupDir, err)
+		}
+		defer unix.Close(fd)
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+	}
+	// Mount and cgroup namespaces are the child's to enter (see
+	// Config.Enter); the others its forking thread enters.
+	var join []Namespace
+	opts.Config.Enter = nil
+	for _, n := range opts.Join {
+		if n.Type == specs.MountNamespace || n.Type == specs.CgroupNamespace {
+			opts.Config.Enter = append(opts.Config.Enter, n)
+			continue
+		}
+		join = append(join, n)
+	}
+	var exited <-chan unix.WaitStatus
+	if err := JoinNamespaces(join, func() error {
+		var err error
+		exited, err = opts.Start(cmd)
+		return err
+	}); err != nil {
+		files.closeAll()
+		return nil, fmt.Errorf("starting the container init: %w", err)
+	}
+	c := &Child{Pid: cmd.Process.Pid, Exited: exited, sync: json.NewDecoder(syncR), syncF: syncR, start: startW}
+	files.closeChildEnds()
+	fail := func(err error) (*Child, error) {
+		unix.Kill(c.Pid, unix.SIGKILL)
+		files.closeAll()
+		return nil, err
+	}
+	err = json.NewEncoder(cfgW).Encode(&opts.Config)
+	cfgW.Close()
+	if err != nil {
+		return fail(fmt.Errorf("sending the launch config: %w", err))
+	}
+	if opts.Config.Console {
+		m, err := recvFd(consoleParent)
+		if err != nil {
+			// The child's own report says more than a missing fd.
+			if rerr := c.readSync(false); rerr != nil {
+				err = rerr
+			}
+			return fail(err)
+		}
+		consoleParent.Close()
+		c.Console = m
+	}
+	if err := c.readSync(opts.Config.Mode == ModeCreate); err != nil {
+		return fail(err)
+	}
+	if opts.Config.Mode != ModeCreate {
+		startW.Close()
+		syncR.Close()
+	}
+	return c, nil
+}
+
+// Start lets a created container exec its program and waits until the
+// exec succeeded or failed.
+func (c *Child) Start() error {
+	if c.start == nil {
+		return errdefs.FailedPrecondition("the process was started already")
+	}
+	defer func() {
+		c.start.Close()
+		c.syncF.Close()
+		c.start = nil
+	}()
+	if _, err := c.start.Write([]byte{1}); err != nil {
+		return fmt.Errorf("signalling the start: %w", err)
+	}
+	return c.readSync(false)
+}
+
+// Abort ends a created container that was never started.
+func (c *Child) Abort() {
+	if c.start != nil {
+		c.start.Close()
+		c.syncF.Close()
+		c.start = nil
+	}
+	unix.Kill(c.Pid, unix.SIGKILL)
+}
+
+// readSync reads the child's report: Ready when wantReady, else EOF (the
+// sync fd closed on exec). An error report becomes a classified error.
+func (c *Child) readSync(wantReady bool) error {
+	var msg syncMsg
+	err := c.sync.Decode(&msg)
+	switch {
+	case errors.Is(err, io.EOF) && !wantReady:
+		return nil
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("the container init exited during set-up without a report")
+	case err != nil:
+		return fmt.Errorf("reading the container init's report: %w", err)
+	case msg.Error != "":
+		if msg.Class == "precondition" {
+			return errdefs.FailedPrecondition("%s", msg.Error)
+		}
+		return errors.New(msg.Error)
+	case msg.Ready != wantReady:
+		return fmt.Errorf("the container init reported %+v out of turn", msg)
+	}
+	return nil
+}
+
+// JoinNamespaces runs fn on an OS thread that has entered nss (fn's
+// forks inherit them). With none, fn runs on the caller's thread. The
+// thread is never given back to the scheduler: it dies with its
+// goroutine instead of running other goroutines in the container's
+// namespaces.
+func JoinNamespaces(nss []Namespace, fn func() error) error {
+	if len(nss) == 0 {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		for _, n := range nss {
+			if n.Type == specs.MountNamespace || n.Type == specs.CgroupNamespace {
+				errc <- fmt.Errorf("a %s namespace cannot be joined by a thread of the agent", n.Type)
+				return
+			}
+			fd, err := unix.Open(n.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				errc <- fmt.Errorf("opening namespace %s: %w", n.Path, err)
+				return
+			}
+			err = unix.Setns(fd, int(nsFlags[n.Type]))
+			unix.Close(fd)
+			if err != nil {
+				errc <- fmt.Errorf("entering %s namespace %s: %w", n.Type, n.Path, err)
+				return
+			}
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// fileSet tracks the pipe ends of a spawn.
+type fileSet struct {
+	parent, child []*os.File
+}
+
+func (f *fileSet) pipe() (*os.File, *os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		f.closeAll()
+		return nil, nil, fmt.Errorf("making a pipe: %w", err)
+	}
+	return r, w, nil
+}
+
+func (f *fileSet) closeChildEnds() {
+	for _, c := range f.child {
+		if c != nil {
+			c.Close()
+		}
+	}
+	f.child = nil
+}
+
+func (f *fileSet) closeAll() {
+	f.closeChildEnds()
+	for _, c := range f.parent {
+		if c != nil {
+			c.Close()
+		}
+	}
+	f.parent = nil
+}
+
+// fileConn wraps a unix socket file.
+func fileConn(f *os.File) (*net.UnixConn, error) {
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("%s is not a unix socket", f.Name())
+	}
+	return uc, nil
+}
+
+// recvFd receives one fd sent with SCM_RIGHTS on sock. The fd is made
+// non-blocking, so the *os.File is pollable and write deadlines work.
+func recvFd(sock *os.File) (*os.File, error) {
+	conn, err := fileConn(sock)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	buf := make([]byte, 256)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, fmt.Errorf("receiving the pty master: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) == 0 {
+		return nil, fmt.Errorf("receiving the pty master: no control message (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("receiving the pty master: want one fd, got %d (%v)", len(fds), err)
+	}
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		return nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), string(buf[:n])), nil
+}
