@@ -288,6 +288,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	if c.cgroup, err = launch.CreateCgroup(spec.Linux.CgroupsPath, spec.Linux.Resources); err != nil {
 		return nil, errdefs.FailedPrecondition("creating container %s: %w", id, err)
 	}
+	cgroupTook := time.Since(start)
 	io, err := newStdio(tty, req.Stdin)
 	if err != nil {
 		return nil, fmt.Errorf("creating container %s: %w", id, err)
@@ -320,7 +321,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	c.init = p
 	s.cmu.Unlock()
 	ok = true
-	log.G(ctx).Info("container created", "id", id, "pid", p.pid, "tty", tty, "elapsed", time.Since(start))
+	log.G(ctx).Info("container created", "id", id, "pid", p.pid, "tty", tty, "elapsed", time.Since(start), "cgroup", cgroupTook, "phases", child.Phases)
 	return &api.CreateContainerResponse{Pid: uint32(p.pid)}, nil
 }
 

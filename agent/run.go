@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/vishvananda/netlink"
 
+	"github.com/crivm/crivm/agent/launch"
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/internal/errdefs"
@@ -94,6 +95,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	api.RegisterAgentService(srv, svc)
 	l.Info("agent serving", "transport", lis.Addr().Network(), "addr", lis.Addr().String(), "elapsed", time.Since(start))
+	// Off the boot's critical path: ready before the first container.
+	go func() {
+		if err := launch.PrepareCgroupParent(agentproxy.GuestCgroupParent); err != nil {
+			l.Warn("preparing the containers' cgroup parent", "error", err)
+		}
+	}()
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, lis) }()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,28 @@ var wantControllers = []string{"cpu", "cpuset", "io", "memory", "pids", "hugetlb
 // as in the spec's cgroupsPath), enabling the controllers on the way, and
 // applies res. It returns the directory.
 func CreateCgroup(path string, res *specs.LinuxResources) (string, error) {
+	dir, err := makeCgroup(path, false)
+	if err != nil {
+		return "", err
+	}
+	if err := UpdateCgroup(dir, res); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// PrepareCgroupParent makes the cgroup at path with the controllers
+// enabled for its children, ahead of the first CreateCgroup below it:
+// enabling controllers at the root for the first time costs tens of
+// milliseconds in an emulated guest.
+func PrepareCgroupParent(path string) error {
+	_, err := makeCgroup(path, true)
+	return err
+}
+
+// makeCgroup makes the directories of path, enabling the controllers in
+// each parent (and in the leaf when asParent).
+func makeCgroup(path string, asParent bool) (string, error) {
 	rel := filepath.Clean("/" + path)
 	if rel == "/" {
 		return "", fmt.Errorf("cgroup path %q names the root", path)
@@ -34,30 +57,48 @@ func CreateCgroup(path string, res *specs.LinuxResources) (string, error) {
 	}
 	var enable []string
 	for _, c := range strings.Fields(string(avail)) {
-		for _, w := range wantControllers {
-			if c == w {
-				enable = append(enable, "+"+c)
-			}
+		if slices.Contains(wantControllers, c) {
+			enable = append(enable, c)
 		}
 	}
 	dir := CgroupRoot
 	for _, part := range strings.Split(strings.TrimPrefix(rel, "/"), "/") {
-		// Controllers a parent enables for its children; writing them
-		// again is a no-op.
-		if len(enable) > 0 {
-			if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0); err != nil {
-				return "", fmt.Errorf("enabling controllers in %s: %w", dir, err)
-			}
+		if err := enableControllers(dir, enable); err != nil {
+			return "", err
 		}
 		dir = filepath.Join(dir, part)
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", fmt.Errorf("creating cgroup %s: %w", dir, err)
 		}
 	}
-	if err := UpdateCgroup(dir, res); err != nil {
-		return "", err
+	if asParent {
+		if err := enableControllers(dir, enable); err != nil {
+			return "", err
+		}
 	}
 	return dir, nil
+}
+
+// enableControllers enables want for dir's children, unless they are.
+func enableControllers(dir string, want []string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err != nil {
+		return fmt.Errorf("reading the controllers of %s: %w", dir, err)
+	}
+	have := strings.Fields(string(b))
+	var add []string
+	for _, c := range want {
+		if !slices.Contains(have, c) {
+			add = append(add, "+"+c)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(add, " ")), 0); err != nil {
+		return fmt.Errorf("enabling controllers %v in %s: %w", add, dir, err)
+	}
+	return nil
 }
 
 // cgroupFile is one value to write.

@@ -68,4 +68,13 @@ type syncMsg struct {
 	// parent to classify.
 	Error string `json:"error,omitempty"`
 	Class string `json:"class,omitempty"`
+	// Phases are the child's set-up steps and their durations (ms), for
+	// the parent's debug log.
+	Phases []Phase `json:"phases,omitempty"`
+}
+
+// Phase is one timed step of the child.
+type Phase struct {
+	Name string  `json:"name"`
+	Ms   float64 `json:"ms"`
 }

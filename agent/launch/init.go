@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -50,6 +51,13 @@ func Init() {
 
 // initChild returns only on failure.
 func initChild(syncFile *os.File) error {
+	var phases []Phase
+	last := time.Now()
+	mark := func(name string) {
+		now := time.Now()
+		phases = append(phases, Phase{name, float64(now.Sub(last).Microseconds()) / 1000})
+		last = now
+	}
 	var cfg Config
 	if err := json.NewDecoder(os.NewFile(fdConfig, "config")).Decode(&cfg); err != nil {
 		return fmt.Errorf("reading the launch config: %w", err)
@@ -58,6 +66,7 @@ func initChild(syncFile *os.File) error {
 	if cfg.Spec == nil || cfg.Process == nil || len(cfg.Process.Args) == 0 {
 		return precondition("the launch config has no spec or process")
 	}
+	mark("config")
 	if err := enterNamespaces(cfg.Enter); err != nil {
 		return err
 	}
@@ -65,6 +74,7 @@ func initChild(syncFile *os.File) error {
 		if err := setupRootfs(cfg.Spec); err != nil {
 			return err
 		}
+		mark("rootfs")
 	}
 	if cfg.Console {
 		if err := setupConsole(cfg.Mode == ModeCreate); err != nil {
@@ -76,8 +86,9 @@ func initChild(syncFile *os.File) error {
 	if err != nil {
 		return precondition("%w", err)
 	}
+	mark("lookup")
 	if cfg.Mode == ModeCreate {
-		if err := json.NewEncoder(syncFile).Encode(&syncMsg{Ready: true}); err != nil {
+		if err := json.NewEncoder(syncFile).Encode(&syncMsg{Ready: true, Phases: phases}); err != nil {
 			return err
 		}
 		var b [1]byte

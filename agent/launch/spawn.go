@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -48,6 +49,9 @@ type Child struct {
 	Exited <-chan unix.WaitStatus
 	// Console is the pty master, for Config.Console.
 	Console *os.File
+	// Phases are the child's set-up steps (create), and Spawn's own:
+	// "fork" (until the child runs) and "ready" (until it reported).
+	Phases []Phase
 
 	sync  *json.Decoder
 	syncF *os.File
@@ -190,6 +194,7 @@ func Spawn(opts Options) (*Child, error) {
 		}
 		join = append(join, n)
 	}
+	t0 := time.Now()
 	var exited <-chan unix.WaitStatus
 	if err := JoinNamespaces(join, func() error {
 		var err error
@@ -200,6 +205,7 @@ func Spawn(opts Options) (*Child, error) {
 		return nil, fmt.Errorf("starting the container init: %w", err)
 	}
 	c := &Child{Pid: cmd.Process.Pid, Exited: exited, sync: json.NewDecoder(syncR), syncF: syncR, start: startW}
+	c.Phases = append(c.Phases, Phase{"fork", float64(time.Since(t0).Microseconds()) / 1000})
 	files.closeChildEnds()
 	fail := func(err error) (*Child, error) {
 		unix.Kill(c.Pid, unix.SIGKILL)
@@ -223,9 +229,11 @@ func Spawn(opts Options) (*Child, error) {
 		consoleParent.Close()
 		c.Console = m
 	}
+	t1 := time.Now()
 	if err := c.readSync(opts.Config.Mode == ModeCreate); err != nil {
 		return fail(err)
 	}
+	c.Phases = append(c.Phases, Phase{"ready", float64(time.Since(t1).Microseconds()) / 1000})
 	if opts.Config.Mode != ModeCreate {
 		startW.Close()
 		syncR.Close()
@@ -265,6 +273,7 @@ func (c *Child) Abort() {
 func (c *Child) readSync(wantReady bool) error {
 	var msg syncMsg
 	err := c.sync.Decode(&msg)
+	c.Phases = append(c.Phases, msg.Phases...)
 	switch {
 	case errors.Is(err, io.EOF) && !wantReady:
 		return nil

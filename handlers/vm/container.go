@@ -84,10 +84,12 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		unexpose(shared, c.ID)
 		return nil, fmt.Errorf("encoding spec: %w", err)
 	}
+	rpcStart := time.Now()
 	if _, err := v.client.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: c.ID, OciSpec: b, Stdin: req.Config.GetStdin(), Tty: req.Config.GetTty()}); err != nil {
 		unexpose(shared, c.ID)
 		return nil, fmt.Errorf("creating container in the guest: %w", err)
 	}
+	log.G(ctx).Debug("guest created the container", "spec_bytes", len(b), "rpc", time.Since(rpcStart))
 	os.MkdirAll(filepath.Dir(h.exitPath(c.ID)), 0o700)
 	if req.LogPath != "" {
 		if err := os.MkdirAll(filepath.Dir(req.LogPath), 0o755); err != nil {
