@@ -24,6 +24,9 @@ type OutputStream struct {
 	// Poll bounds each call's wait in the agent; zero: 30 s. Each call
 	// returns at least that often, so ctx is checked between calls.
 	Poll time.Duration
+	// Progress, when not nil, is told the offset reached after each chunk
+	// was written to w.
+	Progress func(off uint64)
 }
 
 // CopyOutput copies a guest process's stream to w until the stream ends
@@ -59,6 +62,9 @@ func CopyOutput(ctx context.Context, agent api.AgentService, s OutputStream, w i
 				return off, fmt.Errorf("writing %s of %s: %w", s.Stream, s.ContainerID, err)
 			}
 			off += uint64(len(r.Data))
+			if s.Progress != nil {
+				s.Progress(off)
+			}
 		}
 		if r.Eof {
 			return off, nil

@@ -20,6 +20,8 @@ const exitCodeUnknown = 255
 // really run, after a daemon restart. It never starts or kills anything:
 // a sandbox whose process is gone becomes NotReady, a container whose
 // process is gone becomes Exited with the code from its exit file if any.
+// A container without a host process (it runs in a VM) is left to its
+// handler, which asks the guest after the restart (Restore).
 func Reconcile(ctx context.Context, st *store.Store) error {
 	var errs []error
 	for _, sb := range st.Sandboxes.List(nil) {
@@ -37,7 +39,7 @@ func Reconcile(ctx context.Context, st *store.Store) error {
 		log.G(ctx).Info("sandbox process gone while crivm was down: sandbox is NotReady", "sandbox", sb.ID, "name", sb.Name)
 	}
 	for _, c := range st.Containers.List(nil) {
-		if c.State != store.ContainerRunning || processAlive(c.Process) {
+		if c.State != store.ContainerRunning || c.Process == nil || processAlive(c.Process) {
 			continue
 		}
 		_, err := st.Containers.Update(c.ID, func(c *store.Container) error {

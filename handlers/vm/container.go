@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"encoding/binary"
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,7 +99,7 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	}
 	lw := newLogWriter(req.LogPath)
 	h.logs.Store(c.ID, lw)
-	go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw)
+	go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw, [2]uint64{})
 	go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
 	extra := map[string]string{"sandbox_vm": sb.ID}
 	if req.Config.GetStdinOnce() {
@@ -194,22 +195,59 @@ func unmountBelow(dir string) error {
 	return nil
 }
 
+// outputStreams are the streams pumpOutput copies, in the order of their
+// offsets in the offsets file.
+var outputStreams = []struct {
+	api  api.Stream
+	name string
+}{{api.Stream_STDOUT, "stdout"}, {api.Stream_STDERR, "stderr"}}
+
+// offsetsPath holds, per stream, the offset up to which the container's
+// output is in its CRI log (8 bytes each, little-endian), so that a
+// restarted daemon resumes there: nothing is logged twice, and only a
+// line still waiting for its newline at the restart can be lost (the
+// agent reports those bytes as dropped).
+func (h *Handler) offsetsPath(id string) string { return h.exitPath(id) + ".offsets" }
+
+// readOffsets returns the persisted offsets of id; zero when none.
+func (h *Handler) readOffsets(id string) [2]uint64 {
+	var off [2]uint64
+	b, err := os.ReadFile(h.offsetsPath(id))
+	if err != nil || len(b) < 16 {
+		return off
+	}
+	off[0], off[1] = binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[8:])
+	return off
+}
+
 // pumpOutput copies the container's stdout and stderr from the agent into
-// the CRI log until both end.
-func (h *Handler) pumpOutput(ctx context.Context, c *agentproxy.Client, id string, lw *logWriter) {
+// the CRI log until both end, from the offsets given, persisting how far
+// the log got.
+func (h *Handler) pumpOutput(ctx context.Context, c *agentproxy.Client, id string, lw *logWriter, from [2]uint64) {
+	f, err := os.OpenFile(h.offsetsPath(id), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		log.G(ctx).Warn("persisting log offsets", "container", id, "error", err)
+	} else {
+		defer f.Close()
+	}
 	var wg sync.WaitGroup
-	for _, st := range []api.Stream{api.Stream_STDOUT, api.Stream_STDERR} {
-		w := &streamWriter{lw: lw, stream: "stdout"}
-		if st == api.Stream_STDERR {
-			w.stream = "stderr"
-		}
+	for i, st := range outputStreams {
+		w := &streamWriter{lw: lw, stream: st.name}
 		wg.Go(func() {
-			if _, err := agentproxy.CopyOutput(ctx, c, agentproxy.OutputStream{ContainerID: id, Stream: st,
+			out := agentproxy.OutputStream{ContainerID: id, Stream: st.api, Offset: from[i],
 				Dropped: func(n uint64) {
-					log.G(ctx).Warn("guest dropped container output", "container", id, "stream", w.stream, "bytes", n)
+					log.G(ctx).Warn("guest dropped container output", "container", id, "stream", st.name, "bytes", n)
 				},
-			}, w); err == nil {
-				lw.flush(w.stream)
+			}
+			if f != nil {
+				var b [8]byte
+				out.Progress = func(off uint64) {
+					binary.LittleEndian.PutUint64(b[:], off-uint64(lw.partialLen(st.name)))
+					f.WriteAt(b[:], int64(8*i))
+				}
+			}
+			if _, err := agentproxy.CopyOutput(ctx, c, out, w); err == nil {
+				lw.flush(st.name)
 			}
 		})
 	}
@@ -334,6 +372,7 @@ func (h *Handler) RemoveContainer(ctx context.Context, c *store.Container) error
 		lw.(*logWriter).close()
 	}
 	os.Remove(h.exitPath(c.ID))
+	os.Remove(h.offsetsPath(c.ID))
 	return unexpose(h.sharedDir(sbID), c.ID)
 }
 

@@ -116,6 +116,14 @@ func (l *logWriter) endOutput() {
 	}
 }
 
+// partialLen is how many bytes of stream wait for their newline (not in
+// the log yet).
+func (l *logWriter) partialLen(stream string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.partial[stream])
+}
+
 // flush writes a final unterminated line.
 func (l *logWriter) flush(stream string) {
 	l.mu.Lock()

@@ -299,9 +299,8 @@ func memoryMiB(cfg *runtimeapi.PodSandboxConfig, def int) int {
 
 // Restore reattaches to the VM of a sandbox a previous daemon started,
 // through its pidfile and QMP socket, reconnects to its agent, and resumes
-// copying its containers' output and waiting for their exits. Output is
-// resumed from what the agent still holds, so the last chunk before the
-// restart may be logged twice; nothing is lost within the agent's buffer.
+// copying its containers' output (from the offsets the previous daemon
+// persisted) and waiting for their exits.
 func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.Container) error {
 	v, err := h.connection(ctx, sb)
 	if err != nil {
@@ -313,7 +312,7 @@ func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.
 	for _, c := range ctrs {
 		lw := newLogWriter(c.LogPath)
 		h.logs.Store(c.ID, lw)
-		go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw)
+		go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw, h.readOffsets(c.ID))
 		go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
 	}
 	log.G(ctx).Info("reattached to a running VM", "sandbox", sb.ID, "pid", v.vm.PID(), "containers", len(ctrs))

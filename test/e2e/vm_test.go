@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -237,13 +238,33 @@ func TestVMDaemonRestart(t *testing.T) {
 	requiresVM(t)
 	e := newRuncEnv(t)
 	ctx := context.Background()
-	sbID, err := e.rs.RunPodSandbox(ctx, e.podConfig("vmrestart"), "vm")
+	pod := e.podConfig("vmrestart")
+	sbID, err := e.rs.RunPodSandbox(ctx, pod, "vm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.ids = append(e.ids, sbID)
 	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
+	ctrID, err := e.rs.CreateContainer(ctx, sbID, e.containerConfig("count", "sh", "-c", "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done"), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, ctrID)
+	if err := e.rs.StartContainer(ctx, ctrID); err != nil {
+		t.Fatal(err)
+	}
 	st, info := e.sandboxStatus(t, sbID)
+	logPath := filepath.Join(pod.LogDirectory, "count.log")
+	waitLine := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if b, _ := os.ReadFile(logPath); strings.Contains(string(b), fmt.Sprintf(" line-%d\n", n)) {
+				return
+			}
+		}
+		t.Fatalf("the log never reached line-%d", n)
+	}
+	waitLine(5)
 
 	// 1. Restart the daemon: the VM keeps running and the pod stays ready.
 	if err := e.d.Stop(15 * time.Second); err != nil {
@@ -262,10 +283,31 @@ func TestVMDaemonRestart(t *testing.T) {
 		t.Fatalf("after restart: %v %v", st.GetStatus().GetState(), err)
 	}
 
-	// 2. Its death is noticed by the new daemon, unprompted.
+	// 2. The container's log goes on where the old daemon left it: every
+	//    line once, in order, none lost across the restart.
+	b, _ := os.ReadFile(logPath)
+	last := strings.Count(string(b), " stdout F line-")
+	waitLine(last + 10)
+	b, _ = os.ReadFile(logPath)
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if _, rest, ok := strings.Cut(l, " stdout F "); ok {
+			lines = append(lines, rest)
+		}
+	}
+	for i, l := range lines {
+		if l != fmt.Sprintf("line-%d", i) {
+			t.Fatalf("log line %d is %q across the restart (want line-%d): %q", i, l, i, lines)
+		}
+	}
+
+	// 3. Its death is noticed by the new daemon, unprompted.
 	events := followEvents(t, e)
 	syscall.Kill(info.Process.Pid, syscall.SIGKILL)
 	events.waitFor(t, sbID, "STOPPED", 10*time.Second)
+	if cs := e.waitExited(t, ctrID, 10*time.Second); cs.Reason != "VMExited" {
+		t.Errorf("container of the dead VM after a restart: %q, want VMExited", cs.Reason)
+	}
 	if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
 		t.Fatal(err)
 	}
