@@ -43,6 +43,25 @@ const BaseKernelArgs = "console=ttyS0 quiet panic=-1"
 // DefaultStartTimeout bounds QEMU's start-up (not the guest's boot).
 const DefaultStartTimeout = 30 * time.Second
 
+// Machine types.
+const (
+	MachineQ35     = "q35"
+	MachineMicrovm = "microvm"
+)
+
+// MachineFor is the machine type to run under accel: microvm only under
+// KVM (under TCG its guests hang at boot too often to use), else q35. The
+// reason is set when the requested type is not honoured.
+func MachineFor(requested, accel string) (machine, reason string) {
+	if requested == MachineMicrovm && accel != AccelKVM {
+		return MachineQ35, "machine_type microvm needs KVM (under TCG its guests hang at boot): using q35"
+	}
+	if requested == "" {
+		return MachineQ35, ""
+	}
+	return requested, ""
+}
+
 // SharedDir is a host directory exported to the guest over 9p as Tag.
 type SharedDir struct {
 	Tag      string
@@ -71,7 +90,10 @@ type MachineConfig struct {
 	QEMUPath string
 	// Accel is AccelKVM or AccelTCG (resolve auto with ProbeAccel first).
 	Accel string
-	// MachineType defaults to q35 (virtio-pci; microvm hangs under TCG).
+	// MachineType is q35 (the default) or microvm, for KVM hosts: it is
+	// given a PCIe host bridge (pcie=on), so the same virtio-pci devices
+	// work; under TCG its guests hang at boot in about one boot of three
+	// here (see MachineFor).
 	MachineType string
 	// CPU defaults to host under KVM and qemu64 under TCG.
 	CPU       string
@@ -177,7 +199,7 @@ func (c *MachineConfig) validate() error {
 func (c *MachineConfig) withDefaults() MachineConfig {
 	d := *c
 	if d.MachineType == "" {
-		d.MachineType = "q35"
+		d.MachineType = MachineQ35
 	}
 	if d.CPU == "" {
 		d.CPU = "qemu64"
@@ -209,6 +231,9 @@ func qemuArgs(c MachineConfig) []string {
 		appendArgs += " " + c.KernelArgs
 	}
 	machine := c.MachineType
+	if machine == MachineMicrovm {
+		machine += ",pcie=on"
+	}
 	if len(c.VirtioFS) > 0 {
 		machine += ",memory-backend=mem0"
 	}

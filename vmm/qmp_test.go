@@ -225,6 +225,28 @@ func TestQEMUArgsVirtioFS(t *testing.T) {
 	}
 }
 
+func TestMachineFor(t *testing.T) {
+	tests := []struct {
+		requested, accel, want string
+		wantReason             bool
+	}{
+		{"", AccelTCG, MachineQ35, false},
+		{MachineQ35, AccelKVM, MachineQ35, false},
+		{MachineMicrovm, AccelKVM, MachineMicrovm, false},
+		{MachineMicrovm, AccelTCG, MachineQ35, true},
+	}
+	for _, tt := range tests {
+		got, reason := MachineFor(tt.requested, tt.accel)
+		if got != tt.want || (reason != "") != tt.wantReason {
+			t.Errorf("MachineFor(%q, %q) = %q, %q; want %q, reason %v", tt.requested, tt.accel, got, reason, tt.want, tt.wantReason)
+		}
+	}
+	c := (&MachineConfig{QEMUPath: "/q", Accel: AccelKVM, MachineType: MachineMicrovm, Kernel: "/k", Initrd: "/i", Dir: "/run/vm/x"}).withDefaults()
+	if args := strings.Join(qemuArgs(c), " "); !strings.Contains(args, "-M microvm,pcie=on ") || !strings.Contains(args, "-device virtio-serial-pci") {
+		t.Errorf("microvm args: %s", args)
+	}
+}
+
 func TestVirtiofsdArgs(t *testing.T) {
 	for _, tc := range []struct {
 		cache, want string

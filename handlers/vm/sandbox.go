@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -89,7 +91,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			mc := vmm.MachineConfig{
 				QEMUPath:    h.cfg.HypervisorPath,
 				Accel:       assets.accel.Accel,
-				MachineType: h.cfg.MachineType,
+				MachineType: assets.machine,
 				VCPUs:       h.cfg.DefaultVCPUs,
 				MemoryMiB:   memoryMiB(req.Config, h.cfg.DefaultMemoryMiB),
 				Kernel:      assets.vmlinux,
@@ -104,15 +106,32 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			} else {
 				mc.SharedDirs = []vmm.SharedDir{{Tag: sharedTag, HostPath: h.sharedDir(sb.ID)}}
 			}
-			vm, err = vmm.Start(ctx, mc)
+			if assets.transport != vmm.TransportVsock {
+				if vm, err = vmm.Start(ctx, mc); err != nil {
+					return nil, err
+				}
+				return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
+			}
+			mc.KernelArgs = agentproxy.KernelParamTransport + "=" + vmm.TransportVsock
+			// A CID another VM holds makes QEMU fail at start: try others.
+			for attempt := range 3 {
+				mc.VsockCID = vsockCID(sb.ID, attempt)
+				if vm, err = vmm.Start(ctx, mc); err == nil || !strings.Contains(err.Error(), "guest cid") {
+					break
+				}
+			}
 			if err != nil {
 				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(dir, vsockCIDFile), []byte(strconv.FormatUint(uint64(mc.VsockCID), 10)), 0o600); err != nil {
+				vm.Kill(ctx)
+				return nil, fmt.Errorf("recording the vsock CID: %w", err)
 			}
 			return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
 		}},
 		{Name: "connecting to the guest agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
-			if client, err = agentproxy.Connect(ctx, &agentproxy.SerialDialer{Path: vm.AgentSocket()}); err != nil {
+			if client, err = agentproxy.Connect(ctx, agentDialer(vm.Dir())); err != nil {
 				return nil, err
 			}
 			if health, err = client.WaitHealthy(ctx, 5*time.Second); err != nil {
@@ -170,6 +189,8 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		"guest_mac":     gn.MAC.String(),
 		"boot_ms":       strconv.FormatInt(time.Since(started).Milliseconds(), 10),
 		"shared_fs":     assets.sharedFS,
+		"machine_type":  assets.machine,
+		"transport":     assets.transport,
 	}
 	if virtiofsd != nil {
 		extra["virtiofsd_pid"] = strconv.Itoa(virtiofsd.PID())

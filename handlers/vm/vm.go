@@ -9,10 +9,14 @@ package vm
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +77,7 @@ type sandboxVM struct {
 type guestAssets struct {
 	vmlinux, initrd, release string
 	accel                    vmm.AccelVerdict
-	transport                string
+	machine, transport       string
 	// sharedFS is sharedFS9p or sharedFSVirtio (then virtiofsd is its
 	// daemon).
 	sharedFS, virtiofsd string
@@ -153,29 +157,26 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if a.release, err = vmm.KernelRelease(kernel); err != nil {
 		return nil, errdefs.FailedPrecondition("reading the release of %s: %w", kernel, err)
 	}
-	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, Modules: modules}); err != nil {
-		return nil, errdefs.FailedPrecondition("building the guest initrd: %w", err)
-	}
 	if a.accel, err = vmm.ProbeAccel(ctx, vmm.ProbeOptions{QEMUPath: h.cfg.HypervisorPath, Kernel: kernel, CacheDir: h.cache, Requested: h.cfg.Accel}); err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: %w", h.name, err)
 	}
 	if a.accel.Accel == vmm.AccelTCG {
 		log.G(ctx).Warn("VMs run under TCG (software emulation): expect multi-second boots", "reason", a.accel.Reason)
 	}
+	var why string
+	if a.machine, why = vmm.MachineFor(h.cfg.MachineType, a.accel.Accel); why != "" {
+		log.G(ctx).Warn(why, "handler", h.name)
+	}
 	transport, why, err := vmm.ChooseTransport(h.cfg.AgentTransport)
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: %w", h.name, err)
 	}
-	if transport != vmm.TransportSerial {
-		// The vsock path is compiled and unit-tested but has not run on a
-		// host with vhost-vsock yet, so the handler does not wire it: auto
-		// falls back to virtio-serial, which works everywhere, and an
-		// explicit vsock is refused rather than pretended.
-		if h.cfg.AgentTransport == vmm.TransportVsock {
-			return nil, errdefs.FailedPrecondition("handler %q: agent transport vsock is not wired in this build (%s); use \"auto\" or \"serial\"", h.name, why)
-		}
-		log.G(ctx).Warn("vhost-vsock is available but the vsock transport is not wired yet: using virtio-serial", "reason", why)
-		transport = vmm.TransportSerial
+	if transport == vmm.TransportVsock {
+		modules = slices.Concat(modules, vmm.VsockGuestModules)
+	}
+	log.G(ctx).Info("agent transport chosen", "transport", transport, "why", why)
+	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, Modules: modules}); err != nil {
+		return nil, errdefs.FailedPrecondition("building the guest initrd: %w", err)
 	}
 	a.transport = transport
 	h.assets = a
@@ -213,13 +214,36 @@ func (h *Handler) connection(ctx context.Context, sb *store.Sandbox) (*sandboxVM
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("sandbox %s: its VM is gone: %w", sb.ID, err)
 	}
-	c, err := agentproxy.Connect(ctx, &agentproxy.SerialDialer{Path: vm.AgentSocket()})
+	c, err := agentproxy.Connect(ctx, agentDialer(vm.Dir()))
 	if err != nil {
 		return nil, fmt.Errorf("reconnecting to the agent of %s: %w", sb.ID, err)
 	}
 	v := &sandboxVM{vm: vm, client: c}
 	h.vms[sb.ID] = v
 	return v, nil
+}
+
+// vsockCIDFile in a VM's dir records the guest CID of a VM reached over
+// vsock; without it the agent is on the virtio-serial socket.
+const vsockCIDFile = "vsock.cid"
+
+// agentDialer reaches the agent of the VM in dir the way it was started.
+func agentDialer(dir string) agentproxy.Dialer {
+	if b, err := os.ReadFile(filepath.Join(dir, vsockCIDFile)); err == nil {
+		if cid, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
+			return &agentproxy.VsockDialer{CID: uint32(cid)}
+		}
+	}
+	return &agentproxy.SerialDialer{Path: filepath.Join(dir, vmm.AgentSocketName)}
+}
+
+// vsockCID picks the guest CID of a sandbox's VM: derived from its id, so
+// it is stable, and moved by attempt when QEMU finds it taken. CIDs 0-2
+// are reserved.
+func vsockCID(id string, attempt int) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return 3 + (h.Sum32()+uint32(attempt)*7919)%(math.MaxUint32-3)
 }
 
 // PortForward relays the stream to port on the guest's loopback through a

@@ -461,13 +461,14 @@ func TestVMPodBehaviour(t *testing.T) {
 // guest through its own virtiofsd: the container's root is a virtiofs
 // mount, a read-only hostPath stays read-only, a writable one is written
 // through to the host, and stopping the pod ends virtiofsd and leaves no
-// mount behind.
+// mount behind. machine_type = "microvm" runs microvm under KVM and q35
+// under TCG.
 func TestVMVirtioFS(t *testing.T) {
 	requiresVM(t)
 	if _, err := vmm.FindVirtiofsd(""); err != nil {
 		t.Skipf("virtio-fs needs virtiofsd: %v", err)
 	}
-	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `shared_fs = "virtio-fs"`)
+	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `shared_fs = "virtio-fs"`, `machine_type = "microvm"`)
 	ctx := context.Background()
 
 	// 1. The pod boots with virtio-fs and its own virtiofsd.
@@ -490,6 +491,14 @@ func TestVMVirtioFS(t *testing.T) {
 	}
 	if comm, _ := os.ReadFile(filepathJoin("/proc", fsdPid, "comm")); strings.TrimSpace(string(comm)) != "virtiofsd" {
 		t.Errorf("virtiofsd_pid %d is %q", fsdPid, comm)
+	}
+	// microvm is for KVM; under TCG the handler uses q35.
+	wantMachine := "q35"
+	if info.Extra["accel"] == "kvm" {
+		wantMachine = "microvm"
+	}
+	if info.Extra["machine_type"] != wantMachine {
+		t.Errorf("machine_type microvm under %s ran %q, want %s", info.Extra["accel"], info.Extra["machine_type"], wantMachine)
 	}
 
 	// 2. The canary: the container's root is a virtiofs mount in the guest.
@@ -529,4 +538,31 @@ func TestVMVirtioFS(t *testing.T) {
 	if _, err := os.Stat(info.Extra["vm_dir"]); !os.IsNotExist(err) {
 		t.Errorf("VM dir %s left behind (%v)", info.Extra["vm_dir"], err)
 	}
+}
+
+// TestVMVsock: with agent_transport = "vsock" the host reaches the agent
+// over vhost-vsock: the pod boots, its container runs, exec and logs work.
+func TestVMVsock(t *testing.T) {
+	requiresVM(t)
+	if ok, why := vmm.VhostVsockAvailable(); !ok {
+		t.Skipf("the vsock transport cannot run here: %s", why)
+	}
+	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `agent_transport = "vsock"`)
+	pod := e.podConfig("vsockpod")
+	pod.Annotations = map[string]string{"io.kubernetes.cri.untrusted-workload": "true"}
+	sbID, ctrID := e.runPod(t, pod, e.containerConfig("app", "sh", "-c", "echo over-vsock; exec sleep 3600"))
+	_, info := e.sandboxStatus(t, sbID)
+	if info.Extra["transport"] != "vsock" {
+		t.Fatalf("transport %q, want vsock", info.Extra["transport"])
+	}
+	if got := e.exec(t, ctrID, "uname", "-r"); strings.TrimSpace(got) != info.Extra["guest_kernel"] {
+		t.Errorf("exec over vsock: %q", got)
+	}
+	logPath := filepath.Join(pod.LogDirectory, "app.log")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), " stdout F over-vsock") {
+			return
+		}
+	}
+	t.Errorf("the container's output never reached its log over vsock")
 }
