@@ -8,7 +8,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/crivm/crivm/internal/version.Version=$(VERSION)
 GOFLAGS_BUILD := -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 
-.PHONY: all deps build test unit e2e demo lint clean bench-pull bench-pods bench-peer bench-vm
+.PHONY: all deps build test unit e2e demo lint clean generate bench-pull bench-pods bench-peer bench-vm
 
 all: build
 
@@ -48,6 +48,11 @@ bench-peer: deps build
 # VM pod start against the bare-QEMU floor, per-VM PSS, 5 at once (docs/performance.md).
 bench-vm: deps build
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/bench/vmbench -n 5 -parallel 5
+
+# Regenerates the agent API (protoc; the plugins build from go.mod) and
+# the seccomp syscall tables (the kernel headers of linux-libc-dev).
+generate:
+	$(GO) generate ./agentproxy/api ./agent/seccompbpf
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -269,6 +269,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 			s.cmu.Lock()
 			delete(s.containers, id)
 			s.cmu.Unlock()
+			if s.oom != nil {
+				s.oom.remove(id)
+			}
 			if c.cgroup != "" {
 				launch.RemoveCgroup(c.cgroup, 5*time.Second)
 			}
@@ -310,6 +313,10 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	p := &process{pid: child.Pid, pidfd: -1, tty: tty, exited: make(chan struct{})}
 	if c.oomBase, err = oomKills(c.cgroup); err != nil {
 		log.G(ctx).Debug("reading oom_kill", "id", id, "error", err)
+	} else if s.oom != nil {
+		if err := s.oom.add(id, c.cgroup, c.oomBase); err != nil {
+			log.G(ctx).Warn("OOM kills of this container will not be reported as events", "id", id, "error", err)
+		}
 	}
 	s.watch(c, p, child.Exited, true)
 	if err := io.attach(p, req.Stdin, child.Console); err != nil {
@@ -379,6 +386,9 @@ func (s *Service) deleteContainer(ctx context.Context, c *container) error {
 	}
 	c.mu.Unlock()
 	c.init.signal(unix.SIGKILL)
+	if s.oom != nil {
+		s.oom.remove(c.id)
+	}
 	if err := launch.RemoveCgroup(c.cgroup, 10*time.Second); err != nil {
 		return fmt.Errorf("deleting container %s: %w", c.id, err)
 	}

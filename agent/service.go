@@ -42,6 +42,10 @@ type Service struct {
 	// created.
 	cmu        sync.Mutex
 	containers map[string]*container
+
+	// oom watches the containers' cgroups for GetOOMEvent; nil when
+	// inotify is unavailable.
+	oom *oomWatcher
 }
 
 type sandboxState struct {
@@ -53,7 +57,9 @@ var _ api.AgentService = (*Service)(nil)
 
 // NewService returns the service; reaper must be running.
 func NewService(reaper *Reaper) *Service {
-	return &Service{reaper: reaper, etcDir: "/etc", containers: map[string]*container{}}
+	s := &Service{reaper: reaper, etcDir: "/etc", containers: map[string]*container{}}
+	s.oom, _ = newOOMWatcher() // nil: GetOOMEvent says OOM events are not watched
+	return s
 }
 
 // Health reports that the agent serves, with the guest's kernel release

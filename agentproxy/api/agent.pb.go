@@ -117,7 +117,96 @@ func (x HealthResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HealthResponse_Status.Descriptor instead.
 func (HealthResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1, 0}
+	return file_agent_proto_rawDescGZIP(), []int{3, 0}
+}
+
+type GetOOMEventRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOOMEventRequest) Reset() {
+	*x = GetOOMEventRequest{}
+	mi := &file_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOOMEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOOMEventRequest) ProtoMessage() {}
+
+func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
+func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
+type GetOOMEventResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// The container's oom_kill count after this event.
+	OomKills      uint64 `protobuf:"varint,2,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOOMEventResponse) Reset() {
+	*x = GetOOMEventResponse{}
+	mi := &file_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOOMEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOOMEventResponse) ProtoMessage() {}
+
+func (x *GetOOMEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOOMEventResponse.ProtoReflect.Descriptor instead.
+func (*GetOOMEventResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetOOMEventResponse) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *GetOOMEventResponse) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
 }
 
 type HealthRequest struct {
@@ -128,7 +217,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +229,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +242,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_proto_rawDescGZIP(), []int{2}
 }
 
 type HealthResponse struct {
@@ -170,7 +259,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +271,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +284,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HealthResponse) GetStatus() HealthResponse_Status {
@@ -237,7 +326,7 @@ type DNSConfig struct {
 
 func (x *DNSConfig) Reset() {
 	*x = DNSConfig{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +338,7 @@ func (x *DNSConfig) String() string {
 func (*DNSConfig) ProtoMessage() {}
 
 func (x *DNSConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +351,7 @@ func (x *DNSConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSConfig.ProtoReflect.Descriptor instead.
 func (*DNSConfig) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DNSConfig) GetServers() []string {
@@ -305,7 +394,7 @@ type SharedMount struct {
 
 func (x *SharedMount) Reset() {
 	*x = SharedMount{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +406,7 @@ func (x *SharedMount) String() string {
 func (*SharedMount) ProtoMessage() {}
 
 func (x *SharedMount) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +419,7 @@ func (x *SharedMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMount.ProtoReflect.Descriptor instead.
 func (*SharedMount) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SharedMount) GetTag() string {
@@ -385,7 +474,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +486,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +499,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Interface) GetName() string {
@@ -459,7 +548,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +560,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +573,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Route) GetDest() string {
@@ -529,7 +618,7 @@ type CreateSandboxRequest struct {
 
 func (x *CreateSandboxRequest) Reset() {
 	*x = CreateSandboxRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +630,7 @@ func (x *CreateSandboxRequest) String() string {
 func (*CreateSandboxRequest) ProtoMessage() {}
 
 func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +643,7 @@ func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxRequest.ProtoReflect.Descriptor instead.
 func (*CreateSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateSandboxRequest) GetSandboxId() string {
@@ -607,7 +696,7 @@ type CreateSandboxResponse struct {
 
 func (x *CreateSandboxResponse) Reset() {
 	*x = CreateSandboxResponse{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +708,7 @@ func (x *CreateSandboxResponse) String() string {
 func (*CreateSandboxResponse) ProtoMessage() {}
 
 func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +721,7 @@ func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 type DestroySandboxRequest struct {
@@ -644,7 +733,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +745,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +758,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -687,7 +776,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +788,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +801,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 type CreateContainerRequest struct {
@@ -732,7 +821,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +833,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +846,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateContainerRequest) GetContainerId() string {
@@ -798,7 +887,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +899,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +912,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -842,7 +931,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +943,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +956,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -886,7 +975,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +987,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1000,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartContainerResponse) GetPid() uint32 {
@@ -930,7 +1019,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1031,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1044,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteContainerRequest) GetContainerId() string {
@@ -973,7 +1062,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1074,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1087,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 type UpdateContainerRequest struct {
@@ -1012,7 +1101,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1113,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1126,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1062,7 +1151,7 @@ type UpdateContainerResponse struct {
 
 func (x *UpdateContainerResponse) Reset() {
 	*x = UpdateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1163,7 @@ func (x *UpdateContainerResponse) String() string {
 func (*UpdateContainerResponse) ProtoMessage() {}
 
 func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1176,7 @@ func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerResponse.ProtoReflect.Descriptor instead.
 func (*UpdateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 type StatsContainerRequest struct {
@@ -1099,7 +1188,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1200,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1213,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -1159,7 +1248,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1260,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1273,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatsContainerResponse) GetTimestampUnixNano() int64 {
@@ -1277,7 +1366,7 @@ type StartProcessRequest struct {
 
 func (x *StartProcessRequest) Reset() {
 	*x = StartProcessRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1378,7 @@ func (x *StartProcessRequest) String() string {
 func (*StartProcessRequest) ProtoMessage() {}
 
 func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1391,7 @@ func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessRequest.ProtoReflect.Descriptor instead.
 func (*StartProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StartProcessRequest) GetContainerId() string {
@@ -1363,7 +1452,7 @@ type StartProcessResponse struct {
 
 func (x *StartProcessResponse) Reset() {
 	*x = StartProcessResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1464,7 @@ func (x *StartProcessResponse) String() string {
 func (*StartProcessResponse) ProtoMessage() {}
 
 func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1477,7 @@ func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessResponse.ProtoReflect.Descriptor instead.
 func (*StartProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StartProcessResponse) GetPid() uint32 {
@@ -1408,7 +1497,7 @@ type DeleteProcessRequest struct {
 
 func (x *DeleteProcessRequest) Reset() {
 	*x = DeleteProcessRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1509,7 @@ func (x *DeleteProcessRequest) String() string {
 func (*DeleteProcessRequest) ProtoMessage() {}
 
 func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1522,7 @@ func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteProcessRequest) GetContainerId() string {
@@ -1458,7 +1547,7 @@ type DeleteProcessResponse struct {
 
 func (x *DeleteProcessResponse) Reset() {
 	*x = DeleteProcessResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1559,7 @@ func (x *DeleteProcessResponse) String() string {
 func (*DeleteProcessResponse) ProtoMessage() {}
 
 func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1572,7 @@ func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 type WaitProcessRequest struct {
@@ -1497,7 +1586,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1598,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1611,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -1553,7 +1642,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1654,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1667,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WaitProcessResponse) GetExitCode() int32 {
@@ -1616,7 +1705,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1717,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1730,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -1680,7 +1769,7 @@ type SignalProcessResponse struct {
 
 func (x *SignalProcessResponse) Reset() {
 	*x = SignalProcessResponse{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1781,7 @@ func (x *SignalProcessResponse) String() string {
 func (*SignalProcessResponse) ProtoMessage() {}
 
 func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1794,7 @@ func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessResponse.ProtoReflect.Descriptor instead.
 func (*SignalProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 // ReadOutputRequest reads a process's stream by absolute byte offsets.
@@ -1731,7 +1820,7 @@ type ReadOutputRequest struct {
 
 func (x *ReadOutputRequest) Reset() {
 	*x = ReadOutputRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1832,7 @@ func (x *ReadOutputRequest) String() string {
 func (*ReadOutputRequest) ProtoMessage() {}
 
 func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1845,7 @@ func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputRequest.ProtoReflect.Descriptor instead.
 func (*ReadOutputRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadOutputRequest) GetContainerId() string {
@@ -1817,7 +1906,7 @@ type ReadOutputResponse struct {
 
 func (x *ReadOutputResponse) Reset() {
 	*x = ReadOutputResponse{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1918,7 @@ func (x *ReadOutputResponse) String() string {
 func (*ReadOutputResponse) ProtoMessage() {}
 
 func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1931,7 @@ func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputResponse.ProtoReflect.Descriptor instead.
 func (*ReadOutputResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadOutputResponse) GetData() []byte {
@@ -1884,7 +1973,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +1985,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +1998,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -1942,7 +2031,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2043,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2056,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -1987,7 +2076,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2088,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2101,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -2037,7 +2126,7 @@ type CloseStdinResponse struct {
 
 func (x *CloseStdinResponse) Reset() {
 	*x = CloseStdinResponse{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2138,7 @@ func (x *CloseStdinResponse) String() string {
 func (*CloseStdinResponse) ProtoMessage() {}
 
 func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2151,7 @@ func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinResponse.ProtoReflect.Descriptor instead.
 func (*CloseStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 type ResizeTerminalRequest struct {
@@ -2077,7 +2166,7 @@ type ResizeTerminalRequest struct {
 
 func (x *ResizeTerminalRequest) Reset() {
 	*x = ResizeTerminalRequest{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2178,7 @@ func (x *ResizeTerminalRequest) String() string {
 func (*ResizeTerminalRequest) ProtoMessage() {}
 
 func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2191,7 @@ func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ResizeTerminalRequest) GetContainerId() string {
@@ -2141,7 +2230,7 @@ type ResizeTerminalResponse struct {
 
 func (x *ResizeTerminalResponse) Reset() {
 	*x = ResizeTerminalResponse{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2242,7 @@ func (x *ResizeTerminalResponse) String() string {
 func (*ResizeTerminalResponse) ProtoMessage() {}
 
 func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2255,7 @@ func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalResponse.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 type ExecProcessRequest struct {
@@ -2190,7 +2279,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2291,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2304,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ExecProcessRequest) GetArgs() []string {
@@ -2277,7 +2366,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2378,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2391,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ExecProcessResponse) GetExitCode() int32 {
@@ -2351,7 +2440,11 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x0ecrivm.agent.v1\"\x0f\n" +
+	"\vagent.proto\x12\x0ecrivm.agent.v1\"\x14\n" +
+	"\x12GetOOMEventRequest\"U\n" +
+	"\x13GetOOMEventResponse\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1b\n" +
+	"\toom_kills\x18\x02 \x01(\x04R\boomKills\"\x0f\n" +
 	"\rHealthRequest\"\xe6\x01\n" +
 	"\x0eHealthResponse\x12=\n" +
 	"\x06status\x18\x01 \x01(\x0e2%.crivm.agent.v1.HealthResponse.StatusR\x06status\x12#\n" +
@@ -2506,7 +2599,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x012\xa4\f\n" +
+	"\x06STDERR\x10\x012\xfc\f\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Health\x12\x1d.crivm.agent.v1.HealthRequest\x1a\x1e.crivm.agent.v1.HealthResponse\x12\\\n" +
 	"\rCreateSandbox\x12$.crivm.agent.v1.CreateSandboxRequest\x1a%.crivm.agent.v1.CreateSandboxResponse\x12_\n" +
@@ -2527,7 +2620,8 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"CloseStdin\x12!.crivm.agent.v1.CloseStdinRequest\x1a\".crivm.agent.v1.CloseStdinResponse\x12_\n" +
 	"\x0eResizeTerminal\x12%.crivm.agent.v1.ResizeTerminalRequest\x1a&.crivm.agent.v1.ResizeTerminalResponse\x12V\n" +
-	"\vExecProcess\x12\".crivm.agent.v1.ExecProcessRequest\x1a#.crivm.agent.v1.ExecProcessResponseB+Z)github.com/crivm/crivm/agentproxy/api;apib\x06proto3"
+	"\vExecProcess\x12\".crivm.agent.v1.ExecProcessRequest\x1a#.crivm.agent.v1.ExecProcessResponse\x12V\n" +
+	"\vGetOOMEvent\x12\".crivm.agent.v1.GetOOMEventRequest\x1a#.crivm.agent.v1.GetOOMEventResponseB+Z)github.com/crivm/crivm/agentproxy/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2542,92 +2636,96 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_agent_proto_goTypes = []any{
 	(Stream)(0),                     // 0: crivm.agent.v1.Stream
 	(HealthResponse_Status)(0),      // 1: crivm.agent.v1.HealthResponse.Status
-	(*HealthRequest)(nil),           // 2: crivm.agent.v1.HealthRequest
-	(*HealthResponse)(nil),          // 3: crivm.agent.v1.HealthResponse
-	(*DNSConfig)(nil),               // 4: crivm.agent.v1.DNSConfig
-	(*SharedMount)(nil),             // 5: crivm.agent.v1.SharedMount
-	(*Interface)(nil),               // 6: crivm.agent.v1.Interface
-	(*Route)(nil),                   // 7: crivm.agent.v1.Route
-	(*CreateSandboxRequest)(nil),    // 8: crivm.agent.v1.CreateSandboxRequest
-	(*CreateSandboxResponse)(nil),   // 9: crivm.agent.v1.CreateSandboxResponse
-	(*DestroySandboxRequest)(nil),   // 10: crivm.agent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil),  // 11: crivm.agent.v1.DestroySandboxResponse
-	(*CreateContainerRequest)(nil),  // 12: crivm.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 13: crivm.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 14: crivm.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 15: crivm.agent.v1.StartContainerResponse
-	(*DeleteContainerRequest)(nil),  // 16: crivm.agent.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 17: crivm.agent.v1.DeleteContainerResponse
-	(*UpdateContainerRequest)(nil),  // 18: crivm.agent.v1.UpdateContainerRequest
-	(*UpdateContainerResponse)(nil), // 19: crivm.agent.v1.UpdateContainerResponse
-	(*StatsContainerRequest)(nil),   // 20: crivm.agent.v1.StatsContainerRequest
-	(*StatsContainerResponse)(nil),  // 21: crivm.agent.v1.StatsContainerResponse
-	(*StartProcessRequest)(nil),     // 22: crivm.agent.v1.StartProcessRequest
-	(*StartProcessResponse)(nil),    // 23: crivm.agent.v1.StartProcessResponse
-	(*DeleteProcessRequest)(nil),    // 24: crivm.agent.v1.DeleteProcessRequest
-	(*DeleteProcessResponse)(nil),   // 25: crivm.agent.v1.DeleteProcessResponse
-	(*WaitProcessRequest)(nil),      // 26: crivm.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 27: crivm.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 28: crivm.agent.v1.SignalProcessRequest
-	(*SignalProcessResponse)(nil),   // 29: crivm.agent.v1.SignalProcessResponse
-	(*ReadOutputRequest)(nil),       // 30: crivm.agent.v1.ReadOutputRequest
-	(*ReadOutputResponse)(nil),      // 31: crivm.agent.v1.ReadOutputResponse
-	(*WriteStdinRequest)(nil),       // 32: crivm.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 33: crivm.agent.v1.WriteStdinResponse
-	(*CloseStdinRequest)(nil),       // 34: crivm.agent.v1.CloseStdinRequest
-	(*CloseStdinResponse)(nil),      // 35: crivm.agent.v1.CloseStdinResponse
-	(*ResizeTerminalRequest)(nil),   // 36: crivm.agent.v1.ResizeTerminalRequest
-	(*ResizeTerminalResponse)(nil),  // 37: crivm.agent.v1.ResizeTerminalResponse
-	(*ExecProcessRequest)(nil),      // 38: crivm.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 39: crivm.agent.v1.ExecProcessResponse
+	(*GetOOMEventRequest)(nil),      // 2: crivm.agent.v1.GetOOMEventRequest
+	(*GetOOMEventResponse)(nil),     // 3: crivm.agent.v1.GetOOMEventResponse
+	(*HealthRequest)(nil),           // 4: crivm.agent.v1.HealthRequest
+	(*HealthResponse)(nil),          // 5: crivm.agent.v1.HealthResponse
+	(*DNSConfig)(nil),               // 6: crivm.agent.v1.DNSConfig
+	(*SharedMount)(nil),             // 7: crivm.agent.v1.SharedMount
+	(*Interface)(nil),               // 8: crivm.agent.v1.Interface
+	(*Route)(nil),                   // 9: crivm.agent.v1.Route
+	(*CreateSandboxRequest)(nil),    // 10: crivm.agent.v1.CreateSandboxRequest
+	(*CreateSandboxResponse)(nil),   // 11: crivm.agent.v1.CreateSandboxResponse
+	(*DestroySandboxRequest)(nil),   // 12: crivm.agent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),  // 13: crivm.agent.v1.DestroySandboxResponse
+	(*CreateContainerRequest)(nil),  // 14: crivm.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 15: crivm.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 16: crivm.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 17: crivm.agent.v1.StartContainerResponse
+	(*DeleteContainerRequest)(nil),  // 18: crivm.agent.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 19: crivm.agent.v1.DeleteContainerResponse
+	(*UpdateContainerRequest)(nil),  // 20: crivm.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil), // 21: crivm.agent.v1.UpdateContainerResponse
+	(*StatsContainerRequest)(nil),   // 22: crivm.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 23: crivm.agent.v1.StatsContainerResponse
+	(*StartProcessRequest)(nil),     // 24: crivm.agent.v1.StartProcessRequest
+	(*StartProcessResponse)(nil),    // 25: crivm.agent.v1.StartProcessResponse
+	(*DeleteProcessRequest)(nil),    // 26: crivm.agent.v1.DeleteProcessRequest
+	(*DeleteProcessResponse)(nil),   // 27: crivm.agent.v1.DeleteProcessResponse
+	(*WaitProcessRequest)(nil),      // 28: crivm.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 29: crivm.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 30: crivm.agent.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),   // 31: crivm.agent.v1.SignalProcessResponse
+	(*ReadOutputRequest)(nil),       // 32: crivm.agent.v1.ReadOutputRequest
+	(*ReadOutputResponse)(nil),      // 33: crivm.agent.v1.ReadOutputResponse
+	(*WriteStdinRequest)(nil),       // 34: crivm.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 35: crivm.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 36: crivm.agent.v1.CloseStdinRequest
+	(*CloseStdinResponse)(nil),      // 37: crivm.agent.v1.CloseStdinResponse
+	(*ResizeTerminalRequest)(nil),   // 38: crivm.agent.v1.ResizeTerminalRequest
+	(*ResizeTerminalResponse)(nil),  // 39: crivm.agent.v1.ResizeTerminalResponse
+	(*ExecProcessRequest)(nil),      // 40: crivm.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 41: crivm.agent.v1.ExecProcessResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	1,  // 0: crivm.agent.v1.HealthResponse.status:type_name -> crivm.agent.v1.HealthResponse.Status
-	4,  // 1: crivm.agent.v1.CreateSandboxRequest.dns:type_name -> crivm.agent.v1.DNSConfig
-	5,  // 2: crivm.agent.v1.CreateSandboxRequest.mounts:type_name -> crivm.agent.v1.SharedMount
-	6,  // 3: crivm.agent.v1.CreateSandboxRequest.interfaces:type_name -> crivm.agent.v1.Interface
-	7,  // 4: crivm.agent.v1.CreateSandboxRequest.routes:type_name -> crivm.agent.v1.Route
+	6,  // 1: crivm.agent.v1.CreateSandboxRequest.dns:type_name -> crivm.agent.v1.DNSConfig
+	7,  // 2: crivm.agent.v1.CreateSandboxRequest.mounts:type_name -> crivm.agent.v1.SharedMount
+	8,  // 3: crivm.agent.v1.CreateSandboxRequest.interfaces:type_name -> crivm.agent.v1.Interface
+	9,  // 4: crivm.agent.v1.CreateSandboxRequest.routes:type_name -> crivm.agent.v1.Route
 	0,  // 5: crivm.agent.v1.ReadOutputRequest.stream:type_name -> crivm.agent.v1.Stream
-	2,  // 6: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
-	8,  // 7: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
-	10, // 8: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
-	12, // 9: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
-	14, // 10: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
-	16, // 11: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
-	18, // 12: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
-	20, // 13: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
-	22, // 14: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
-	24, // 15: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
-	26, // 16: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
-	28, // 17: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
-	30, // 18: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
-	32, // 19: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
-	34, // 20: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
-	36, // 21: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
-	38, // 22: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
-	3,  // 23: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
-	9,  // 24: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
-	11, // 25: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
-	13, // 26: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
-	15, // 27: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
-	17, // 28: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
-	19, // 29: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
-	21, // 30: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
-	23, // 31: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
-	25, // 32: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
-	27, // 33: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
-	29, // 34: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
-	31, // 35: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
-	33, // 36: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
-	35, // 37: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
-	37, // 38: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
-	39, // 39: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
-	23, // [23:40] is the sub-list for method output_type
-	6,  // [6:23] is the sub-list for method input_type
+	4,  // 6: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
+	10, // 7: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
+	12, // 8: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
+	14, // 9: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
+	16, // 10: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
+	18, // 11: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
+	20, // 12: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
+	22, // 13: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
+	24, // 14: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
+	26, // 15: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
+	28, // 16: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
+	30, // 17: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
+	32, // 18: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
+	34, // 19: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
+	36, // 20: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
+	38, // 21: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
+	40, // 22: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
+	2,  // 23: crivm.agent.v1.Agent.GetOOMEvent:input_type -> crivm.agent.v1.GetOOMEventRequest
+	5,  // 24: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
+	11, // 25: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
+	13, // 26: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
+	15, // 27: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
+	17, // 28: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
+	19, // 29: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
+	21, // 30: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
+	23, // 31: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
+	25, // 32: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
+	27, // 33: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
+	29, // 34: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
+	31, // 35: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
+	33, // 36: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
+	35, // 37: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
+	37, // 38: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
+	39, // 39: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
+	41, // 40: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
+	3,  // 41: crivm.agent.v1.Agent.GetOOMEvent:output_type -> crivm.agent.v1.GetOOMEventResponse
+	24, // [24:42] is the sub-list for method output_type
+	6,  // [6:24] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -2644,7 +2742,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   38,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

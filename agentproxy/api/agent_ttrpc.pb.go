@@ -25,6 +25,7 @@ type AgentService interface {
 	CloseStdin(context.Context, *CloseStdinRequest) (*CloseStdinResponse, error)
 	ResizeTerminal(context.Context, *ResizeTerminalRequest) (*ResizeTerminalResponse, error)
 	ExecProcess(context.Context, *ExecProcessRequest) (*ExecProcessResponse, error)
+	GetOOMEvent(context.Context, *GetOOMEventRequest) (*GetOOMEventResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -148,6 +149,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.ExecProcess(ctx, &req)
+			},
+			"GetOOMEvent": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req GetOOMEventRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.GetOOMEvent(ctx, &req)
 			},
 		},
 	})
@@ -294,6 +302,14 @@ func (c *agentClient) ResizeTerminal(ctx context.Context, req *ResizeTerminalReq
 func (c *agentClient) ExecProcess(ctx context.Context, req *ExecProcessRequest) (*ExecProcessResponse, error) {
 	var resp ExecProcessResponse
 	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "ExecProcess", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) GetOOMEvent(ctx context.Context, req *GetOOMEventRequest) (*GetOOMEventResponse, error) {
+	var resp GetOOMEventResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "GetOOMEvent", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

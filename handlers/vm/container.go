@@ -423,11 +423,18 @@ func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.Cont
 		MemoryUsageBytes: r.MemoryUsageBytes, MemoryWorkingSetBytes: r.MemoryWorkingSetBytes, Processes: r.PidsCurrent}, nil
 }
 
-// UpdateResources applies new limits in the guest, within the VM's size.
+// UpdateResources applies new limits in the guest. VMs are not resized:
+// limits beyond the VM's memory or vCPUs are refused.
 func (h *Handler) UpdateResources(ctx context.Context, c *store.Container, res *specs.LinuxResources) error {
-	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
+	sbID := c.Extra["sandbox_vm"]
+	v, err := h.connection(ctx, &store.Sandbox{ID: sbID})
 	if err != nil {
 		return err
+	}
+	if size, err := readMachineSize(h.vmDir(sbID)); err == nil {
+		if err := size.admits(res); err != nil {
+			return errdefs.FailedPrecondition("updating %s: %w", c.ID, err)
+		}
 	}
 	b, err := json.Marshal(res)
 	if err != nil {

@@ -129,6 +129,9 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			}
 			return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
 		}},
+		{Name: "recording the VM's size", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			return nil, writeMachineSize(dir, machineSize{MemoryMiB: memoryMiB(req.Config, h.cfg.DefaultMemoryMiB), VCPUs: max(h.cfg.DefaultVCPUs, 1)})
+		}},
 		{Name: "connecting to the guest agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
 			if client, err = agentproxy.Connect(ctx, agentDialer(vm.Dir())); err != nil {
@@ -179,6 +182,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 	h.mu.Lock()
 	h.vms[sb.ID] = &sandboxVM{vm: vm, client: client}
 	h.mu.Unlock()
+	go h.watchOOM(context.WithoutCancel(ctx), sb.ID, client)
 	p := &store.Process{Pid: vm.PID(), BootID: proc.BootID()}
 	p.StartTime, _ = proc.StartTime(vm.PID())
 	extra := map[string]string{
@@ -336,6 +340,26 @@ func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.
 		go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw, h.readOffsets(c.ID))
 		go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
 	}
+	go h.watchOOM(context.WithoutCancel(ctx), sb.ID, v.client)
 	log.G(ctx).Info("reattached to a running VM", "sandbox", sb.ID, "pid", v.vm.PID(), "containers", len(ctrs))
 	return nil
+}
+
+// watchOOM logs and counts each OOM kill the guest of sandbox id reports,
+// until its agent connection ends. A kill that ends a container's init
+// also shows as the container's OOMKilled exit; this catches the others.
+func (h *Handler) watchOOM(ctx context.Context, id string, c *agentproxy.Client) {
+	for {
+		ev, err := c.GetOOMEvent(ctx, &api.GetOOMEventRequest{})
+		if err != nil {
+			select {
+			case <-c.Done():
+				return
+			case <-time.After(time.Second): // a transient failure: ask again
+				continue
+			}
+		}
+		h.m.OOMKill(h.name)
+		log.G(ctx).Warn("the guest kernel OOM-killed a process in a container", "sandbox", id, "container", ev.ContainerId, "oom_kills", ev.OomKills)
+	}
 }

@@ -8,6 +8,7 @@ package vm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -20,6 +21,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/utils/cpuset"
 
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/configs"
@@ -221,6 +225,55 @@ func (h *Handler) connection(ctx context.Context, sb *store.Sandbox) (*sandboxVM
 	v := &sandboxVM{vm: vm, client: c}
 	h.vms[sb.ID] = v
 	return v, nil
+}
+
+// machineSizeFile in a VM's dir records its size (machineSize as JSON).
+const machineSizeFile = "size.json"
+
+// machineSize is what a VM was booted with.
+type machineSize struct {
+	MemoryMiB int `json:"memory_mib"`
+	VCPUs     int `json:"vcpus"`
+}
+
+func writeMachineSize(dir string, s machineSize) error {
+	b, _ := json.Marshal(s)
+	return os.WriteFile(filepath.Join(dir, machineSizeFile), b, 0o600)
+}
+
+func readMachineSize(dir string) (machineSize, error) {
+	var s machineSize
+	b, err := os.ReadFile(filepath.Join(dir, machineSizeFile))
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(b, &s)
+}
+
+// admits fails for limits the VM cannot give: more memory than it has, a
+// CPU quota above its vCPUs, or CPUs it does not have.
+func (s machineSize) admits(res *specs.LinuxResources) error {
+	if res == nil {
+		return nil
+	}
+	if m := res.Memory; m != nil && m.Limit != nil && *m.Limit > int64(s.MemoryMiB)<<20 {
+		return fmt.Errorf("memory limit %d MiB exceeds the VM's %d MiB (VMs are not resized)", *m.Limit>>20, s.MemoryMiB)
+	}
+	if c := res.CPU; c != nil {
+		if c.Quota != nil && *c.Quota > 0 && c.Period != nil && *c.Period > 0 && *c.Quota > int64(*c.Period)*int64(s.VCPUs) {
+			return fmt.Errorf("CPU quota of %.2f CPUs exceeds the VM's %d vCPUs (VMs are not resized)", float64(*c.Quota)/float64(*c.Period), s.VCPUs)
+		}
+		if c.Cpus != "" {
+			set, err := cpuset.Parse(c.Cpus)
+			if err != nil {
+				return fmt.Errorf("cpuset %q: %w", c.Cpus, err)
+			}
+			if l := set.List(); len(l) > 0 && l[len(l)-1] >= s.VCPUs {
+				return fmt.Errorf("cpuset %q names CPUs the VM's %d vCPUs do not have", c.Cpus, s.VCPUs)
+			}
+		}
+	}
+	return nil
 }
 
 // vsockCIDFile in a VM's dir records the guest CID of a VM reached over

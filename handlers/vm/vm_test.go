@@ -3,7 +3,10 @@ package vm
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/vmm"
@@ -40,5 +43,39 @@ func TestAgentDialer(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, vsockCIDFile), []byte("4242"), 0o600)
 	if d, ok := agentDialer(dir).(*agentproxy.VsockDialer); !ok || d.CID != 4242 {
 		t.Errorf("CID 4242 recorded: %#v, want vsock to 4242", agentDialer(dir))
+	}
+}
+
+func TestMachineSizeAdmits(t *testing.T) {
+	size := machineSize{MemoryMiB: 256, VCPUs: 2}
+	i64 := func(v int64) *int64 { return &v }
+	u64 := func(v uint64) *uint64 { return &v }
+	tests := []struct {
+		name    string
+		res     *specs.LinuxResources
+		wantErr string
+	}{
+		{"nothing", nil, ""},
+		{"memory within", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(200 << 20)}}, ""},
+		{"memory equal", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(256 << 20)}}, ""},
+		{"memory beyond", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(512 << 20)}}, "exceeds the VM's 256 MiB"},
+		{"quota within", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(200000), Period: u64(100000)}}, ""},
+		{"quota beyond", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(300000), Period: u64(100000)}}, "exceeds the VM's 2 vCPUs"},
+		{"cpuset within", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0-1"}}, ""},
+		{"cpuset beyond", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "1,3"}}, "do not have"},
+		{"cpuset bad", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "x"}}, "cpuset"},
+	}
+	for _, tt := range tests {
+		err := size.admits(tt.res)
+		if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%s: got %v, want %q", tt.name, err, tt.wantErr)
+		}
+	}
+	dir := t.TempDir()
+	if err := writeMachineSize(dir, size); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readMachineSize(dir); err != nil || got != size {
+		t.Errorf("read back %+v, %v; want %+v", got, err, size)
 	}
 }

@@ -18,6 +18,7 @@ type Metrics struct {
 	pullBytes   prometheus.Counter
 	pullTime    prometheus.Histogram
 	vmBoot      *prometheus.HistogramVec
+	oomKills    *prometheus.CounterVec
 }
 
 // New registers crivm's metrics in reg.
@@ -45,8 +46,11 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "crivm_vm_boot_duration_seconds", Help: "VM boot until the guest agent answers, by accelerator.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 10),
 		}, []string{"accel"}),
+		oomKills: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crivm_container_oom_kills_total", Help: "Processes the kernel OOM-killed in containers, by handler (VM guests report each kill).",
+		}, []string{"handler"}),
 	}
-	for _, c := range []prometheus.Collector{m.rpcs, m.rpcDuration, m.podStart, m.pullBytes, m.pullTime, m.vmBoot} {
+	for _, c := range []prometheus.Collector{m.rpcs, m.rpcDuration, m.podStart, m.pullBytes, m.pullTime, m.vmBoot, m.oomKills} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -86,4 +90,12 @@ func (m *Metrics) VMBooted(accel string, d time.Duration) {
 		return
 	}
 	m.vmBoot.WithLabelValues(accel).Observe(d.Seconds())
+}
+
+// OOMKill records a process OOM-killed in a container of handler.
+func (m *Metrics) OOMKill(handler string) {
+	if m == nil {
+		return
+	}
+	m.oomKills.WithLabelValues(handler).Inc()
 }

@@ -369,6 +369,18 @@ func TestVMPodBehaviour(t *testing.T) {
 		t.Errorf("VM container stats: %v %v", cs, err)
 	}
 
+	// 3c. Resource updates land in the guest's cgroup, within the VM's
+	//     size; beyond it they are refused.
+	if err := e.rs.UpdateContainerResources(ctx, side, &runtimeapi.ContainerResources{Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20}}); err != nil {
+		t.Errorf("updating a VM container within the VM: %v", err)
+	} else if got := e.exec(t, side, "cat", "/sys/fs/cgroup/memory.max"); got != "67108864\n" {
+		t.Errorf("memory.max in the guest after the update: %q", got)
+	}
+	err = e.rs.UpdateContainerResources(ctx, side, &runtimeapi.ContainerResources{Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 4 << 30}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "exceeds the VM") {
+		t.Errorf("a 4 GiB limit in a 256 MiB VM: %v, want FailedPrecondition", err)
+	}
+
 	// 4. An OOM in the guest ends OOMKilled, with its events.
 	hog := e.containerConfig("hog", "sh", "-c", "x=a; while true; do x=$x$x; done")
 	hog.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
@@ -386,6 +398,10 @@ func TestVMPodBehaviour(t *testing.T) {
 	}
 	if got, want := strings.Join(events.types(hogID), ","), "CREATED,STARTED,STOPPED"; got != want {
 		t.Errorf("VM container events: %s, want %s", got, want)
+	}
+	// The agent's OOM event stream reached the daemon too.
+	if err := e.d.WaitLog(10*time.Second, "the guest kernel OOM-killed a process in a container", hogID); err != nil {
+		t.Error(err)
 	}
 
 	// 5. Sensitive host paths stay out of untrusted pods.
