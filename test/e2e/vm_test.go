@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -402,6 +403,28 @@ func TestVMPodBehaviour(t *testing.T) {
 	// The agent's OOM event stream reached the daemon too.
 	if err := e.d.WaitLog(10*time.Second, "the guest kernel OOM-killed a process in a container", hogID); err != nil {
 		t.Error(err)
+	}
+
+	// 4b. A program that does not exist fails CreateContainer with
+	//     FailedPrecondition and leaves nothing: the name is free again and
+	//     the guest has no cgroup or share for it.
+	ghost := e.containerConfig("ghost", "/no/such/binary")
+	if _, err := e.rs.CreateContainer(ctx, vmSB, ghost, pod); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "/no/such/binary") {
+		t.Errorf("creating a container with a missing program: %v, want FailedPrecondition naming it", err)
+	}
+	_, vmInfo := e.sandboxStatus(t, vmSB)
+	shared, _ := os.ReadDir(filepath.Join(vmInfo.Extra["vm_dir"], "shared"))
+	for _, d := range shared {
+		if !slices.Contains(e.ids, d.Name()) {
+			t.Errorf("the share holds %s, no container's", d.Name())
+		}
+	}
+	ghost.Command = []string{"true"}
+	ghostID, err := e.rs.CreateContainer(ctx, vmSB, ghost, pod)
+	if err != nil {
+		t.Errorf("the name of a failed create is not free again: %v", err)
+	} else {
+		e.ids = append(e.ids, ghostID)
 	}
 
 	// 5. Sensitive host paths stay out of untrusted pods.
