@@ -183,6 +183,27 @@ func runtimeConf(req *SetupRequest, netnsPath string) (*libcni.RuntimeConf, erro
 	return rt, nil
 }
 
+// Check fails when Setup would fail before running any plugin: a bad
+// request, a missing namespace, no network config, a missing plugin. It
+// lets a caller run Setup in the background and still refuse such a pod
+// at once.
+func (m *Manager) Check(ctx context.Context, req SetupRequest) error {
+	if req.NetNSPath == "" {
+		return errdefs.InvalidArgument("network namespace path is empty")
+	}
+	if _, err := runtimeConf(&req, req.NetNSPath); err != nil {
+		return err
+	}
+	if err := ns.IsNSorErr(req.NetNSPath); err != nil {
+		return errdefs.InvalidArgument("network namespace %s: %v", req.NetNSPath, err)
+	}
+	lc, err := m.defaultNetwork(ctx)
+	if err != nil {
+		return err
+	}
+	return m.checkPlugins(lc)
+}
+
 // Setup attaches the namespace at req.NetNSPath to the default network (CNI
 // ADD). When ADD fails, Setup runs DEL for the same attachment before it
 // returns, so a failed Setup leaves no IP allocation, interface or port

@@ -103,6 +103,9 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 	hostname := podHostname(cfg)
 	var pauseRootfs string
 	var pauseImage *imgspec.Image
+	// network carries the result of a CNI ADD running beside the sandbox
+	// start; nil when none runs or it was received.
+	var network chan networkDone
 	start := time.Now()
 	return []steps.Step{
 		{Name: "writing pod files", Do: func(ctx context.Context) (steps.Cleanup, error) {
@@ -110,7 +113,10 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 				return nil, err
 			}
 			cleanup := func(context.Context) error { return files.remove() }
-			err := errors.Join(files.writeResolvConf(cfg.GetDnsConfig()), files.writeHostname(hostname))
+			// hosts exists from the start (the infra container may bind it
+			// while CNI runs); the pod's address is written into the same
+			// inode once CNI has it.
+			err := errors.Join(files.writeResolvConf(cfg.GetDnsConfig()), files.writeHostname(hostname), files.writeHosts(hostNet, "", hostname))
 			if err == nil && !hostIPC(cfg) {
 				err = files.mountShm()
 			}
@@ -133,25 +139,40 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 		}},
 		{Name: "setting up pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			if hostNet {
-				return nil, files.writeHosts(true, "", hostname)
+				return nil, nil
 			}
 			nreq := networkRequest(sb, cfg)
-			res, err := s.deps.Network.Setup(ctx, nreq)
-			if err != nil {
+			teardown := func(ctx context.Context) error { return s.deps.Network.Teardown(ctx, nreq) }
+			if entry.Type == configs.RuntimeTypeVM {
+				// The VM handler mirrors the CNI interface into the guest:
+				// it needs the network before it starts.
+				res, err := s.deps.Network.Setup(ctx, nreq)
+				if err != nil {
+					return nil, err
+				}
+				if err := applyNetwork(sb, files, hostname, res); err != nil {
+					return nil, errors.Join(err, teardown(ctx))
+				}
+				return teardown, nil
+			}
+			// An OCI sandbox's infra container needs only the netns: CNI
+			// runs while it starts, and "waiting for pod network" joins.
+			// What would fail before any plugin runs fails here, at once.
+			if err := s.deps.Network.Check(ctx, nreq); err != nil {
 				return nil, err
 			}
-			for i, ip := range res.IPs {
-				if i == 0 {
-					sb.IP = ip.String()
-				} else {
-					sb.AdditionalIPs = append(sb.AdditionalIPs, ip.String())
+			network = make(chan networkDone, 1)
+			go func() {
+				res, err := s.deps.Network.Setup(ctx, nreq)
+				network <- networkDone{res, err}
+			}()
+			return func(ctx context.Context) error {
+				// Teardown must not race a Setup still running.
+				if network != nil {
+					<-network
 				}
-			}
-			cleanup := func(ctx context.Context) error { return s.deps.Network.Teardown(ctx, nreq) }
-			if err := files.writeHosts(false, sb.IP, hostname); err != nil {
-				return nil, errors.Join(err, cleanup(ctx))
-			}
-			return cleanup, nil
+				return teardown(ctx)
+			}, nil
 		}},
 		{Name: "preparing pause rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			if entry.Type != configs.RuntimeTypeOCI {
@@ -187,6 +208,17 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 			return func(ctx context.Context) error {
 				return errors.Join(entry.StopSandbox(ctx, sb), entry.RemoveSandbox(ctx, sb))
 			}, nil
+		}},
+		{Name: "waiting for pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if network == nil {
+				return nil, nil
+			}
+			done := <-network
+			network = nil // received: the network cleanup must not wait again
+			if done.err != nil {
+				return nil, done.err
+			}
+			return nil, applyNetwork(sb, files, hostname, done.res)
 		}},
 		{Name: "recording sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			sb.CreatedAt = time.Now()
@@ -236,4 +268,23 @@ func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 		return errdefs.InvalidArgument("pod sandbox metadata.uid is empty")
 	}
 	return nil
+}
+
+// networkDone is the outcome of a CNI ADD.
+type networkDone struct {
+	res *netns.Result
+	err error
+}
+
+// applyNetwork records the pod's addresses and writes them into its hosts
+// file.
+func applyNetwork(sb *store.Sandbox, files podFiles, hostname string, res *netns.Result) error {
+	for i, ip := range res.IPs {
+		if i == 0 {
+			sb.IP = ip.String()
+		} else {
+			sb.AdditionalIPs = append(sb.AdditionalIPs, ip.String())
+		}
+	}
+	return files.writeHosts(false, sb.IP, hostname)
 }

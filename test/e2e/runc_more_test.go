@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +242,56 @@ func TestRuncMountsAndStopSignal(t *testing.T) {
 	if err != nil || st.Status.ExitCode != 42 {
 		t.Errorf("stop with the image's SIGQUIT: %v %v, want exit 42", st.GetStatus(), err)
 	}
+}
+
+// TestRuncNetworkFailureLeavesNothing: CNI ADD runs beside the infra
+// container's start; when a plugin of the chain fails (tuning, after
+// bridge, on a sysctl that does not exist), RunPodSandbox fails, and the
+// infra container, its netns and its record are gone. A pod started after
+// the config is fixed runs.
+func TestRuncNetworkFailureLeavesNothing(t *testing.T) {
+	e := newRuncEnv(t)
+	ctx := context.Background()
+	conflist := filepath.Join(e.d.Dir, "net.d", "10-crivm-e2e.conflist")
+	good, err := os.ReadFile(conflist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Live conmons: a zombie is only waiting for the host's init to reap it
+	// (conmon daemonizes).
+	conmons := func() int {
+		out, _ := exec.Command("sh", "-c", `ps -eo stat=,comm= | awk '$2 == "conmon" && $1 !~ /Z/' | wc -l`).Output()
+		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		return n
+	}
+	before := conmons()
+
+	// 1. A plugin fails ADD: the pod is refused, with the network named.
+	bad := strings.Replace(string(good), `{"type": "portmap"`, `{"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.no_such_knob": "1"}},
+    {"type": "portmap"`, 1)
+	if bad == string(good) {
+		t.Fatal("the bridge network's conflist changed shape: cannot insert the failing plugin")
+	}
+	if err := os.WriteFile(conflist, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rs.RunPodSandbox(ctx, e.podConfig("netfail"), ""); err == nil || !strings.Contains(err.Error(), "network") {
+		t.Fatalf("RunPodSandbox with a failing CNI plugin: %v, want an error naming the network", err)
+	}
+
+	// 2. Nothing is left: no record, no conmon (the env's leak check adds
+	//    netns, veths, mounts and cgroups at the end).
+	if pods, err := e.rs.ListPodSandbox(ctx, nil); err != nil || len(pods) != 0 {
+		t.Errorf("pods after the failure: %v %v", pods, err)
+	}
+	// conmon exits once its container is gone, which the removal awaited.
+	if n := conmons(); n != before {
+		t.Errorf("live conmon processes %d after the failure, %d before", n, before)
+	}
+
+	// 3. Fixed config: the next pod runs.
+	if err := os.WriteFile(conflist, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.runPod(t, e.podConfig("netok"), e.containerConfig("c", "sleep", "60"))
 }
