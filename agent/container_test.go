@@ -114,6 +114,7 @@ func TestParseNetConfig(t *testing.T) {
 		routes []*api.Route
 	}{
 		{ifaces: []*api.Interface{{Mac: "nope"}}},
+		{ifaces: []*api.Interface{{Mac: "02:00:00:00:00:01", BootMac: "nope"}}},
 		{ifaces: []*api.Interface{{Mac: "02:00:00:00:00:01", Addresses: []string{"10.0.0.1"}}}},
 		{ifaces: []*api.Interface{{Mac: "02:00:00:00:00:01"}, {Mac: "02:00:00:00:00:02"}}}, // both eth0
 		{ifaces: []*api.Interface{{Name: "a-very-long-interface-name", Mac: "02:00:00:00:00:01"}}},
@@ -129,8 +130,9 @@ func TestParseNetConfig(t *testing.T) {
 	}
 }
 
-// TestNetConfigApply configures a veth, found by MAC, in a network
-// namespace of its own: the path CreateSandbox takes with a virtio NIC.
+// TestNetConfigApply configures a veth, found by its boot MAC and given
+// the pod's, in a network namespace of its own: the path CreateSandbox takes
+// with a virtio NIC.
 func TestNetConfigApply(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root for a network namespace")
@@ -152,7 +154,7 @@ func TestNetConfigApply(t *testing.T) {
 			return
 		}
 		nc, err := parseNetConfig(
-			[]*api.Interface{{Name: "eth0", Mac: mac.String(), Mtu: 1400, Addresses: []string{"10.88.0.5/16", "fd00::5/64"}}},
+			[]*api.Interface{{Name: "eth0", Mac: "0a:58:0a:58:00:05", BootMac: mac.String(), Mtu: 1400, Addresses: []string{"10.88.0.5/16", "fd00::5/64"}}},
 			[]*api.Route{{Gateway: "10.88.0.1"}, {Dest: "169.254.1.1/32"}, {Dest: "10.99.0.0/16", Gateway: "10.88.0.1", Src: "10.88.0.5"}},
 		)
 		if err != nil {
@@ -165,6 +167,8 @@ func TestNetConfigApply(t *testing.T) {
 		}
 		out, _ := exec.Command("ip", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
 		addrs = string(out)
+		out, _ = exec.Command("ip", "-o", "link", "show", "dev", "eth0").CombinedOutput()
+		addrs += string(out)
 		out, _ = exec.Command("ip", "route").CombinedOutput()
 		routes = string(out)
 		errc <- nil
@@ -172,7 +176,7 @@ func TestNetConfigApply(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(addrs, "inet 10.88.0.5/16") || !strings.Contains(addrs, "inet6 fd00::5/64") {
+	if !strings.Contains(addrs, "inet 10.88.0.5/16") || !strings.Contains(addrs, "inet6 fd00::5/64") || !strings.Contains(addrs, "link/ether 0a:58:0a:58:00:05") {
 		t.Errorf("addresses:\n%s", addrs)
 	}
 	for _, want := range []string{"default via 10.88.0.1 dev eth0", "169.254.1.1 dev eth0 scope link", "10.99.0.0/16 via 10.88.0.1 dev eth0 src 10.88.0.5"} {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,10 +28,12 @@ type netConfig struct {
 }
 
 type ifaceConfig struct {
-	name  string
-	mac   net.HardwareAddr
-	mtu   int
-	addrs []*netlink.Addr
+	name string
+	mac  net.HardwareAddr
+	// bootMAC, when set, finds the NIC (it is then given mac).
+	bootMAC net.HardwareAddr
+	mtu     int
+	addrs   []*netlink.Addr
 }
 
 type routeConfig struct {
@@ -62,6 +65,11 @@ func parseNetConfig(ifaces []*api.Interface, routes []*api.Route) (*netConfig, e
 			return nil, errdefs.InvalidArgument("interface %s: bad MAC %q: %w", ic.name, in.Mac, err)
 		}
 		ic.mac = mac
+		if in.BootMac != "" {
+			if ic.bootMAC, err = net.ParseMAC(in.BootMac); err != nil {
+				return nil, errdefs.InvalidArgument("interface %s: bad boot MAC %q: %w", ic.name, in.BootMac, err)
+			}
+		}
 		for _, a := range in.Addresses {
 			addr, err := netlink.ParseAddr(a)
 			if err != nil {
@@ -114,9 +122,19 @@ func (nc *netConfig) apply(ctx context.Context) error {
 	}
 	links := map[string]netlink.Link{}
 	for _, ic := range nc.ifaces {
-		l, err := linkByMAC(ctx, ic.mac, nicWait)
+		find := ic.mac
+		if ic.bootMAC != nil {
+			find = ic.bootMAC
+		}
+		l, err := linkByMAC(ctx, find, nicWait)
 		if err != nil {
 			return err
+		}
+		if ic.bootMAC != nil && !bytes.Equal(ic.bootMAC, ic.mac) {
+			// The host side knows the pod by the CNI interface's MAC.
+			if err := netlink.LinkSetHardwareAddr(l, ic.mac); err != nil {
+				return fmt.Errorf("giving %s the pod's MAC %s: %w", l.Attrs().Name, ic.mac, err)
+			}
 		}
 		if l.Attrs().Name != ic.name {
 			if err := netlink.LinkSetDown(l); err != nil {

@@ -73,6 +73,11 @@ type SandboxRequest struct {
 	Dir string
 	// NetNSPath is the pod's network namespace ("" for host network).
 	NetNSPath string
+	// WaitNetwork blocks until CNI has set the namespace up (it runs while
+	// StartSandbox does) and fails when it failed. A handler that needs
+	// the pod's interfaces calls it first. It returns at once for host
+	// network.
+	WaitNetwork func(ctx context.Context) error
 	// ResolvConfPath, HostsPath and HostnamePath are prepared files to
 	// bind into every container. ShmPath is the pod's /dev/shm mount.
 	ResolvConfPath, HostsPath, HostnamePath, ShmPath string

@@ -29,6 +29,11 @@ package netns
 // destination, and the guest only accepts them, and its replies are only
 // accepted by the host side, when the guest NIC has that MAC. The tap's own
 // MAC is never seen on the wire.
+//
+// A VM can boot while CNI runs: CreateTap makes the tap first, the guest NIC
+// boots with a placeholder MAC, MirrorExistingTap connects the tap once the
+// veth exists, and the guest agent then gives its NIC the veth's MAC before
+// any address is configured.
 
 import (
 	"errors"
@@ -103,7 +108,57 @@ func MirrorTap(nsPath, veth, tap string) (*GuestNetwork, error) {
 }
 
 // mirrorTap does MirrorTap's work in the calling thread's namespace.
-func mirrorTap(veth, tap string) (gn *GuestNetwork, err error) {
+func mirrorTap(veth, tap string) (*GuestNetwork, error) {
+	if _, err := lookupVeth(veth); err != nil {
+		return nil, err
+	}
+	if err := createTap(tap); err != nil {
+		return nil, err
+	}
+	gn, err := mirrorExisting(veth, tap)
+	if err != nil {
+		return nil, errors.Join(err, delTapByName(tap))
+	}
+	return gn, nil
+}
+
+// CreateTap creates the persistent tap `tap`, up, in the netns at nsPath,
+// for a VMM to open before the pod's network exists; MirrorExistingTap
+// connects it once CNI made the veth. It fails with ErrAlreadyExists when
+// an interface named tap exists, and leaves nothing on failure.
+func CreateTap(nsPath, tap string) error {
+	if nsPath == "" {
+		return errdefs.InvalidArgument("network namespace path is empty")
+	}
+	if err := checkIfName("tap", tap); err != nil {
+		return err
+	}
+	if err := inNS(nsPath, func() error { return createTap(tap) }); err != nil {
+		return fmt.Errorf("creating tap %s in %s: %w", tap, nsPath, err)
+	}
+	return nil
+}
+
+// MirrorExistingTap is MirrorTap for a tap CreateTap made: it gives the tap
+// the veth's MTU and cross-connects the two. On failure the tap stays and
+// the veth has no qdisc of ours.
+func MirrorExistingTap(nsPath, veth, tap string) (*GuestNetwork, error) {
+	if err := checkTapArgs(nsPath, veth, tap); err != nil {
+		return nil, err
+	}
+	var gn *GuestNetwork
+	err := inNS(nsPath, func() error {
+		var err error
+		gn, err = mirrorExisting(veth, tap)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mirroring %s to tap %s in %s: %w", veth, tap, nsPath, err)
+	}
+	return gn, nil
+}
+
+func lookupVeth(veth string) (netlink.Link, error) {
 	vl, err := netlink.LinkByName(veth)
 	if err != nil {
 		if isLinkNotFound(err) {
@@ -114,30 +169,17 @@ func mirrorTap(veth, tap string) (gn *GuestNetwork, err error) {
 	if len(vl.Attrs().HardwareAddr) != 6 {
 		return nil, errdefs.FailedPrecondition("interface %s has no Ethernet address (type %s)", veth, vl.Type())
 	}
+	return vl, nil
+}
+
+// createTap creates the persistent tap, up, in the calling thread's
+// namespace.
+func createTap(tap string) error {
 	if _, err := netlink.LinkByName(tap); err == nil {
-		return nil, errdefs.AlreadyExists("interface %s already exists", tap)
+		return errdefs.AlreadyExists("interface %s already exists", tap)
 	} else if !isLinkNotFound(err) {
-		return nil, fmt.Errorf("looking up %s: %w", tap, err)
+		return fmt.Errorf("looking up %s: %w", tap, err)
 	}
-	if gn, err = guestNetwork(vl); err != nil {
-		return nil, err
-	}
-	gn.Tap = tap
-
-	// Undo, in reverse order, what was done when a later step fails.
-	var undo []func() error
-	defer func() {
-		if err == nil {
-			return
-		}
-		for i := len(undo) - 1; i >= 0; i-- {
-			if uerr := undo[i](); uerr != nil {
-				err = errors.Join(err, uerr)
-			}
-		}
-		gn = nil
-	}()
-
 	// TUN_EXCL: fail rather than attach to a tap that appeared since the
 	// check above (one that is not ours to set up or delete).
 	tt := &netlink.Tuntap{
@@ -147,7 +189,7 @@ func mirrorTap(veth, tap string) (gn *GuestNetwork, err error) {
 		Queues:    1,
 	}
 	if err := netlink.LinkAdd(tt); err != nil {
-		return nil, fmt.Errorf("creating tap %s: %w", tap, err)
+		return fmt.Errorf("creating tap %s: %w", tap, err)
 	}
 	// The tap is persistent by now; the fds that created it are not needed.
 	for _, f := range tt.Fds {
@@ -155,46 +197,53 @@ func mirrorTap(veth, tap string) (gn *GuestNetwork, err error) {
 	}
 	tl, err := netlink.LinkByName(tap)
 	if err != nil {
-		// Without its index it cannot be deleted by index; go by name.
-		undo = append(undo, func() error { return delTapByName(tap) })
-		return nil, fmt.Errorf("looking up the new tap %s: %w", tap, err)
+		return errors.Join(fmt.Errorf("looking up the new tap %s: %w", tap, err), delTapByName(tap))
 	}
-	undo = append(undo, func() error {
-		if err := netlink.LinkDel(tl); err != nil && !isLinkNotFound(err) {
-			return fmt.Errorf("deleting tap %s: %w", tap, err)
+	if err := netlink.LinkSetUp(tl); err != nil {
+		return errors.Join(fmt.Errorf("bringing %s up: %w", tap, err), delTapByName(tap))
+	}
+	return nil
+}
+
+// mirrorExisting cross-connects veth and the existing tap in the calling
+// thread's namespace and returns what the guest must configure. On failure
+// the veth has no qdisc of ours.
+func mirrorExisting(veth, tap string) (gn *GuestNetwork, err error) {
+	vl, err := lookupVeth(veth)
+	if err != nil {
+		return nil, err
+	}
+	tl, err := netlink.LinkByName(tap)
+	if err != nil {
+		if isLinkNotFound(err) {
+			return nil, errdefs.NotFound("tap %s not found", tap)
 		}
-		return nil
-	})
+		return nil, fmt.Errorf("looking up %s: %w", tap, err)
+	}
+	if gn, err = guestNetwork(vl); err != nil {
+		return nil, err
+	}
+	gn.Tap = tap
 	if err := netlink.LinkSetMTU(tl, gn.MTU); err != nil {
 		return nil, fmt.Errorf("setting the MTU of %s to %d: %w", tap, gn.MTU, err)
 	}
-	if err := netlink.LinkSetUp(tl); err != nil {
-		return nil, fmt.Errorf("bringing %s up: %w", tap, err)
-	}
-
 	// guest -> host first, so that no frame towards the guest is redirected
 	// before the way back exists. The tap's qdisc and filter go with the tap.
 	if err := addIngressQdisc(tl); err != nil {
 		return nil, fmt.Errorf("adding ingress qdisc on %s: %w", tap, err)
 	}
 	if err := addRedirect(tl, vl); err != nil {
-		return nil, fmt.Errorf("adding redirect filter from %s to %s: %w", tap, veth, err)
+		return nil, errors.Join(fmt.Errorf("adding redirect filter from %s to %s: %w", tap, veth, err), delIngressQdisc(tl))
 	}
-
 	if err := addIngressQdisc(vl); err != nil {
+		err = errors.Join(err, delIngressQdisc(tl))
 		if errors.Is(err, unix.EEXIST) {
 			return nil, errdefs.Newf(errdefs.ErrFailedPrecondition, "adding ingress qdisc on %s: %w (it already has an ingress or clsact qdisc)", veth, err)
 		}
 		return nil, fmt.Errorf("adding ingress qdisc on %s: %w", veth, err)
 	}
-	undo = append(undo, func() error {
-		if err := delIngressQdisc(vl); err != nil {
-			return fmt.Errorf("deleting ingress qdisc on %s: %w", veth, err)
-		}
-		return nil
-	})
 	if err := addRedirect(vl, tl); err != nil {
-		return nil, fmt.Errorf("adding redirect filter from %s to %s: %w", veth, tap, err)
+		return nil, errors.Join(fmt.Errorf("adding redirect filter from %s to %s: %w", veth, tap, err), delIngressQdisc(vl), delIngressQdisc(tl))
 	}
 	return gn, nil
 }

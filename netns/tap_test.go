@@ -510,6 +510,67 @@ func TestMirrorTapMissing(t *testing.T) {
 	checkNoLeaks(t, before, tp.tag)
 }
 
+// TestCreateTapThenMirror: the tap a VMM opens before CNI ran is created up
+// and unmirrored; a second one is refused; mirroring a missing veth fails
+// and leaves the tap alone; once the veth exists, MirrorExistingTap gives the
+// tap its MTU and both ingress qdiscs, and RemoveTap takes all of it away.
+func TestCreateTapThenMirror(t *testing.T) {
+	requireRoot(t)
+	before, err := Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := newTapTopo(t)
+
+	// 1. Before CNI: a tap, up, with no qdisc.
+	if err := CreateTap(tp.pod, "tap1"); err != nil {
+		t.Fatal(err)
+	}
+	tl := tp.podLink(t, "tap1")
+	if tl == nil || tl.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatalf("tap1 after CreateTap: %+v", tl)
+	}
+	if n := tp.ingressQdiscs(t, "tap1"); n != 0 {
+		t.Errorf("tap1 has %d ingress qdiscs before mirroring", n)
+	}
+	if err := CreateTap(tp.pod, "tap1"); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Errorf("a second CreateTap: %v, want AlreadyExists", err)
+	}
+
+	// 2. Mirroring a veth that does not exist fails; the tap stays as it was.
+	if _, err := MirrorExistingTap(tp.pod, "nope0", "tap1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("MirrorExistingTap on a missing veth: %v, want NotFound", err)
+	}
+	if tp.podLink(t, "tap1") == nil || tp.ingressQdiscs(t, "tap1") != 0 {
+		t.Error("a failed MirrorExistingTap changed tap1")
+	}
+
+	// 3. With the veth: the guest's network, the tap's MTU, both qdiscs.
+	gn, err := MirrorExistingTap(tp.pod, testPodIf, "tap1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gn.MTU != tp.mtu || len(gn.Addrs) == 0 || !gn.Addrs[0].IP.Equal(tp.podIP) {
+		t.Errorf("guest network %+v, want MTU %d and %s", gn, tp.mtu, tp.podIP)
+	}
+	if got := tp.podLink(t, "tap1").Attrs().MTU; got != tp.mtu {
+		t.Errorf("tap1 MTU %d, want the veth's %d", got, tp.mtu)
+	}
+	if tp.ingressQdiscs(t, "tap1") != 1 || tp.ingressQdiscs(t, testPodIf) != 1 {
+		t.Error("the mirror lacks an ingress qdisc")
+	}
+
+	// 4. RemoveTap undoes both.
+	if err := RemoveTap(tp.pod, testPodIf, "tap1"); err != nil {
+		t.Fatal(err)
+	}
+	if tp.podLink(t, "tap1") != nil || tp.ingressQdiscs(t, testPodIf) != 0 {
+		t.Error("RemoveTap left the tap or the veth's qdisc")
+	}
+	tp.removePods()
+	checkNoLeaks(t, before, tp.tag)
+}
+
 func TestMirrorTapFailureLeavesNothing(t *testing.T) {
 	requireRoot(t)
 	before, err := Snapshot()

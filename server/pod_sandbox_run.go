@@ -103,9 +103,9 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 	hostname := podHostname(cfg)
 	var pauseRootfs string
 	var pauseImage *imgspec.Image
-	// network carries the result of a CNI ADD running beside the sandbox
-	// start; nil when none runs or it was received.
-	var network chan networkDone
+	// network is the CNI ADD running beside the sandbox start; nil for
+	// host network.
+	var network *networkFuture
 	start := time.Now()
 	return []steps.Step{
 		{Name: "writing pod files", Do: func(ctx context.Context) (steps.Cleanup, error) {
@@ -142,36 +142,21 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 				return nil, nil
 			}
 			nreq := networkRequest(sb, cfg)
-			teardown := func(ctx context.Context) error { return s.deps.Network.Teardown(ctx, nreq) }
-			if entry.Type == configs.RuntimeTypeVM {
-				// The VM handler mirrors the CNI interface into the guest:
-				// it needs the network before it starts.
-				res, err := s.deps.Network.Setup(ctx, nreq)
-				if err != nil {
-					return nil, err
-				}
-				if err := applyNetwork(sb, files, hostname, res); err != nil {
-					return nil, errors.Join(err, teardown(ctx))
-				}
-				return teardown, nil
-			}
-			// An OCI sandbox's infra container needs only the netns: CNI
-			// runs while it starts, and "waiting for pod network" joins.
-			// What would fail before any plugin runs fails here, at once.
+			// CNI ADD runs while the sandbox starts (the infra container or
+			// the VM needs only the namespace); "waiting for pod network"
+			// joins. What would fail before any plugin runs fails here, at
+			// once.
 			if err := s.deps.Network.Check(ctx, nreq); err != nil {
 				return nil, err
 			}
-			network = make(chan networkDone, 1)
+			network = &networkFuture{done: make(chan struct{})}
 			go func() {
-				res, err := s.deps.Network.Setup(ctx, nreq)
-				network <- networkDone{res, err}
+				network.res, network.err = s.deps.Network.Setup(ctx, nreq)
+				close(network.done)
 			}()
 			return func(ctx context.Context) error {
-				// Teardown must not race a Setup still running.
-				if network != nil {
-					<-network
-				}
-				return teardown(ctx)
+				<-network.done // Teardown must not race a Setup still running.
+				return s.deps.Network.Teardown(ctx, nreq)
 			}, nil
 		}},
 		{Name: "preparing pause rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
@@ -187,7 +172,7 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 		}},
 		{Name: "starting sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			req := &handlers.SandboxRequest{
-				Sandbox: sb, Config: cfg, Dir: files.Dir, NetNSPath: sb.NetNSPath,
+				Sandbox: sb, Config: cfg, Dir: files.Dir, NetNSPath: sb.NetNSPath, WaitNetwork: network.wait,
 				ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
 				PauseRootfs: pauseRootfs,
 			}
@@ -209,16 +194,14 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 				return errors.Join(entry.StopSandbox(ctx, sb), entry.RemoveSandbox(ctx, sb))
 			}, nil
 		}},
-		{Name: "waiting for pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		{Name: "setting up pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			if network == nil {
 				return nil, nil
 			}
-			done := <-network
-			network = nil // received: the network cleanup must not wait again
-			if done.err != nil {
-				return nil, done.err
+			if err := network.wait(ctx); err != nil {
+				return nil, err
 			}
-			return nil, applyNetwork(sb, files, hostname, done.res)
+			return nil, applyNetwork(sb, files, hostname, network.res)
 		}},
 		{Name: "recording sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			sb.CreatedAt = time.Now()
@@ -270,10 +253,25 @@ func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	return nil
 }
 
-// networkDone is the outcome of a CNI ADD.
-type networkDone struct {
-	res *netns.Result
-	err error
+// networkFuture is a CNI ADD running in the background.
+type networkFuture struct {
+	done chan struct{} // closed once res and err are set
+	res  *netns.Result
+	err  error
+}
+
+// wait blocks until the ADD is done or ctx ends. A nil future (host
+// network) is done.
+func (f *networkFuture) wait(ctx context.Context) error {
+	if f == nil {
+		return nil
+	}
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // applyNetwork records the pod's addresses and writes them into its hosts

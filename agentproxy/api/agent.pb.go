@@ -467,7 +467,10 @@ type Interface struct {
 	// Zero: leave the MTU as it is.
 	Mtu uint32 `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
 	// CIDR addresses, e.g. 10.88.0.5/16 or fd00::5/64.
-	Addresses     []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Addresses []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// When set, the NIC is found by this address instead (the one the VM
+	// booted with, before the pod's network existed) and then given mac.
+	BootMac       string `protobuf:"bytes,5,opt,name=boot_mac,json=bootMac,proto3" json:"boot_mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +531,13 @@ func (x *Interface) GetAddresses() []string {
 		return x.Addresses
 	}
 	return nil
+}
+
+func (x *Interface) GetBootMac() string {
+	if x != nil {
+		return x.BootMac
+	}
+	return ""
 }
 
 // Route is added after every interface is up.
@@ -2465,12 +2475,13 @@ const file_agent_proto_rawDesc = "" +
 	"\afs_type\x18\x03 \x01(\tR\x06fsType\x12\x1b\n" +
 	"\tread_only\x18\x04 \x01(\bR\breadOnly\x12\x1d\n" +
 	"\n" +
-	"allow_suid\x18\x05 \x01(\bR\tallowSuid\"a\n" +
+	"allow_suid\x18\x05 \x01(\bR\tallowSuid\"|\n" +
 	"\tInterface\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
 	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x12\x1c\n" +
-	"\taddresses\x18\x04 \x03(\tR\taddresses\"_\n" +
+	"\taddresses\x18\x04 \x03(\tR\taddresses\x12\x19\n" +
+	"\bboot_mac\x18\x05 \x01(\tR\abootMac\"_\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04dest\x18\x01 \x01(\tR\x04dest\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,6 +45,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		started   time.Time
 	)
 	dir := h.vmDir(sb.ID)
+	bootMAC := bootMACFor(sb.ID)
 	_, err := steps.Run(ctx, []steps.Step{
 		{Name: "preparing guest assets", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
@@ -78,9 +81,10 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				return errors.Join(vmm.StopVirtiofsd(ctx, dir, time.Second), vmm.UnmountShared(shared))
 			}, nil
 		}},
-		{Name: "mirroring the pod interface to a tap", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			var err error
-			if gn, err = netns.MirrorTap(req.NetNSPath, vethName, tapName); err != nil {
+		{Name: "creating the tap", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			// The VM boots while CNI sets the pod's interface up; the tap is
+			// mirrored to it once it exists.
+			if err := netns.CreateTap(req.NetNSPath, tapName); err != nil {
 				return nil, err
 			}
 			return func(context.Context) error { return netns.RemoveTap(req.NetNSPath, vethName, tapName) }, nil
@@ -99,7 +103,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				Dir:         dir,
 				Name:        "crivm-" + sb.ID[:12],
 				NetNSPath:   req.NetNSPath,
-				Taps:        []vmm.Tap{{Name: tapName, MAC: gn.MAC.String()}},
+				Taps:        []vmm.Tap{{Name: tapName, MAC: bootMAC.String()}},
 			}
 			if virtiofsd != nil {
 				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: sharedTag, Socket: virtiofsd.Socket()}}
@@ -132,6 +136,14 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		{Name: "recording the VM's size", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			return nil, writeMachineSize(dir, machineSize{MemoryMiB: memoryMiB(req.Config, h.cfg.DefaultMemoryMiB), VCPUs: max(h.cfg.DefaultVCPUs, 1)})
 		}},
+		{Name: "waiting for the pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			return nil, req.WaitNetwork(ctx)
+		}},
+		{Name: "mirroring the pod interface to the tap", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			gn, err = netns.MirrorExistingTap(req.NetNSPath, vethName, tapName)
+			return nil, err // the tap's cleanup removes the mirror too
+		}},
 		{Name: "connecting to the guest agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
 			if client, err = agentproxy.Connect(ctx, agentDialer(vm.Dir())); err != nil {
@@ -157,7 +169,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			}
 			// The guest takes over the pod's address: same MAC, addresses
 			// and routes as the CNI veth the tap mirrors.
-			ifc := &api.Interface{Name: vethName, Mac: gn.MAC.String(), Mtu: uint32(gn.MTU)}
+			ifc := &api.Interface{Name: vethName, Mac: gn.MAC.String(), BootMac: bootMAC.String(), Mtu: uint32(gn.MTU)}
 			for _, a := range gn.Addrs {
 				ifc.Addresses = append(ifc.Addresses, a.String())
 			}
@@ -362,4 +374,15 @@ func (h *Handler) watchOOM(ctx context.Context, id string, c *agentproxy.Client)
 		h.m.OOMKill(h.name)
 		log.G(ctx).Warn("the guest kernel OOM-killed a process in a container", "sandbox", id, "container", ev.ContainerId, "oom_kills", ev.OomKills)
 	}
+}
+
+// bootMACFor is the guest NIC's address at boot, before the pod's network
+// exists: locally administered, derived from the sandbox id. The agent
+// gives the NIC the CNI interface's MAC at CreateSandbox.
+func bootMACFor(id string) net.HardwareAddr {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	v := h.Sum64()
+	mac := net.HardwareAddr{0x02, byte(v >> 32), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+	return mac
 }

@@ -79,3 +79,16 @@ func TestMachineSizeAdmits(t *testing.T) {
 		t.Errorf("read back %+v, %v; want %+v", got, err, size)
 	}
 }
+
+func TestBootMAC(t *testing.T) {
+	a := bootMACFor("sandbox-a")
+	if a[0]&0x02 == 0 || a[0]&0x01 != 0 {
+		t.Errorf("boot MAC %s: want a locally administered unicast address", a)
+	}
+	if a.String() != bootMACFor("sandbox-a").String() {
+		t.Error("boot MAC not stable")
+	}
+	if a.String() == bootMACFor("sandbox-b").String() {
+		t.Error("two sandboxes got the same boot MAC")
+	}
+}
