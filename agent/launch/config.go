@@ -14,6 +14,7 @@ package launch
 
 import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // InitArg is argv[1] of the agent binary re-executed as a container init.
@@ -50,6 +51,15 @@ type Config struct {
 	// namespace (CLONE_INTO_CGROUP from the agent's cgroup fails with
 	// ENOENT inside a cgroup namespace that does not contain it).
 	Enter []Namespace `json:"enter,omitempty"`
+	// Seccomp is the spec's profile compiled by the parent (Spawn does it,
+	// once per distinct profile); nil: no filter.
+	Seccomp *Filter `json:"seccomp,omitempty"`
+}
+
+// Filter is a compiled seccomp program and its seccomp(2) flags.
+type Filter struct {
+	Prog  []unix.SockFilter `json:"prog"`
+	Flags uint              `json:"flags"`
 }
 
 // File descriptors of the child (ExtraFiles start at 3).

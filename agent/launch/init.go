@@ -97,7 +97,7 @@ func initChild(syncFile *os.File) error {
 		}
 	}
 	unix.Close(fdStart)
-	if err := finalize(cfg.Spec, p); err != nil {
+	if err := finalize(cfg.Seccomp, p); err != nil {
 		return err
 	}
 	// fdSync is close-on-exec: the parent sees EOF once execve succeeded.
@@ -259,7 +259,7 @@ func setupConsole(bindConsole bool) error {
 // no_new_privs is off (loading it then needs CAP_SYS_ADMIN); bounding
 // set; user and groups with keep-caps; capabilities; no_new_privs;
 // seccomp late when no_new_privs is on; working directory.
-func finalize(spec *specs.Spec, p *specs.Process) error {
+func finalize(filter *Filter, p *specs.Process) error {
 	for _, r := range p.Rlimits {
 		res, ok := rlimits[r.Type]
 		if !ok {
@@ -274,23 +274,11 @@ func finalize(spec *specs.Spec, p *specs.Process) error {
 			return fmt.Errorf("setting oom_score_adj: %w", err)
 		}
 	}
-	var sc *specs.LinuxSeccomp
-	if spec.Linux != nil {
-		sc = spec.Linux.Seccomp
-	}
 	loadSeccomp := func() error {
-		if sc == nil {
+		if filter == nil {
 			return nil
 		}
-		prog, err := seccompbpf.Compile(sc)
-		if err != nil {
-			return precondition("compiling seccomp: %w", err)
-		}
-		flags, err := seccompbpf.Flags(sc)
-		if err != nil {
-			return precondition("seccomp flags: %w", err)
-		}
-		if err := seccompbpf.Load(prog, flags); err != nil {
+		if err := seccompbpf.Load(filter.Prog, filter.Flags); err != nil {
 			return fmt.Errorf("loading seccomp: %w", err)
 		}
 		return nil

@@ -12,6 +12,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/oci/seccomp"
 	"github.com/crivm/crivm/test/testutil"
 )
 
@@ -145,5 +147,28 @@ func TestSpecNamespaces(t *testing.T) {
 	}
 	if _, _, err := SpecNamespaces([]specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: "/nonexistent"}}); err == nil {
 		t.Error("a missing namespace path was accepted")
+	}
+}
+
+func TestCompileSeccompCache(t *testing.T) {
+	a := seccomp.Default([]string{"CAP_KILL"})
+	b := seccomp.Default([]string{"CAP_SYS_ADMIN"})
+	fa, err := compileSeccomp(a)
+	if err != nil || len(fa.Prog) == 0 {
+		t.Fatalf("compiling: %v, %d instructions", err, len(fa.Prog))
+	}
+	again, _ := compileSeccomp(seccomp.Default([]string{"CAP_KILL"}))
+	if again != fa {
+		t.Error("the same profile was compiled twice")
+	}
+	if fb, _ := compileSeccomp(b); fb == fa {
+		t.Error("two different profiles share a program")
+	}
+	bad := &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_NOPE"}
+	if _, err := compileSeccomp(bad); !errdefs.IsClass(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("a bad profile: %v, want FailedPrecondition", err)
+	}
+	if _, err := Spawn(Options{Config: Config{Mode: ModeExec, Spec: &specs.Spec{Linux: &specs.Linux{Seccomp: bad}}, Process: &specs.Process{Args: []string{"true"}}}}); !errdefs.IsClass(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("Spawn with a bad profile: %v, want FailedPrecondition before any fork", err)
 	}
 }

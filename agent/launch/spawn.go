@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,11 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/agent/seccompbpf"
 	"github.com/crivm/crivm/internal/errdefs"
 )
 
@@ -131,9 +134,60 @@ func sameNamespace(a, b string) (bool, error) {
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
 }
 
+// filters caches compiled seccomp programs by the SHA-256 of their
+// profile's JSON: the pods of a node share a handful of profiles, and
+// compiling in the cold child costs more than in the parent.
+var filters = struct {
+	sync.Mutex
+	m map[[32]byte]*Filter
+}{m: map[[32]byte]*Filter{}}
+
+// maxFilters bounds the cache; past it, it starts over.
+const maxFilters = 32
+
+// compileSeccomp returns the compiled sc, from the cache when it was
+// compiled before.
+func compileSeccomp(sc *specs.LinuxSeccomp) (*Filter, error) {
+	b, err := json.Marshal(sc)
+	if err != nil {
+		return nil, err
+	}
+	key := sha256.Sum256(b)
+	filters.Lock()
+	defer filters.Unlock()
+	if f, ok := filters.m[key]; ok {
+		return f, nil
+	}
+	prog, err := seccompbpf.Compile(sc)
+	if err != nil {
+		return nil, errdefs.FailedPrecondition("compiling the seccomp profile: %w", err)
+	}
+	flags, err := seccompbpf.Flags(sc)
+	if err != nil {
+		return nil, errdefs.FailedPrecondition("seccomp flags: %w", err)
+	}
+	if len(filters.m) >= maxFilters {
+		clear(filters.m)
+	}
+	f := &Filter{Prog: prog, Flags: flags}
+	filters.m[key] = f
+	return f, nil
+}
+
 // Spawn starts the child and waits until it is ready (create: set up and
 // waiting for Start) or has exec'd (exec). On failure nothing runs.
 func Spawn(opts Options) (*Child, error) {
+	if spec := opts.Config.Spec; spec != nil && spec.Linux != nil && spec.Linux.Seccomp != nil {
+		f, err := compileSeccomp(spec.Linux.Seccomp)
+		if err != nil {
+			return nil, err
+		}
+		// The child gets the program, not the profile to compile again.
+		s, l := *spec, *spec.Linux
+		l.Seccomp = nil
+		s.Linux = &l
+		opts.Config.Spec, opts.Config.Seccomp = &s, f
+	}
 	files := &fileSet{}
 	defer files.closeChildEnds()
 	cfgR, cfgW, err := files.pipe()
