@@ -257,14 +257,17 @@ func TestRuncNetworkFailureLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Live conmons: a zombie is only waiting for the host's init to reap it
-	// (conmon daemonizes).
+	// This daemon's live conmons (their arguments name its dirs); a zombie
+	// only waits for the host's init to reap it (conmon daemonizes).
 	conmons := func() int {
-		out, _ := exec.Command("sh", "-c", `ps -eo stat=,comm= | awk '$2 == "conmon" && $1 !~ /Z/' | wc -l`).Output()
+		out, _ := exec.Command("sh", "-c", `ps -eo stat=,args= | awk '$2 ~ /conmon$/ && $1 !~ /Z/' | grep -cF -- "$0"`, e.d.Dir).Output()
 		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 		return n
 	}
 	before := conmons()
+	if before != 0 {
+		t.Fatalf("a fresh daemon has %d conmon processes", before)
+	}
 
 	// 1. A plugin fails ADD: the pod is refused, with the network named.
 	bad := strings.Replace(string(good), `{"type": "portmap"`, `{"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.no_such_knob": "1"}},
@@ -294,4 +297,8 @@ func TestRuncNetworkFailureLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.runPod(t, e.podConfig("netok"), e.containerConfig("c", "sleep", "60"))
+	// The count of step 2 sees this daemon's conmons: a running pod has two.
+	if n := conmons(); n != 2 {
+		t.Errorf("live conmon processes of a running pod: %d, want 2 (infra and container)", n)
+	}
 }
