@@ -5,17 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// maxUnclaimed bounds the exit statuses of unwatched processes the Reaper
-// keeps for a later Watch.
-const maxUnclaimed = 1024
 
 // Reaper reaps every child of PID 1, including orphans reparented to it,
 // and hands the exit status of the processes started through it to their
@@ -27,33 +22,11 @@ type Reaper struct {
 	// reaped before its waiter is registered.
 	mu    sync.Mutex
 	waits map[int]chan unix.WaitStatus
-	// unclaimed holds the statuses of reaped processes nobody watched
-	// (orphans: container processes whose runc exited), oldest first in
-	// unclaimedOrder, for a Watch that comes after the exit.
-	unclaimed      map[int]unix.WaitStatus
-	unclaimedOrder []int
 }
 
 // NewReaper returns a Reaper; Run must be running for waits to complete.
 func NewReaper() *Reaper {
-	return &Reaper{waits: map[int]chan unix.WaitStatus{}, unclaimed: map[int]unix.WaitStatus{}}
-}
-
-// Watch returns a channel that receives the wait status of pid once: a
-// process the guest's PID 1 will reap that was not started through Start,
-// such as a container process reparented to it when its runc exited. If
-// pid was reaped before Watch, its kept status is delivered at once.
-func (r *Reaper) Watch(pid int) <-chan unix.WaitStatus {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ch := make(chan unix.WaitStatus, 1)
-	if ws, ok := r.unclaimed[pid]; ok {
-		delete(r.unclaimed, pid)
-		ch <- ws
-		return ch
-	}
-	r.waits[pid] = ch
-	return ch
+	return &Reaper{waits: map[int]chan unix.WaitStatus{}}
 }
 
 // Run reaps on every SIGCHLD until stop is closed. A slow tick covers a
@@ -87,26 +60,10 @@ func (r *Reaper) reap() {
 		if err != nil || pid <= 0 {
 			return
 		}
+		// An orphan reparented to PID 1 has no waiter: reaping it is all.
 		if ch, ok := r.waits[pid]; ok {
 			delete(r.waits, pid)
 			ch <- ws
-			continue
-		}
-		r.keepUnclaimed(pid, ws)
-	}
-}
-
-func (r *Reaper) keepUnclaimed(pid int, ws unix.WaitStatus) {
-	if _, ok := r.unclaimed[pid]; !ok {
-		r.unclaimedOrder = append(r.unclaimedOrder, pid)
-	}
-	r.unclaimed[pid] = ws
-	for len(r.unclaimedOrder) > maxUnclaimed {
-		old := r.unclaimedOrder[0]
-		r.unclaimedOrder = r.unclaimedOrder[1:]
-		// A pid reused and reaped again since is still wanted.
-		if !slices.Contains(r.unclaimedOrder, old) {
-			delete(r.unclaimed, old)
 		}
 	}
 }
