@@ -106,9 +106,9 @@ func initChild(syncFile *os.File) error {
 	return precondition("exec %s: %w", p.Args[0], err)
 }
 
-// enterNamespaces moves the calling (locked) thread into nss. For a
-// mount namespace the thread first takes an fs_struct of its own: setns
-// refuses one to threads that share theirs.
+// enterNamespaces moves the calling (locked) thread into nss, in order.
+// For a mount namespace the thread first takes an fs_struct of its own:
+// setns refuses one to threads that share theirs.
 func enterNamespaces(nss []Namespace) error {
 	for _, n := range nss {
 		fd, err := unix.Open(n.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)

@@ -363,17 +363,10 @@ func JoinNamespaces(nss []Namespace, fn func() error) error {
 				errc <- fmt.Errorf("a %s namespace cannot be joined by a thread of the agent", n.Type)
 				return
 			}
-			fd, err := unix.Open(n.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				errc <- fmt.Errorf("opening namespace %s: %w", n.Path, err)
-				return
-			}
-			err = unix.Setns(fd, int(nsFlags[n.Type]))
-			unix.Close(fd)
-			if err != nil {
-				errc <- fmt.Errorf("entering %s namespace %s: %w", n.Type, n.Path, err)
-				return
-			}
+		}
+		if err := enterNamespaces(nss); err != nil {
+			errc <- err
+			return
 		}
 		errc <- fn()
 	}()
