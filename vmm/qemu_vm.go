@@ -708,9 +708,11 @@ func readPidfile(dir string) (int, bool) { return readPid(filepath.Join(dir, Pid
 // processRunsQEMUFor reports whether pid's command line names dir's
 // pidfile, which only the QEMU started for dir has.
 func processRunsQEMUFor(pid int, dir string) bool {
+	return cmdlineHas(pid, "\x00"+filepath.Join(dir, PidfileName)+"\x00")
+}
+
+// cmdlineHas reports whether pid's command line (NUL-separated) holds s.
+func cmdlineHas(pid int, s string) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	return bytes.Contains(b, []byte("\x00"+filepath.Join(dir, PidfileName)+"\x00"))
+	return err == nil && bytes.Contains(b, []byte(s))
 }

@@ -1,7 +1,6 @@
 package vmm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -203,11 +202,7 @@ func readPid(path string) (int, bool) {
 // processServes reports whether pid is the virtiofsd whose socket is in
 // dir.
 func processServes(pid int, dir string) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	return bytes.Contains(b, []byte("--socket-path="+filepath.Join(dir, VirtiofsdSocketName)+"\x00"))
+	return cmdlineHas(pid, "--socket-path="+filepath.Join(dir, VirtiofsdSocketName)+"\x00")
 }
 
 // MakeSharedMount bind-mounts dir onto itself as a mount of its own peer
