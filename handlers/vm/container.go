@@ -431,8 +431,8 @@ func (h *Handler) UpdateResources(ctx context.Context, c *store.Container, res *
 	if err != nil {
 		return err
 	}
-	if size, err := readMachineSize(h.vmDir(sbID)); err == nil {
-		if err := size.admits(res); err != nil {
+	if vm, err := readVMRecord(h.vmDir(sbID)); err == nil {
+		if err := vm.admits(res); err != nil {
 			return errdefs.FailedPrecondition("updating %s: %w", c.ID, err)
 		}
 	}

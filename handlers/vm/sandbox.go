@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +45,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 	)
 	dir := h.vmDir(sb.ID)
 	bootMAC := bootMACFor(sb.ID)
+	var record vmRecord
 	_, err := steps.Run(ctx, []steps.Step{
 		{Name: "preparing guest assets", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
@@ -110,31 +110,26 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			} else {
 				mc.SharedDirs = []vmm.SharedDir{{Tag: sharedTag, HostPath: h.sharedDir(sb.ID)}}
 			}
-			if assets.transport != vmm.TransportVsock {
-				if vm, err = vmm.Start(ctx, mc); err != nil {
-					return nil, err
-				}
-				return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
+			if assets.transport == vmm.TransportVsock {
+				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + vmm.TransportVsock
 			}
-			mc.KernelArgs = agentproxy.KernelParamTransport + "=" + vmm.TransportVsock
 			// A CID another VM holds makes QEMU fail at start: try others.
 			for attempt := range 3 {
-				mc.VsockCID = vsockCID(sb.ID, attempt)
-				if vm, err = vmm.Start(ctx, mc); err == nil || !strings.Contains(err.Error(), "guest cid") {
+				if assets.transport == vmm.TransportVsock {
+					mc.VsockCID = vsockCID(sb.ID, attempt)
+				}
+				if vm, err = vmm.Start(ctx, mc); err == nil || mc.VsockCID == 0 || !strings.Contains(err.Error(), "guest cid") {
 					break
 				}
 			}
 			if err != nil {
 				return nil, err
 			}
-			if err := os.WriteFile(filepath.Join(dir, vsockCIDFile), []byte(strconv.FormatUint(uint64(mc.VsockCID), 10)), 0o600); err != nil {
-				vm.Kill(ctx)
-				return nil, fmt.Errorf("recording the vsock CID: %w", err)
-			}
+			record = vmRecord{MemoryMiB: mc.MemoryMiB, VCPUs: max(mc.VCPUs, 1), VsockCID: mc.VsockCID}
 			return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
 		}},
-		{Name: "recording the VM's size", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			return nil, writeMachineSize(dir, machineSize{MemoryMiB: memoryMiB(req.Config, h.cfg.DefaultMemoryMiB), VCPUs: max(h.cfg.DefaultVCPUs, 1)})
+		{Name: "recording the VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			return nil, writeVMRecord(dir, record)
 		}},
 		{Name: "waiting for the pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			return nil, req.WaitNetwork(ctx)

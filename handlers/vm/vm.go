@@ -16,8 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,32 +225,36 @@ func (h *Handler) connection(ctx context.Context, sb *store.Sandbox) (*sandboxVM
 	return v, nil
 }
 
-// machineSizeFile in a VM's dir records its size (machineSize as JSON).
-const machineSizeFile = "size.json"
+// vmRecordFile in a VM's dir records how it was started (vmRecord as
+// JSON), for the daemon that reattaches to it and for resource updates.
+const vmRecordFile = "vm.json"
 
-// machineSize is what a VM was booted with.
-type machineSize struct {
+// vmRecord is what a VM was booted with.
+type vmRecord struct {
 	MemoryMiB int `json:"memory_mib"`
 	VCPUs     int `json:"vcpus"`
+	// VsockCID is the guest's CID when the agent is reached over vsock;
+	// zero: over the virtio-serial socket.
+	VsockCID uint32 `json:"vsock_cid,omitempty"`
 }
 
-func writeMachineSize(dir string, s machineSize) error {
-	b, _ := json.Marshal(s)
-	return os.WriteFile(filepath.Join(dir, machineSizeFile), b, 0o600)
+func writeVMRecord(dir string, r vmRecord) error {
+	b, _ := json.Marshal(r)
+	return os.WriteFile(filepath.Join(dir, vmRecordFile), b, 0o600)
 }
 
-func readMachineSize(dir string) (machineSize, error) {
-	var s machineSize
-	b, err := os.ReadFile(filepath.Join(dir, machineSizeFile))
+func readVMRecord(dir string) (vmRecord, error) {
+	var r vmRecord
+	b, err := os.ReadFile(filepath.Join(dir, vmRecordFile))
 	if err != nil {
-		return s, err
+		return r, err
 	}
-	return s, json.Unmarshal(b, &s)
+	return r, json.Unmarshal(b, &r)
 }
 
 // admits fails for limits the VM cannot give: more memory than it has, a
 // CPU quota above its vCPUs, or CPUs it does not have.
-func (s machineSize) admits(res *specs.LinuxResources) error {
+func (s vmRecord) admits(res *specs.LinuxResources) error {
 	if res == nil {
 		return nil
 	}
@@ -276,16 +278,10 @@ func (s machineSize) admits(res *specs.LinuxResources) error {
 	return nil
 }
 
-// vsockCIDFile in a VM's dir records the guest CID of a VM reached over
-// vsock; without it the agent is on the virtio-serial socket.
-const vsockCIDFile = "vsock.cid"
-
 // agentDialer reaches the agent of the VM in dir the way it was started.
 func agentDialer(dir string) agentproxy.Dialer {
-	if b, err := os.ReadFile(filepath.Join(dir, vsockCIDFile)); err == nil {
-		if cid, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
-			return &agentproxy.VsockDialer{CID: uint32(cid)}
-		}
+	if r, err := readVMRecord(dir); err == nil && r.VsockCID != 0 {
+		return &agentproxy.VsockDialer{CID: r.VsockCID}
 	}
 	return &agentproxy.SerialDialer{Path: filepath.Join(dir, vmm.AgentSocketName)}
 }

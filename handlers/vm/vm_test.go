@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,14 +39,18 @@ func TestAgentDialer(t *testing.T) {
 	if d, ok := agentDialer(dir).(*agentproxy.SerialDialer); !ok || d.Path != filepath.Join(dir, vmm.AgentSocketName) {
 		t.Errorf("no CID recorded: %#v, want the serial socket", agentDialer(dir))
 	}
-	os.WriteFile(filepath.Join(dir, vsockCIDFile), []byte("4242"), 0o600)
+	writeVMRecord(dir, vmRecord{MemoryMiB: 256, VCPUs: 1})
+	if _, ok := agentDialer(dir).(*agentproxy.SerialDialer); !ok {
+		t.Errorf("no CID recorded: %#v, want the serial socket", agentDialer(dir))
+	}
+	writeVMRecord(dir, vmRecord{MemoryMiB: 256, VCPUs: 1, VsockCID: 4242})
 	if d, ok := agentDialer(dir).(*agentproxy.VsockDialer); !ok || d.CID != 4242 {
 		t.Errorf("CID 4242 recorded: %#v, want vsock to 4242", agentDialer(dir))
 	}
 }
 
-func TestMachineSizeAdmits(t *testing.T) {
-	size := machineSize{MemoryMiB: 256, VCPUs: 2}
+func TestVMRecordAdmits(t *testing.T) {
+	size := vmRecord{MemoryMiB: 256, VCPUs: 2}
 	i64 := func(v int64) *int64 { return &v }
 	u64 := func(v uint64) *uint64 { return &v }
 	tests := []struct {
@@ -72,10 +75,10 @@ func TestMachineSizeAdmits(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	if err := writeMachineSize(dir, size); err != nil {
+	if err := writeVMRecord(dir, size); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := readMachineSize(dir); err != nil || got != size {
+	if got, err := readVMRecord(dir); err != nil || got != size {
 		t.Errorf("read back %+v, %v; want %+v", got, err, size)
 	}
 }
