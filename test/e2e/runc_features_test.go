@@ -29,6 +29,13 @@ func (e *runcEnv) runPod(t *testing.T, pod *runtimeapi.PodSandboxConfig, ctr *ru
 	}
 	e.ids = append(e.ids, sbID)
 	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
+	return sbID, e.startContainer(t, sbID, ctr, pod)
+}
+
+// startContainer creates and starts ctr in sandbox sbID and returns its ID.
+func (e *runcEnv) startContainer(t *testing.T, sbID string, ctr *runtimeapi.ContainerConfig, pod *runtimeapi.PodSandboxConfig) string {
+	t.Helper()
+	ctx := context.Background()
 	ctrID, err := e.rs.CreateContainer(ctx, sbID, ctr, pod)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +44,7 @@ func (e *runcEnv) runPod(t *testing.T, pod *runtimeapi.PodSandboxConfig, ctr *ru
 	if err := e.rs.StartContainer(ctx, ctrID); err != nil {
 		t.Fatal(err)
 	}
-	return sbID, ctrID
+	return ctrID
 }
 
 func (e *runcEnv) exec(t *testing.T, ctrID string, cmd ...string) string {

@@ -104,14 +104,7 @@ func TestVMSandbox(t *testing.T) {
 	// 3. A container in the VM: its log, the guest kernel inside, an exec,
 	//    and the pod IP reachable from the host.
 	ctr := e.containerConfig("app", "sh", "-c", "echo hello-from-vm; uname -r; exec nc -ll -p 8080 -e echo pong")
-	ctrID, err := e.rs.CreateContainer(ctx, sbID, ctr, pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, ctrID)
-	if err := e.rs.StartContainer(ctx, ctrID); err != nil {
-		t.Fatal(err)
-	}
+	ctrID := e.startContainer(t, sbID, ctr, pod)
 	logPath := filepath.Join(pod.LogDirectory, "app.log")
 	var logData string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -151,14 +144,7 @@ func TestVMSandbox(t *testing.T) {
 
 	// 5. Exit codes come back from the guest.
 	quick := e.containerConfig("quick", "sh", "-c", "exit 3")
-	quickID, err := e.rs.CreateContainer(ctx, sbID, quick, pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, quickID)
-	if err := e.rs.StartContainer(ctx, quickID); err != nil {
-		t.Fatal(err)
-	}
+	quickID := e.startContainer(t, sbID, quick, pod)
 	if st := e.waitExited(t, quickID, 20*time.Second); st.ExitCode != 3 || st.Reason != "Error" {
 		t.Errorf("VM container exit: %d %q, want 3 Error", st.ExitCode, st.Reason)
 	}
@@ -246,14 +232,7 @@ func TestVMDaemonRestart(t *testing.T) {
 	}
 	e.ids = append(e.ids, sbID)
 	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
-	ctrID, err := e.rs.CreateContainer(ctx, sbID, e.containerConfig("count", "sh", "-c", "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done"), pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, ctrID)
-	if err := e.rs.StartContainer(ctx, ctrID); err != nil {
-		t.Fatal(err)
-	}
+	ctrID := e.startContainer(t, sbID, e.containerConfig("count", "sh", "-c", "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done"), pod)
 	st, info := e.sandboxStatus(t, sbID)
 	logPath := filepath.Join(pod.LogDirectory, "count.log")
 	waitLine := func(n int) {
@@ -328,14 +307,7 @@ func TestVMPodBehaviour(t *testing.T) {
 	pod := e.podConfig("vmnet")
 	pod.Annotations = map[string]string{"io.kubernetes.cri.untrusted-workload": "true"}
 	vmSB, server := e.runPod(t, pod, e.containerConfig("server", "nc", "-ll", "-p", "8080", "-e", "echo", "pong"))
-	side, err := e.rs.CreateContainer(ctx, vmSB, e.containerConfig("side", "sleep", "3600"), pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, side)
-	if err := e.rs.StartContainer(ctx, side); err != nil {
-		t.Fatal(err)
-	}
+	side := e.startContainer(t, vmSB, e.containerConfig("side", "sleep", "3600"), pod)
 	if got := e.exec(t, side, "sh", "-c", "nc -w 3 127.0.0.1 8080 </dev/null"); got != "pong\n" {
 		t.Errorf("localhost between containers of a VM pod: %q", got)
 	}
@@ -385,14 +357,7 @@ func TestVMPodBehaviour(t *testing.T) {
 	// 4. An OOM in the guest ends OOMKilled, with its events.
 	hog := e.containerConfig("hog", "sh", "-c", "x=a; while true; do x=$x$x; done")
 	hog.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
-	hogID, err := e.rs.CreateContainer(ctx, vmSB, hog, pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, hogID)
-	if err := e.rs.StartContainer(ctx, hogID); err != nil {
-		t.Fatal(err)
-	}
+	hogID := e.startContainer(t, vmSB, hog, pod)
 	events.waitFor(t, hogID, "STOPPED", 60*time.Second)
 	if got := e.waitExited(t, hogID, 5*time.Second); got.Reason != "OOMKilled" {
 		t.Errorf("guest OOM: reason %q exit %d, want OOMKilled", got.Reason, got.ExitCode)
@@ -439,14 +404,7 @@ func TestVMPodBehaviour(t *testing.T) {
 	//    stdin_once the end of that stdin closes the container's.
 	talk := e.containerConfig("talk", "sh", "-c", "echo early; while read l; do echo got-$l; done; echo stdin-closed")
 	talk.Stdin, talk.StdinOnce = true, true
-	talkID, err := e.rs.CreateContainer(ctx, vmSB, talk, pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, talkID)
-	if err := e.rs.StartContainer(ctx, talkID); err != nil {
-		t.Fatal(err)
-	}
+	talkID := e.startContainer(t, vmSB, talk, pod)
 	talkLog := filepath.Join(pod.LogDirectory, "talk.log")
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if b, _ := os.ReadFile(talkLog); strings.Contains(string(b), "early") {
@@ -472,14 +430,7 @@ func TestVMPodBehaviour(t *testing.T) {
 	//    session: a second session still reaches the same process.
 	keep := e.containerConfig("keep", "sh", "-c", "while read l; do echo got-$l; done; echo stdin-closed")
 	keep.Stdin = true
-	keepID, err := e.rs.CreateContainer(ctx, vmSB, keep, pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, keepID)
-	if err := e.rs.StartContainer(ctx, keepID); err != nil {
-		t.Fatal(err)
-	}
+	keepID := e.startContainer(t, vmSB, keep, pod)
 	for _, line := range []string{"one", "two"} {
 		ar, err := e.rs.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: keepID, Stdin: true, Stdout: true})
 		if err != nil {
