@@ -347,13 +347,13 @@ func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.
 		go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw, h.readOffsets(c.ID))
 		go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
 	}
-	go h.watchOOM(context.WithoutCancel(ctx), sb.ID, v.client)
 	log.G(ctx).Info("reattached to a running VM", "sandbox", sb.ID, "pid", v.vm.PID(), "containers", len(ctrs))
 	return nil
 }
 
 // watchOOM logs and counts each OOM kill the guest of sandbox id reports,
-// until its agent connection ends. A kill that ends a container's init
+// until its agent connection ends. It runs for every agent connection the
+// handler makes (StartSandbox, and connection when it reconnects). A kill that ends a container's init
 // also shows as the container's OOMKilled exit; this catches the others.
 func (h *Handler) watchOOM(ctx context.Context, id string, c *agentproxy.Client) {
 	for {

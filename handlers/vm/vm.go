@@ -222,6 +222,7 @@ func (h *Handler) connection(ctx context.Context, sb *store.Sandbox) (*sandboxVM
 	}
 	v := &sandboxVM{vm: vm, client: c}
 	h.vms[sb.ID] = v
+	go h.watchOOM(context.WithoutCancel(ctx), sb.ID, c)
 	return v, nil
 }
 
