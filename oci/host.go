@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,6 +21,12 @@ type CgroupFeatures struct {
 	// limits are always set: runc ignores a zero swap limit where the
 	// kernel lacks swap accounting.
 	Swap bool
+	// Hugetlb is a usable hugetlb controller (in cgroup.controllers on v2,
+	// a mounted hierarchy on v1). Without it hugepage limits are dropped,
+	// as containerd does: the kubelet sets one per page size on every
+	// container, and runc fails to apply them where the controller is
+	// missing.
+	Hugetlb bool
 }
 
 // ProbeCgroups inspects the host's /sys/fs/cgroup.
@@ -29,10 +36,15 @@ func ProbeCgroups() (CgroupFeatures, error) {
 		return CgroupFeatures{}, fmt.Errorf("probing cgroups: %w", err)
 	}
 	if st.Type == unix.CGROUP2_SUPER_MAGIC {
-		return CgroupFeatures{V2: true, Swap: true}, nil
+		ctrls, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		if err != nil {
+			return CgroupFeatures{}, fmt.Errorf("probing cgroups: %w", err)
+		}
+		return CgroupFeatures{V2: true, Swap: true, Hugetlb: slices.Contains(strings.Fields(string(ctrls)), "hugetlb")}, nil
 	}
 	_, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
-	return CgroupFeatures{Swap: err == nil}, nil
+	huge := unix.Statfs("/sys/fs/cgroup/hugetlb", &st) == nil && st.Type == unix.CGROUP_SUPER_MAGIC
+	return CgroupFeatures{Swap: err == nil, Hugetlb: huge}, nil
 }
 
 // capSysResource is CAP_SYS_RESOURCE's bit number.

@@ -100,7 +100,9 @@ func linuxResources(r *runtimeapi.LinuxContainerResources, h *Host) (*specs.Linu
 		if hp.GetPageSize() == "" {
 			return nil, errdefs.InvalidArgument("hugepage limit without a page size")
 		}
-		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: hp.GetPageSize(), Limit: hp.GetLimit()})
+		if h.Cgroups.Hugetlb {
+			out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: hp.GetPageSize(), Limit: hp.GetLimit()})
+		}
 	}
 
 	if len(r.GetUnified()) > 0 {

@@ -60,11 +60,15 @@ func TestLinuxResources(t *testing.T) {
 	}{
 		{name: "nil", want: &specs.LinuxResources{}},
 		{name: "pids limit", host: Host{PidsLimit: 1024}, want: &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr(int64(1024))}}},
-		{name: "v1 with swap accounting: swap = limit", r: full, host: Host{Cgroups: CgroupFeatures{Swap: true}}, want: &specs.LinuxResources{
+		{name: "v1 with swap accounting: swap = limit", r: full, host: Host{Cgroups: CgroupFeatures{Swap: true, Hugetlb: true}}, want: &specs.LinuxResources{
 			CPU: cpu, Memory: &specs.LinuxMemory{Limit: ptr(int64(256 << 20)), Swap: ptr(int64(256 << 20))}, HugepageLimits: huge}},
-		{name: "v1 without swap accounting: no swap", r: full, want: &specs.LinuxResources{
+		// The kubelet sets a hugepage limit on every container; a host
+		// without the hugetlb controller must not pass them to runc.
+		{name: "no hugetlb controller: hugepage limits dropped", r: full, host: Host{Cgroups: CgroupFeatures{Swap: true}}, want: &specs.LinuxResources{
+			CPU: cpu, Memory: &specs.LinuxMemory{Limit: ptr(int64(256 << 20)), Swap: ptr(int64(256 << 20))}}},
+		{name: "v1 without swap accounting: no swap", r: full, host: Host{Cgroups: CgroupFeatures{Hugetlb: true}}, want: &specs.LinuxResources{
 			CPU: cpu, Memory: &specs.LinuxMemory{Limit: ptr(int64(256 << 20))}, HugepageLimits: huge}},
-		{name: "v2: unified passes through", r: full, host: Host{Cgroups: CgroupFeatures{V2: true, Swap: true}}, want: &specs.LinuxResources{
+		{name: "v2: unified passes through", r: full, host: Host{Cgroups: CgroupFeatures{V2: true, Swap: true, Hugetlb: true}}, want: &specs.LinuxResources{
 			CPU: cpu, Memory: &specs.LinuxMemory{Limit: ptr(int64(256 << 20)), Swap: ptr(int64(256 << 20))}, HugepageLimits: huge,
 			Unified: map[string]string{"memory.high": "200M"}}},
 		{name: "explicit swap", r: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 100, MemorySwapLimitInBytes: 300}, host: Host{Cgroups: CgroupFeatures{Swap: true}},

@@ -183,6 +183,13 @@ func UpdateCgroup(dir string, res *specs.LinuxResources) error {
 		return fmt.Errorf("converting resources: %w", err)
 	}
 	for _, f := range files {
+		if strings.HasPrefix(f.name, "hugetlb.") {
+			// The kubelet sends a limit for each of the host's page
+			// sizes; the guest may lack the size or the controller.
+			if _, err := os.Stat(filepath.Join(dir, f.name)); errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+		}
 		if err := os.WriteFile(filepath.Join(dir, f.name), []byte(f.value), 0); err != nil {
 			return fmt.Errorf("writing %s = %q: %w", f.name, f.value, err)
 		}
