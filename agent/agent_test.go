@@ -111,6 +111,7 @@ func TestExecProcessOnHost(t *testing.T) {
 	defer close(stop)
 	go r.Run(stop)
 	s := NewService(r)
+	s.guestExec = true
 	ctx := context.Background()
 
 	resp, err := s.ExecProcess(ctx, &api.ExecProcessRequest{
@@ -157,6 +158,21 @@ func TestExecProcessOnHost(t *testing.T) {
 	}
 	if _, err := s.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"no-such-command-crivm"}}); !errdefs.IsClass(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("missing command: %v", err)
+	}
+	// A test build runs GuestRootExec's command outside the container
+	// named.
+	if r, err := s.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: "none", Args: []string{GuestRootExec, "sh", "-c", "exit 3"}}); err != nil || r.ExitCode != 3 {
+		t.Errorf("guest-root exec in a test build: %+v, %v; want exit 3", r, err)
+	}
+
+	// The release agent (no crivm_guestroot tag) runs nothing outside a
+	// container.
+	s.guestExec = false
+	if _, err := s.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"true"}}); !errdefs.IsClass(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("guest-root exec in a release agent: %v, want FailedPrecondition", err)
+	}
+	if _, err := s.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: "none", Args: []string{GuestRootExec, "true"}}); !errdefs.IsClass(err, errdefs.ErrNotFound) {
+		t.Errorf("the guest-root marker in a release agent: %v, want the container's NotFound", err)
 	}
 	if _, err := s.StartContainer(ctx, &api.StartContainerRequest{ContainerId: "none"}); !errdefs.IsClass(err, errdefs.ErrNotFound) {
 		t.Errorf("StartContainer of an unknown container: %v, want NotFound", err)

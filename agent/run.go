@@ -40,6 +40,9 @@ type Options struct {
 	// LogLevel is raised to debug when the kernel command line has
 	// crivm.debug. May be nil.
 	LogLevel *slog.LevelVar
+	// GuestExec lets ExecProcess run commands as guest root outside any
+	// container. Test builds only (cmd/crivm-agent, tag crivm_guestroot).
+	GuestExec bool
 }
 
 // Run is PID 1's life: set the guest up, serve the API, and return only
@@ -79,6 +82,7 @@ func Run(ctx context.Context, opts Options) error {
 	go reaper.Run(stop)
 
 	svc := NewService(reaper)
+	svc.guestExec = opts.GuestExec
 	powerPressed := make(chan struct{})
 	go WatchPowerButton(ctx, 10*time.Second, func() { close(powerPressed) })
 

@@ -68,7 +68,7 @@ func guestAssets(t *testing.T) (vmlinux, initrd string) {
 	t.Helper()
 	dir := shortDir(t, "crivm-agent-assets-")
 	agent := filepath.Join(dir, "crivm-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agent, "github.com/crivm/crivm/cmd/crivm-agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "crivm_guestroot", "-ldflags", "-s -w", "-o", agent, "github.com/crivm/crivm/cmd/crivm-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building agent: %v: %s", err, out)

@@ -59,13 +59,22 @@ type StreamConfig struct {
 
 // RuntimeConfig is [crivm.runtime].
 type RuntimeConfig struct {
-	DefaultRuntime           string                     `toml:"default_runtime" json:"default_runtime"`
-	RuntimeUntrustedWorkload string                     `toml:"runtime_untrusted_workload" json:"runtime_untrusted_workload"`
-	DefaultWorkloadTrust     string                     `toml:"default_workload_trust" json:"default_workload_trust"`
-	TrustPolicy              string                     `toml:"trust_policy" json:"trust_policy"`
-	AuditLog                 string                     `toml:"audit_log" json:"audit_log"`
-	CgroupManager            string                     `toml:"cgroup_manager" json:"cgroup_manager"`
-	Runtimes                 map[string]*RuntimeHandler `toml:"runtimes" json:"runtimes"`
+	DefaultRuntime           string `toml:"default_runtime" json:"default_runtime"`
+	RuntimeUntrustedWorkload string `toml:"runtime_untrusted_workload" json:"runtime_untrusted_workload"`
+	DefaultWorkloadTrust     string `toml:"default_workload_trust" json:"default_workload_trust"`
+	TrustPolicy              string `toml:"trust_policy" json:"trust_policy"`
+	AuditLog                 string `toml:"audit_log" json:"audit_log"`
+	CgroupManager            string `toml:"cgroup_manager" json:"cgroup_manager"`
+	// UntrustedAllowedHostPaths are absolute, clean prefixes below which an
+	// untrusted pod may mount host paths, beside its own kubelet directory.
+	UntrustedAllowedHostPaths []string `toml:"untrusted_allowed_host_paths" json:"untrusted_allowed_host_paths"`
+	// UntrustedAllowedDevices are the host devices (CRI devices[].host_path)
+	// an untrusted pod may ask for. Empty: none.
+	UntrustedAllowedDevices []string `toml:"untrusted_allowed_devices" json:"untrusted_allowed_devices"`
+	// KubeletRootDir is the kubelet's --root-dir; an untrusted pod may mount
+	// what is below KubeletRootDir/pods/<its UID>.
+	KubeletRootDir string                     `toml:"kubelet_root_dir" json:"kubelet_root_dir"`
+	Runtimes       map[string]*RuntimeHandler `toml:"runtimes" json:"runtimes"`
 }
 
 // RuntimeHandler is one [crivm.runtime.runtimes.NAME] table. The keys in the

@@ -35,11 +35,15 @@ func TestDefaults(t *testing.T) {
 		{"runc type", c.Runtime.Runtimes["runc"].RuntimeType, RuntimeTypeOCI},
 		{"vm accel", c.Runtime.Runtimes["vm"].Accel, "auto"},
 		{"pause", c.Image.PauseImage, "registry.k8s.io/pause:3.10"},
+		{"kubelet_root_dir", c.Runtime.KubeletRootDir, "/var/lib/kubelet"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
 			t.Errorf("%s: got %q, want %q", tt.name, tt.got, tt.want)
 		}
+	}
+	if len(c.Runtime.UntrustedAllowedHostPaths) != 0 || len(c.Runtime.UntrustedAllowedDevices) != 0 {
+		t.Errorf("untrusted allowlists: got %q and %q, want both empty (deny by default)", c.Runtime.UntrustedAllowedHostPaths, c.Runtime.UntrustedAllowedDevices)
 	}
 	if name, _, ok := c.ResolveHandler("kata"); !ok || name != "vm" {
 		t.Errorf("alias kata: got %q %v, want vm", name, ok)
@@ -173,6 +177,61 @@ func TestLoadErrors(t *testing.T) {
 			want:     []string{"config flag --log-level", "crivm.log_level"},
 		},
 		{
+			name:   "relative allowed host path",
+			dropIn: "[crivm.runtime]\nuntrusted_allowed_host_paths = [\"/srv/shared\", \"srv/other\"]\n",
+			want:   []string{"10-x.conf", "key crivm.runtime.untrusted_allowed_host_paths[1]", `"srv/other" is not an absolute path`},
+		},
+		{
+			name: "unclean allowed host path",
+			main: "[crivm.runtime]\nuntrusted_allowed_host_paths = [\"/srv/../etc\"]\n",
+			want: []string{"crivm.conf", "key crivm.runtime.untrusted_allowed_host_paths[0]", `"/srv/../etc" is not a clean path (write "/etc")`},
+		},
+		{
+			name: "trailing slash in allowed host path",
+			main: "[crivm.runtime]\nuntrusted_allowed_host_paths = [\"/srv/shared/\"]\n",
+			want: []string{"key crivm.runtime.untrusted_allowed_host_paths[0]", `write "/srv/shared"`},
+		},
+		{
+			name: "root as allowed host path",
+			main: "[crivm.runtime]\nuntrusted_allowed_host_paths = [\"/\"]\n",
+			want: []string{"key crivm.runtime.untrusted_allowed_host_paths[0]", "would allow every host path"},
+		},
+		{
+			name: "empty allowed host path",
+			main: "[crivm.runtime]\nuntrusted_allowed_host_paths = [\"\"]\n",
+			want: []string{"key crivm.runtime.untrusted_allowed_host_paths[0]", "must be set"},
+		},
+		{
+			name: "allowed host paths not a list",
+			main: "[crivm.runtime]\nuntrusted_allowed_host_paths = \"/srv\"\n",
+			want: []string{"crivm.conf:2", "untrusted_allowed_host_paths", "incompatible types"},
+		},
+		{
+			name:   "relative allowed device",
+			dropIn: "[crivm.runtime]\nuntrusted_allowed_devices = [\"dev/fuse\"]\n",
+			want:   []string{"10-x.conf", "key crivm.runtime.untrusted_allowed_devices[0]", "not an absolute path"},
+		},
+		{
+			name: "unclean allowed device",
+			main: "[crivm.runtime]\nuntrusted_allowed_devices = [\"/dev//fuse\"]\n",
+			want: []string{"key crivm.runtime.untrusted_allowed_devices[0]", `write "/dev/fuse"`},
+		},
+		{
+			name: "relative kubelet root",
+			main: "[crivm.runtime]\nkubelet_root_dir = \"var/lib/kubelet\"\n",
+			want: []string{"crivm.conf", "key crivm.runtime.kubelet_root_dir", "not an absolute path"},
+		},
+		{
+			name: "empty kubelet root",
+			main: "[crivm.runtime]\nkubelet_root_dir = \"\"\n",
+			want: []string{"key crivm.runtime.kubelet_root_dir", "must be set"},
+		},
+		{
+			name: "kubelet root /",
+			main: "[crivm.runtime]\nkubelet_root_dir = \"/\"\n",
+			want: []string{"key crivm.runtime.kubelet_root_dir", "must not be /"},
+		},
+		{
 			name: "handler without type",
 			main: "[crivm.runtime.runtimes.gvisor]\nruntime_path = \"/usr/bin/runsc\"\n",
 			want: []string{"crivm.runtime.runtimes.gvisor.runtime_type", "must be set"},
@@ -205,5 +264,54 @@ func TestMissingExplicitFile(t *testing.T) {
 	_, err := Load(LoadOptions{File: "/nonexistent/crivm.conf", FileExplicit: true, DropInDir: os.DevNull})
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/crivm.conf") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestUntrustedHostPathKeys(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"conf.d/10-paths.conf": `[crivm.runtime]
+kubelet_root_dir = "/data/kubelet"
+untrusted_allowed_host_paths = ["/srv/shared", "/data/models"]
+untrusted_allowed_devices = ["/dev/fuse"]
+`})
+	l, err := Load(LoadOptions{File: os.DevNull, FileExplicit: true, DropInDir: filepath.Join(dir, "conf.d"), DropInDirExplicit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := l.Config.Runtime
+	if r.KubeletRootDir != "/data/kubelet" || strings.Join(r.UntrustedAllowedHostPaths, ",") != "/srv/shared,/data/models" ||
+		strings.Join(r.UntrustedAllowedDevices, ",") != "/dev/fuse" {
+		t.Errorf("got kubelet_root_dir %q, untrusted_allowed_host_paths %q, untrusted_allowed_devices %q", r.KubeletRootDir, r.UntrustedAllowedHostPaths, r.UntrustedAllowedDevices)
+	}
+	if src := l.Source["crivm.runtime.untrusted_allowed_host_paths"]; src != filepath.Join(dir, "conf.d/10-paths.conf") {
+		t.Errorf("source of untrusted_allowed_host_paths: %q", src)
+	}
+	// The template documents every new key.
+	for _, k := range []string{"kubelet_root_dir = ", "untrusted_allowed_host_paths = ", "untrusted_allowed_devices = "} {
+		if !strings.Contains(DefaultTemplate, "\n"+k) {
+			t.Errorf("the default template lacks %q", k)
+		}
+	}
+}
+
+func TestHostPathPrefix(t *testing.T) {
+	for _, tt := range []struct {
+		v    string
+		want string // substring of the error; "" for none
+	}{
+		{"/srv/shared", ""},
+		{"/a", ""},
+		{"", "must be set"},
+		{"srv", "not an absolute path"},
+		{"/srv/", "not a clean path"},
+		{"/srv/./x", "not a clean path"},
+		{"/", "would allow every host path"},
+	} {
+		err := HostPathPrefix("k", tt.v)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%q: %v", tt.v, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "key k: ")):
+			t.Errorf("%q: got %v, want an error for key k with %q", tt.v, err, tt.want)
+		}
 	}
 }

@@ -272,8 +272,12 @@ func setDotted(m map[string]any, key string, v any) {
 	m[parts[len(parts)-1]] = v
 }
 
-// sourceOf finds who set key, or the nearest enclosing table's setter.
+// sourceOf finds who set key, or the nearest enclosing table's setter. An
+// element of an array (key[N]) is set by whoever set the array.
 func sourceOf(source map[string]string, key string) string {
+	if i := strings.LastIndex(key, "["); i > 0 && strings.HasSuffix(key, "]") {
+		key = key[:i]
+	}
 	for k := key; k != ""; {
 		if s, ok := source[k]; ok {
 			return s

@@ -45,6 +45,22 @@ func absPath(key, v string, optional bool) error {
 	return nil
 }
 
+// HostPathPrefix checks one entry of a hostPath allowlist for untrusted pods
+// (untrusted_allowed_host_paths, a trust rule's allow_host_paths): an
+// absolute, clean path other than "/". It returns a *KeyError for key.
+func HostPathPrefix(key, v string) error {
+	if err := absPath(key, v, false); err != nil {
+		return err
+	}
+	if c := filepath.Clean(v); c != v {
+		return keyErr(key, "%q is not a clean path (write %q)", v, c)
+	}
+	if v == "/" {
+		return keyErr(key, "\"/\" would allow every host path; list narrower prefixes")
+	}
+	return nil
+}
+
 // Validate checks the merged configuration. It returns a *KeyError for the
 // first bad key.
 func (c *Config) Validate() error {
@@ -124,7 +140,22 @@ func (r *RuntimeConfig) validate() []error {
 		oneOf(p+"cgroup_manager", r.CgroupManager, "cgroupfs", "systemd"),
 		absPath(p+"trust_policy", r.TrustPolicy, true),
 		absPath(p+"audit_log", r.AuditLog, true),
+		absPath(p+"kubelet_root_dir", r.KubeletRootDir, false),
 	)
+	if r.KubeletRootDir != "" && filepath.Clean(r.KubeletRootDir) == "/" {
+		errs = append(errs, keyErr(p+"kubelet_root_dir", "must not be /"))
+	}
+	for i, a := range r.UntrustedAllowedHostPaths {
+		errs = append(errs, HostPathPrefix(fmt.Sprintf("%suntrusted_allowed_host_paths[%d]", p, i), a))
+	}
+	for i, d := range r.UntrustedAllowedDevices {
+		key := fmt.Sprintf("%suntrusted_allowed_devices[%d]", p, i)
+		if err := absPath(key, d, false); err != nil {
+			errs = append(errs, err)
+		} else if filepath.Clean(d) != d {
+			errs = append(errs, keyErr(key, "%q is not a clean path (write %q)", d, filepath.Clean(d)))
+		}
+	}
 	aliasOwner := map[string]string{}
 	for _, n := range names {
 		h := r.Runtimes[n]

@@ -7,6 +7,7 @@ package handlers
 import (
 	"context"
 	"io"
+	"os"
 	"time"
 
 	imgspec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -104,6 +105,22 @@ type ContainerRequest struct {
 	LogPath string
 	// ResolvConfPath etc. are the pod's prepared files (see SandboxRequest).
 	ResolvConfPath, HostsPath, HostnamePath, ShmPath string
+	// Untrusted is the pod's trust verdict, typed; handlers never read it
+	// back from annotations.
+	Untrusted bool
+	// Sources is set for untrusted pods: for each CRI mount's host_path,
+	// the source the mount policy allowed. A handler mounts from its fd
+	// and never resolves the path again. The caller closes the files after
+	// CreateContainer returns.
+	Sources map[string]HostSource
+}
+
+// HostSource is a mount source checked by the mount policy: Resolved is the
+// path its O_PATH descriptor File was found at when the policy judged it,
+// so a symlink swapped after the check is not followed.
+type HostSource struct {
+	Resolved string
+	File     *os.File
 }
 
 // ContainerCreated is what the caller persists after CreateContainer.

@@ -70,8 +70,11 @@ var allowedMountOptions = []string{"nosuid", "nodev", "noexec", "noatime", "nodi
 // propagation they need: "rshared" when any mount is BIDIRECTIONAL, else
 // "rslave" when any is HOST_TO_CONTAINER, else "" (runc's default).
 // A missing host path is created as a directory and symlinks in it are
-// resolved, as CRI-O and containerd do; selinux_relabel is ignored.
-func criMounts(ms []*runtimeapi.Mount, privileged bool) ([]specs.Mount, string, error) {
+// resolved, as CRI-O and containerd do; selinux_relabel is ignored. With
+// resolved non-nil (an untrusted pod, whose sources the mount policy has
+// already resolved and checked), each source is taken from it instead and
+// nothing is created or resolved on the host.
+func criMounts(ms []*runtimeapi.Mount, privileged bool, resolved map[string]string) ([]specs.Mount, string, error) {
 	var out []specs.Mount
 	propagation := ""
 	for _, m := range ms {
@@ -85,7 +88,7 @@ func criMounts(ms []*runtimeapi.Mount, privileged bool) ([]specs.Mount, string, 
 		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
 			return nil, "", errdefs.Unimplemented("mount at %q: idmapped mounts are not supported", dst)
 		}
-		src, err := mountSource(m.GetHostPath())
+		src, err := mountSource(m.GetHostPath(), resolved)
 		if err != nil {
 			return nil, "", err
 		}
@@ -137,10 +140,17 @@ func criMounts(ms []*runtimeapi.Mount, privileged bool) ([]specs.Mount, string, 
 }
 
 // mountSource resolves a CRI mount's host path, creating it as a directory
-// when missing.
-func mountSource(hostPath string) (string, error) {
+// when missing; with resolved non-nil it only looks the path up there.
+func mountSource(hostPath string, resolved map[string]string) (string, error) {
 	if !filepath.IsAbs(hostPath) {
 		return "", errdefs.InvalidArgument("mount source %q is not an absolute path", hostPath)
+	}
+	if resolved != nil {
+		src, ok := resolved[hostPath]
+		if !ok {
+			return "", errdefs.FailedPrecondition("mount source %q was not checked by the mount policy", hostPath)
+		}
+		return src, nil
 	}
 	if _, err := os.Stat(hostPath); errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(hostPath, 0o755); err != nil {

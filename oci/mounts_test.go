@@ -45,7 +45,7 @@ func TestCRIMounts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, prop, err := criMounts([]*runtimeapi.Mount{tt.m}, tt.privileged)
+			got, prop, err := criMounts([]*runtimeapi.Mount{tt.m}, tt.privileged, nil)
 			if tt.invalid {
 				if !errors.Is(err, errdefs.ErrInvalidArgument) {
 					t.Fatalf("err = %v, want InvalidArgument", err)
@@ -75,7 +75,7 @@ func TestCRIMountsPropagationAndSources(t *testing.T) {
 		{ContainerPath: "/b", HostPath: link, Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
 		{ContainerPath: "/c", HostPath: dir, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
 	}
-	got, prop, err := criMounts(ms, true)
+	got, prop, err := criMounts(ms, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestCRIMountsPropagationAndSources(t *testing.T) {
 	if got[1].Source != dir {
 		t.Errorf("symlinked source = %q, want %q", got[1].Source, dir)
 	}
-	if _, _, err := criMounts([]*runtimeapi.Mount{{ContainerPath: "/i", Image: &runtimeapi.ImageSpec{Image: "x"}}}, false); !errors.Is(err, errdefs.ErrUnimplemented) {
+	if _, _, err := criMounts([]*runtimeapi.Mount{{ContainerPath: "/i", Image: &runtimeapi.ImageSpec{Image: "x"}}}, false, nil); !errors.Is(err, errdefs.ErrUnimplemented) {
 		t.Errorf("image volume: err = %v, want Unimplemented", err)
 	}
 }

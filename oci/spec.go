@@ -26,6 +26,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/internal/podhost"
 )
 
 // Host describes the daemon and the machine the spec is applied on. A daemon
@@ -110,6 +111,10 @@ type ContainerSpecInput struct {
 	// As in SandboxSpecInput. ShmPath should be the sandbox's, so the pod's
 	// containers share /dev/shm with their IPC namespace.
 	ResolvConfPath, HostsPath, HostnamePath, ShmPath string
+	// ResolvedSources maps each CRI mount's host_path to the path the mount
+	// policy resolved and checked (untrusted pods). When non-nil, sources
+	// are taken from it: none is created or resolved again.
+	ResolvedSources map[string]string
 }
 
 // Annotation keys, as containerd's CRI plugin sets them (Kata and other
@@ -187,7 +192,7 @@ func SandboxSpec(in SandboxSpecInput) (*specs.Spec, error) {
 
 	hostname := in.Hostname
 	if hostname == "" {
-		hostname = in.Config.GetHostname()
+		hostname = podhost.Hostname(in.Config)
 	}
 	// With host networking the sandbox stays in the host's UTS namespace, so
 	// it may not set a hostname.
@@ -285,7 +290,7 @@ func ContainerSpec(in ContainerSpecInput) (*specs.Spec, error) {
 	}
 
 	var ctrEnv []string
-	if h := in.Sandbox.GetHostname(); h != "" {
+	if h := podhost.Hostname(in.Sandbox); h != "" {
 		ctrEnv = append(ctrEnv, "HOSTNAME="+h)
 	}
 	if cfg.GetTty() {
@@ -349,7 +354,7 @@ func ContainerSpec(in ContainerSpecInput) (*specs.Spec, error) {
 	}
 	mounts := defaultMounts(shm, privileged)
 	mounts = append(mounts, etcMounts(in.ResolvConfPath, in.HostsPath, in.HostnamePath, readonly)...)
-	user2, propagation, err := criMounts(cfg.GetMounts(), privileged)
+	user2, propagation, err := criMounts(cfg.GetMounts(), privileged, in.ResolvedSources)
 	if err != nil {
 		return nil, err
 	}

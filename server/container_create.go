@@ -22,8 +22,8 @@ import (
 // handler. Each step is undone if a later one fails.
 func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 	cfg := req.GetConfig()
-	if cfg.GetMetadata().GetName() == "" {
-		return nil, errdefs.InvalidArgument("container metadata.name is empty")
+	if err := validateContainerConfig(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.GetImage().GetImage() == "" {
 		return nil, errdefs.InvalidArgument("container %q names no image", cfg.GetMetadata().GetName())
@@ -57,6 +57,14 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	if err := s.deps.Trust.DecideImage(ctx, v, trust.PodInputFromConfig(sbCfg, sb.RuntimeHandler), imageName); err != nil {
 		return nil, fmt.Errorf("container %q refused: %w", cfg.GetMetadata().GetName(), err)
 	}
+	// The mount policy, before any rootfs, handler or mount work: an
+	// untrusted pod's hostPath sources are opened and checked here, and the
+	// handler mounts from these descriptors only.
+	srcs, err := s.deps.Trust.DecideMounts(ctx, v, trust.PodInputFromConfig(sbCfg, sb.RuntimeHandler), cfg.GetMetadata().GetName(), cfg.GetMounts(), cfg.GetDevices())
+	if err != nil {
+		return nil, fmt.Errorf("container %q refused: %w", cfg.GetMetadata().GetName(), err)
+	}
+	defer trust.CloseSources(srcs)
 
 	c := &store.Container{
 		ID:          store.NewID(),
@@ -79,14 +87,29 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	if err := s.deps.Store.Containers.Reserve(c.Name, c.ID); err != nil {
 		return nil, err
 	}
-	if _, err := steps.Run(ctx, s.createContainerSteps(sb, sbCfg, c, cfg, h)); err != nil {
+	if _, err := steps.Run(ctx, s.createContainerSteps(sb, sbCfg, c, cfg, h, !v.Trusted, hostSources(srcs))); err != nil {
 		s.deps.Store.Containers.Release(c.Name, c.ID)
 		return nil, err
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
 }
 
-func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimeapi.PodSandboxConfig, c *store.Container, cfg *runtimeapi.ContainerConfig, h handlers.Handler) []steps.Step {
+// hostSources hands the mount policy's sources to the handler (nil for a
+// trusted pod).
+func hostSources(srcs map[string]trust.MountSource) map[string]handlers.HostSource {
+	if srcs == nil {
+		return nil
+	}
+	out := make(map[string]handlers.HostSource, len(srcs))
+	for hp, src := range srcs {
+		out[hp] = handlers.HostSource{Resolved: src.Resolved, File: src.File}
+	}
+	return out
+}
+
+// createContainerSteps are CreateContainer's steps. untrusted and sources
+// are the pod's typed trust verdict and the mount policy's sources.
+func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimeapi.PodSandboxConfig, c *store.Container, cfg *runtimeapi.ContainerConfig, h handlers.Handler, untrusted bool, sources map[string]handlers.HostSource) []steps.Step {
 	var rootfs string
 	files := podFilesIn(sb.Extra["pod_dir"])
 	return []steps.Step{
@@ -106,6 +129,7 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 			req := &handlers.ContainerRequest{
 				Container: c, Config: cfg, SandboxConfig: sbCfg, Rootfs: rootfs, LogPath: c.LogPath,
 				ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
+				Untrusted: untrusted, Sources: sources,
 			}
 			if img.Config != nil {
 				req.Image = &img.Config.Config

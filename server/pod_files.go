@@ -9,6 +9,9 @@ import (
 
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/mountfs"
+	"github.com/crivm/crivm/internal/podhost"
 )
 
 // podFiles are the per-pod files every container of the pod binds:
@@ -28,12 +31,10 @@ func podFilesIn(dir string) podFiles {
 	}
 }
 
-// podHostname is the pod's hostname: the config's, else the pod name.
+// podHostname is the pod's hostname: the config's, else derived from the
+// pod name as the kubelet does (podhost.Derive).
 func podHostname(cfg *runtimeapi.PodSandboxConfig) string {
-	if h := cfg.GetHostname(); h != "" {
-		return h
-	}
-	return cfg.GetMetadata().GetName()
+	return podhost.Hostname(cfg)
 }
 
 func hostNetwork(cfg *runtimeapi.PodSandboxConfig) bool {
@@ -108,10 +109,11 @@ func (f podFiles) unmountShm() error {
 	return nil
 }
 
-// remove unmounts shm and deletes the pod dir. Idempotent.
+// remove unmounts shm (every mount below the pod dir, stacked ones too)
+// and deletes the pod dir, never across a mount point. Idempotent.
 func (f podFiles) remove() error {
-	if err := f.unmountShm(); err != nil {
+	if err := mountfs.UnmountAll(f.Dir); err != nil {
 		return err
 	}
-	return os.RemoveAll(f.Dir)
+	return mountfs.RemoveTree(f.Dir)
 }

@@ -250,7 +250,7 @@ func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	case cfg.GetMetadata().GetUid() == "":
 		return errdefs.InvalidArgument("pod sandbox metadata.uid is empty")
 	}
-	return nil
+	return validatePodFields(cfg)
 }
 
 // networkFuture is a CNI ADD running in the background.

@@ -17,9 +17,16 @@ type AuditLog struct {
 	f  *os.File
 }
 
+// Audit events other than trust decisions (whose lines have no event).
+const (
+	EventMountRefused  = "mount_refused"
+	EventDeviceRefused = "device_refused"
+)
+
 // auditLine is the audit log's line format.
 type auditLine struct {
 	Time             string   `json:"time"`
+	Event            string   `json:"event,omitempty"`
 	PodUID           string   `json:"pod_uid"`
 	Namespace        string   `json:"namespace"`
 	Name             string   `json:"name"`
@@ -30,6 +37,12 @@ type auditLine struct {
 	Rule             string   `json:"rule,omitempty"`
 	Reasons          []string `json:"reasons"`
 	Refused          string   `json:"refused,omitempty"`
+	// Mount and device refusals: the container, the CRI host_path, what it
+	// resolved to and the mount policy's rule that refused it.
+	Container string `json:"container,omitempty"`
+	HostPath  string `json:"host_path,omitempty"`
+	Resolved  string `json:"resolved,omitempty"`
+	MountRule string `json:"mount_rule,omitempty"`
 }
 
 // NewAuditLog opens path for appending, creating its directory (0750) and
@@ -53,6 +66,26 @@ func (a *AuditLog) Record(_ context.Context, in PodInput, v Verdict, err error) 
 	if a == nil {
 		return nil
 	}
+	return a.write(auditLineFor(in, v, err))
+}
+
+// RecordMount writes the mount policy's refusal d of a hostPath mount or
+// device of container, in the pod in whose sandbox verdict is v: one line
+// of event mount_refused or device_refused.
+func (a *AuditLog) RecordMount(_ context.Context, in PodInput, v Verdict, container string, d MountDecision) error {
+	if a == nil || d.Err == nil {
+		return nil
+	}
+	l := auditLineFor(in, v, d.Err)
+	l.Event = EventMountRefused
+	if d.Device {
+		l.Event = EventDeviceRefused
+	}
+	l.Container, l.HostPath, l.Resolved, l.MountRule = container, d.HostPath, d.Resolved, d.Rule
+	return a.write(l)
+}
+
+func auditLineFor(in PodInput, v Verdict, err error) auditLine {
 	l := auditLine{
 		Time:             time.Now().UTC().Format(time.RFC3339Nano),
 		PodUID:           in.UID,
@@ -71,6 +104,10 @@ func (a *AuditLog) Record(_ context.Context, in PodInput, v Verdict, err error) 
 	if err != nil {
 		l.Refused = err.Error()
 	}
+	return l
+}
+
+func (a *AuditLog) write(l auditLine) error {
 	b, merr := json.Marshal(l)
 	if merr != nil {
 		return fmt.Errorf("encoding audit line: %w", merr)

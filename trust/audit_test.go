@@ -123,8 +123,8 @@ func TestDecideAuditsAndCounts(t *testing.T) {
 	if err := c.images.WithLabelValues("runc", "false", "refused").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
 		t.Errorf("image checks: got %v, %v", m.GetCounter().GetValue(), err)
 	}
-	if n := len(c.Collectors()); n != 2 {
-		t.Errorf("got %d collectors, want 2", n)
+	if n := len(c.Collectors()); n != 3 {
+		t.Errorf("got %d collectors, want 3", n)
 	}
 }
 

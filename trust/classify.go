@@ -33,6 +33,7 @@ type Classifier struct {
 	audit    *AuditLog
 	verdicts *prometheus.CounterVec
 	images   *prometheus.CounterVec
+	mounts   *prometheus.CounterVec
 }
 
 // Option configures a Classifier.
@@ -53,6 +54,10 @@ func New(cfg *configs.Config, policy *Policy, opts ...Option) *Classifier {
 			Name: "crivm_trust_image_checks_total",
 			Help: "Container image trust checks by sandbox handler, trust and outcome (admitted or refused).",
 		}, []string{"handler", "trusted", "outcome"}),
+		mounts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crivm_trust_mount_checks_total",
+			Help: "Mount policy decisions on untrusted pods' hostPath mounts and host devices, by kind (mount or device) and outcome (admitted or refused).",
+		}, []string{"kind", "outcome"}),
 	}
 	if policy == nil {
 		policy = &Policy{}
@@ -77,7 +82,7 @@ func (c *Classifier) Reload(path string) error {
 
 // Collectors are the classifier's metrics, for registration by the caller.
 func (c *Classifier) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{c.verdicts, c.images}
+	return []prometheus.Collector{c.verdicts, c.images, c.mounts}
 }
 
 // Decide classifies in, counts the decision and records it in the audit log.

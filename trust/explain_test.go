@@ -2,6 +2,7 @@ package trust
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 
@@ -76,7 +77,7 @@ func TestExplain(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := Explain(&out, cfg, p, tt.pod, tt.rc, tt.images)
+			err := Explain(&out, cfg, p, ExplainInput{Pod: tt.pod, RuntimeHandler: tt.rc, Images: tt.images})
 			if got := errdefs.Code(err); got != tt.wantCode {
 				t.Fatalf("code: got %v (%v), want %v\n%s", got, err, tt.wantCode, out.String())
 			}
@@ -86,5 +87,82 @@ func TestExplain(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestExplainMounts(t *testing.T) {
+	f := newMountFixture(t)
+	const pod = `{"metadata": {"name": "web", "namespace": "tenant-a", "uid": "abc"}}`
+	ctr := func(mounts, devices string) []byte {
+		return []byte(`{"metadata": {"name": "app"}, "image": {"image": "busybox"}, "mounts": [` + mounts + `], "devices": [` + devices + `]}`)
+	}
+	mount := func(hp string) string { return `{"host_path": "` + hp + `", "container_path": "/m"}` }
+	tests := []struct {
+		name      string
+		pod       string
+		container []byte
+		wantCode  codes.Code
+		wantOut   []string
+		notOut    []string
+	}{
+		{"allowed and refused", pod, ctr(strings.Join([]string{
+			mount(f.p("klink/pods/abc/volumes/v")), mount(f.p("srv/shared")), mount(f.p("models")),
+			mount("/etc"), mount(f.p("links/etc")), mount(f.p("missing")),
+		}, ","), `{"host_path": "/dev/null"}, {"host_path": "/dev/kvm"}`), codes.FailedPrecondition, []string{
+			`trusted:  false`, `rule:     tenants`,
+			`container "app":`,
+			`  mount  "` + f.p("klink/pods/abc/volumes/v") + `" -> "` + f.p("kubelet/pods/abc/volumes/v") + `": allowed by the pod's own kubelet directory "` + f.p("kubelet/pods/abc") + `"`,
+			`  mount  "` + f.p("srv/shared") + `": allowed by untrusted_allowed_host_paths entry "` + f.p("srv/shared") + `"`,
+			`  mount  "` + f.p("models") + `": allowed by allow_host_paths entry "` + f.p("models") + `" of rule "tenants"`,
+			`  mount  "/etc": refused: hostPath "/etc" (resolved "/etc") refused by the mount policy, rule: deny by default (pod untrusted by rule "tenants")`,
+			`  mount  "` + f.p("links/etc") + `" -> "/etc": refused: hostPath "` + f.p("links/etc") + `" (resolved "/etc") refused by the mount policy, rule: deny by default`,
+			`  mount  "` + f.p("missing") + `": refused: hostPath "` + f.p("missing") + `" does not exist (sources are never created for untrusted pods) (FailedPrecondition)`,
+			`  device "/dev/null": allowed by untrusted_allowed_devices entry "/dev/null"`,
+			`  device "/dev/kvm": refused: device "/dev/kvm" refused by the mount policy, rule: no host devices by default (pod untrusted by rule "tenants"): untrusted pods get no host devices unless listed in untrusted_allowed_devices (FailedPrecondition)`,
+			// The container's image is checked too.
+			`image "busybox": admitted, trusted false`,
+		}, nil},
+		{"all allowed", pod, ctr(mount(f.p("srv/shared/sub")), ""), codes.OK,
+			[]string{`  mount  "` + f.p("srv/shared/sub") + `": allowed by untrusted_allowed_host_paths`}, []string{"refused"}},
+		{"no mounts", pod, ctr("", ""), codes.OK, []string{`container "app":`, "no hostPath mounts or devices"}, nil},
+		{"trusted pod", `{"metadata": {"name": "sys", "namespace": "kube-system", "uid": "abc"}}`, ctr(mount("/etc"), ""), codes.OK,
+			[]string{"trusted:  true", "1 hostPath mounts and devices: not restricted"}, []string{"refused"}},
+		{"bad container JSON", pod, []byte(`{"metadata": {"nme": "x"}}`), codes.InvalidArgument, nil, nil},
+	}
+	p := mustPolicy(t, f.cfg, `
+[[rule]]
+name = "system"
+trust = "trusted"
+[rule.match]
+namespaces = ["kube-system"]
+
+[[rule]]
+name = "tenants"
+trust = "untrusted"
+allow_host_paths = ["`+f.p("models")+`"]
+[rule.match]
+namespaces = ["tenant-*"]
+`)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := Explain(&out, f.cfg, p, ExplainInput{Pod: []byte(tt.pod), Container: tt.container})
+			if got := errdefs.Code(err); got != tt.wantCode {
+				t.Fatalf("code: got %v (%v), want %v\n%s", got, err, tt.wantCode, out.String())
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tt.notOut {
+				if strings.Contains(out.String(), w) {
+					t.Errorf("output has %q:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+	if _, err := os.Lstat(f.p("missing")); !os.IsNotExist(err) {
+		t.Errorf("explain created a missing source (%v)", err)
 	}
 }

@@ -26,6 +26,19 @@ type Policy struct {
 	hasImages bool
 }
 
+// ruleNamed is the rule called name, nil if there is none.
+func (p *Policy) ruleNamed(name string) *rule {
+	if p == nil || name == "" {
+		return nil
+	}
+	for _, r := range p.rules {
+		if r.name == name {
+			return r
+		}
+	}
+	return nil
+}
+
 // Len is the number of rules.
 func (p *Policy) Len() int {
 	if p == nil {
@@ -41,6 +54,9 @@ type rule struct {
 	trusted bool
 	handler string // configured name, aliases resolved; "" for none
 	match   matchSpec
+	// allowHostPaths are prefixes below which the untrusted pods this rule
+	// classifies may mount host paths (see the mount policy).
+	allowHostPaths []string
 }
 
 func (r *rule) reason() string { return fmt.Sprintf("rule %q (file %s)", r.name, r.file) }
@@ -50,10 +66,11 @@ type ruleFile struct {
 }
 
 type ruleSpec struct {
-	Name    string    `toml:"name"`
-	Trust   string    `toml:"trust"`
-	Handler string    `toml:"handler"`
-	Match   matchSpec `toml:"match"`
+	Name           string    `toml:"name"`
+	Trust          string    `toml:"trust"`
+	Handler        string    `toml:"handler"`
+	AllowHostPaths []string  `toml:"allow_host_paths"`
+	Match          matchSpec `toml:"match"`
 }
 
 // matchSpec holds a rule's conditions. All given conditions must hold.
@@ -207,6 +224,24 @@ func compileRule(s ruleSpec, cfg *configs.Config) (*rule, string, string) {
 			return nil, "handler", fmt.Sprintf("handler %q has runtime_type %q; untrusted pods run only on %q handlers", s.Handler, h.RuntimeType, configs.RuntimeTypeVM)
 		}
 		r.handler = name
+	}
+	if s.AllowHostPaths != nil {
+		switch {
+		case len(s.AllowHostPaths) == 0:
+			return nil, "allow_host_paths", "is empty; leave it out instead"
+		case r.trusted:
+			return nil, "allow_host_paths", "applies to untrusted rules only: the mount policy does not restrict trusted pods"
+		}
+		for i, a := range s.AllowHostPaths {
+			if err := configs.HostPathPrefix(fmt.Sprintf("allow_host_paths[%d]", i), a); err != nil {
+				var ke *configs.KeyError
+				if errors.As(err, &ke) {
+					return nil, "allow_host_paths", fmt.Sprintf("entry %d: %s", i, ke.Reason)
+				}
+				return nil, "allow_host_paths", err.Error()
+			}
+		}
+		r.allowHostPaths = slices.Clone(s.AllowHostPaths)
 	}
 	m := s.Match
 	lists := []struct {

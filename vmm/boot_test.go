@@ -73,7 +73,8 @@ func buildAssets(t *testing.T) (vmlinux, initrd, release string) {
 		}
 		assetsDir = dir
 		agent := filepath.Join(dir, "crivm-agent")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agent, "github.com/crivm/crivm/cmd/crivm-agent")
+		// A test build: these tests exec as guest root.
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", "crivm_guestroot", "-ldflags", "-s -w", "-o", agent, "github.com/crivm/crivm/cmd/crivm-agent")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			assets.err = fmt.Errorf("building agent: %v: %s", err, out)

@@ -55,7 +55,7 @@ type VirtiofsdConfig struct {
 	// Source is the exported directory. virtiofsd sandboxes itself in a
 	// mount namespace whose mounts are slaves of the host's, so mounts made
 	// below Source after the start reach the guest only when Source is a
-	// shared mount (see MakeSharedMount).
+	// shared mount (handlers/vm's export is one).
 	Source string
 	// Dir is the VM's dir: the socket, pidfile and log go there.
 	Dir string
@@ -203,34 +203,4 @@ func readPid(path string) (int, bool) {
 // dir.
 func processServes(pid int, dir string) bool {
 	return cmdlineHas(pid, "--socket-path="+filepath.Join(dir, VirtiofsdSocketName)+"\x00")
-}
-
-// MakeSharedMount bind-mounts dir onto itself as a mount of its own peer
-// group (private, then shared), so that mounts made below it later
-// propagate into a virtiofsd's namespace. Undo with UnmountShared.
-func MakeSharedMount(dir string) error {
-	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind-mounting %s onto itself: %w", dir, err)
-	}
-	for _, f := range []uintptr{unix.MS_PRIVATE, unix.MS_SHARED} {
-		if err := unix.Mount("", dir, "", f, ""); err != nil {
-			unix.Unmount(dir, unix.MNT_DETACH)
-			return fmt.Errorf("changing the propagation of %s: %w", dir, err)
-		}
-	}
-	return nil
-}
-
-// UnmountShared undoes MakeSharedMount, with whatever is still mounted
-// below dir. Idempotent.
-func UnmountShared(dir string) error {
-	for {
-		err := unix.Unmount(dir, unix.MNT_DETACH)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return nil // not a mount point (any more)
-		}
-		if err != nil {
-			return fmt.Errorf("unmounting %s: %w", dir, err)
-		}
-	}
 }

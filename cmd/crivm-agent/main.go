@@ -39,8 +39,8 @@ func main() {
 	lv := new(slog.LevelVar)
 	l := log.New(os.Stderr, "text", lv).With("component", "crivm-agent")
 	ctx := log.WithLogger(context.Background(), l)
-	l.Info("starting", "version", version.Version)
-	err := agent.Run(ctx, agent.Options{LogLevel: lv})
+	l.Info("starting", "version", version.Version, "guest_exec", guestExec)
+	err := agent.Run(ctx, agent.Options{LogLevel: lv, GuestExec: guestExec})
 	if err != nil {
 		l.Error("agent stopped", "error", err)
 	}

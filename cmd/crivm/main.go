@@ -5,7 +5,7 @@
 //	crivm [flags] version         print the version
 //	crivm [flags] check [--probe] [-o json]
 //	                              print what this host supports, per handler
-//	crivm [flags] trust explain --pod pod.json [--handler H] [--image REF]...
+//	crivm [flags] trust explain --pod pod.json [--container ctr.json] [--handler H] [--image REF]...
 //	crivm [flags] trust check-policy FILE|DIR
 package main
 

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/agentproxy"
@@ -25,10 +24,6 @@ import (
 	"github.com/crivm/crivm/oci"
 	"github.com/crivm/crivm/store"
 )
-
-// sensitiveHostPaths may not be bind-mounted into an untrusted pod's VM:
-// they would hand the guest the host's kernel interfaces or crivm's state.
-var sensitiveHostPaths = []string{"/", "/proc", "/sys", "/dev", "/var/run", "/run"}
 
 // exitRecord is a container's exit as the agent reported it, kept on disk
 // so that the state survives the daemon.
@@ -51,11 +46,18 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	if err != nil {
 		return nil, err
 	}
-	if err := h.checkMounts(sb, req.Config); err != nil {
+	if err := checkPropagation(req.Config); err != nil {
 		return nil, err
 	}
+	var resolved map[string]string
+	if req.Untrusted {
+		resolved = map[string]string{}
+		for hostPath, src := range req.Sources {
+			resolved[hostPath] = src.Resolved
+		}
+	}
 	spec, err := oci.ContainerSpec(oci.ContainerSpecInput{
-		Host:           oci.Host{CgroupDriver: "cgroupfs", Cgroups: oci.CgroupFeatures{V2: true, Swap: true}, Warnf: func(f string, a ...any) { log.G(ctx).Warn(fmt.Sprintf(f, a...)) }},
+		Host:           oci.Host{CgroupDriver: "cgroupfs", Cgroups: oci.CgroupFeatures{V2: true, Swap: true, Hugetlb: true}, Warnf: func(f string, a ...any) { log.G(ctx).Warn(fmt.Sprintf(f, a...)) }},
 		ID:             c.ID,
 		SandboxID:      sb.ID,
 		Sandbox:        req.SandboxConfig,
@@ -64,6 +66,7 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		RootfsPath:     req.Rootfs,
 		NamespacePaths: agentproxy.GuestNamespacePaths(req.SandboxConfig.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD),
 		ResolvConfPath: req.ResolvConfPath, HostsPath: req.HostsPath, HostnamePath: req.HostnamePath, ShmPath: req.ShmPath,
+		ResolvedSources: resolved,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("generating spec: %w", err)
@@ -75,20 +78,28 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	if err != nil {
 		return nil, err
 	}
-	shared := h.sharedDir(sb.ID)
-	if err := exposeInShare(req.Rootfs, agentproxy.HostRootfs(shared, c.ID), binds, shared, c.ID); err != nil {
-		unexpose(shared, c.ID)
+	sources, closeSources, err := shareBinds(spec, binds, req)
+	if err != nil {
 		return nil, err
+	}
+	defer closeSources()
+	sh := h.share(sb.ID)
+	undo := func(err error) error {
+		if uerr := sh.unexpose(c.ID); uerr != nil {
+			return errors.Join(err, fmt.Errorf("undoing the share entries: %w", uerr))
+		}
+		return err
+	}
+	if err := sh.expose(c.ID, req.Rootfs, sources); err != nil {
+		return nil, undo(err)
 	}
 	b, err := json.Marshal(spec)
 	if err != nil {
-		unexpose(shared, c.ID)
-		return nil, fmt.Errorf("encoding spec: %w", err)
+		return nil, undo(fmt.Errorf("encoding spec: %w", err))
 	}
 	rpcStart := time.Now()
 	if _, err := v.client.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: c.ID, OciSpec: b, Stdin: req.Config.GetStdin(), Tty: req.Config.GetTty()}); err != nil {
-		unexpose(shared, c.ID)
-		return nil, fmt.Errorf("creating container in the guest: %w", err)
+		return nil, undo(fmt.Errorf("creating container in the guest: %w", err))
 	}
 	log.G(ctx).Debug("guest created the container", "spec_bytes", len(b), "rpc", time.Since(rpcStart))
 	os.MkdirAll(filepath.Dir(h.exitPath(c.ID)), 0o700)
@@ -108,88 +119,12 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	return &handlers.ContainerCreated{ExitFile: h.exitPath(c.ID), Extra: extra}, nil
 }
 
-// checkMounts refuses sensitive host paths for untrusted pods.
-func (h *Handler) checkMounts(sb *store.Sandbox, cfg *runtimeapi.ContainerConfig) error {
-	if sb.Annotations["io.crivm.trust"] != "untrusted" {
-		return nil
-	}
-	root := filepath.Dir(filepath.Dir(h.dir)) // runroot
+// checkPropagation refuses bidirectional propagation: a mount made in
+// the guest cannot reach the host.
+func checkPropagation(cfg *runtimeapi.ContainerConfig) error {
 	for _, m := range cfg.GetMounts() {
-		p := filepath.Clean(m.GetHostPath())
-		for _, s := range append(sensitiveHostPaths, root, h.cache) {
-			if p == s || (s != "/" && strings.HasPrefix(p, s+"/") && (s == "/proc" || s == "/sys" || s == "/dev")) {
-				return errdefs.InvalidArgument("hostPath %q may not be mounted into an untrusted pod (it exposes %s)", m.GetHostPath(), s)
-			}
-		}
-	}
-	return nil
-}
-
-// exposeInShare bind-mounts the rootfs and the bind sources where the
-// guest expects them below the share.
-func exposeInShare(rootfs, target string, binds []agentproxy.HostBind, shared, id string) error {
-	mount := func(src, dst string, ro bool) error {
-		fi, err := os.Stat(src)
-		if err != nil {
-			return fmt.Errorf("exposing %s: %w", src, err)
-		}
-		if fi.IsDir() {
-			err = os.MkdirAll(dst, 0o755)
-		} else {
-			os.MkdirAll(filepath.Dir(dst), 0o755)
-			var f *os.File
-			if f, err = os.OpenFile(dst, os.O_CREATE|os.O_RDONLY, 0o644); err == nil {
-				f.Close()
-			}
-		}
-		if err != nil {
-			return err
-		}
-		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind-mounting %s: %w", src, err)
-		}
-		if ro {
-			return unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
-		}
-		return nil
-	}
-	if err := mount(rootfs, target, false); err != nil {
-		return err
-	}
-	for _, b := range binds {
-		if err := mount(b.HostPath, agentproxy.HostMountSource(shared, id, b.N), false); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// unexpose undoes exposeInShare. Idempotent.
-func unexpose(shared, id string) error {
-	dir := filepath.Join(shared, id)
-	if err := unmountBelow(dir); err != nil {
-		return err
-	}
-	return os.RemoveAll(dir)
-}
-
-// unmountBelow detaches every mount at or below dir, newest first. It
-// must succeed before dir is removed: RemoveAll would otherwise descend
-// into a bind-mounted image rootfs or volume.
-func unmountBelow(dir string) error {
-	var mounts []string
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return fmt.Errorf("reading mountinfo: %w", err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			mounts = append(mounts, f[4])
-		}
-	}
-	for i := len(mounts) - 1; i >= 0; i-- {
-		if err := unix.Unmount(mounts[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("unmounting %s: %w", mounts[i], err)
+		if m.GetPropagation() == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL {
+			return errdefs.FailedPrecondition("mount at %q: bidirectional propagation is not possible in a VM pod", m.GetContainerPath())
 		}
 	}
 	return nil
@@ -373,7 +308,7 @@ func (h *Handler) RemoveContainer(ctx context.Context, c *store.Container) error
 	}
 	os.Remove(h.exitPath(c.ID))
 	os.Remove(h.offsetsPath(c.ID))
-	return unexpose(h.sharedDir(sbID), c.ID)
+	return h.share(sbID).unexpose(c.ID)
 }
 
 // ContainerState reads the recorded exit; a running container whose VM is

@@ -18,6 +18,7 @@ import (
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/podhost"
 	"github.com/crivm/crivm/internal/proc"
 	"github.com/crivm/crivm/internal/steps"
 	"github.com/crivm/crivm/netns"
@@ -52,34 +53,23 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			assets, err = h.prepareAssets(ctx)
 			return nil, err
 		}},
-		{Name: "creating VM dir", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			if err := os.MkdirAll(h.sharedDir(sb.ID), 0o711); err != nil {
-				return nil, err
+		{Name: "creating VM dir and share", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			sh := h.share(sb.ID)
+			if err := sh.create(); err != nil {
+				return nil, errors.Join(err, sh.destroy())
 			}
-			return func(context.Context) error {
-				if err := unmountBelow(dir); err != nil {
-					return err
-				}
-				return os.RemoveAll(dir)
-			}, nil
+			return func(context.Context) error { return sh.destroy() }, nil
 		}},
 		{Name: "serving the share over virtio-fs", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			if assets.sharedFS != sharedFSVirtio {
 				return nil, nil
 			}
-			shared := h.sharedDir(sb.ID)
-			if err := vmm.MakeSharedMount(shared); err != nil {
-				return nil, err
-			}
-			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: shared, Dir: dir, Cache: h.cfg.VirtioFSCache})
+			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: h.share(sb.ID).export(), Dir: dir, Cache: h.cfg.VirtioFSCache})
 			if err != nil {
-				vmm.UnmountShared(shared)
 				return nil, err
 			}
 			virtiofsd = fsd
-			return func(ctx context.Context) error {
-				return errors.Join(vmm.StopVirtiofsd(ctx, dir, time.Second), vmm.UnmountShared(shared))
-			}, nil
+			return func(ctx context.Context) error { return vmm.StopVirtiofsd(ctx, dir, time.Second) }, nil
 		}},
 		{Name: "creating the tap", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// The VM boots while CNI sets the pod's interface up; the tap is
@@ -108,7 +98,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if virtiofsd != nil {
 				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: sharedTag, Socket: virtiofsd.Socket()}}
 			} else {
-				mc.SharedDirs = []vmm.SharedDir{{Tag: sharedTag, HostPath: h.sharedDir(sb.ID)}}
+				mc.SharedDirs = []vmm.SharedDir{{Tag: sharedTag, HostPath: h.share(sb.ID).export()}}
 			}
 			if assets.transport == vmm.TransportVsock {
 				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + vmm.TransportVsock
@@ -260,12 +250,7 @@ func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 	if err := vmm.StopVirtiofsd(ctx, dir, virtiofsdGrace); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	// The share may still be a mount (virtio-fs) or hold a container's
-	// binds: those must go before the dir, or RemoveAll reaches into them.
-	if err := unmountBelow(dir); err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	errs = append(errs, os.RemoveAll(dir))
+	errs = append(errs, h.share(sb.ID).destroy())
 	return errors.Join(errs...)
 }
 
@@ -312,11 +297,10 @@ func (h *Handler) WatchExits(ctx context.Context, exited func(id string)) error 
 	return nil
 }
 
+// podHostname is the guest's hostname: the config's, else derived from the
+// pod name as the kubelet does (at most 63 bytes, which sethostname takes).
 func podHostname(cfg *runtimeapi.PodSandboxConfig) string {
-	if h := cfg.GetHostname(); h != "" {
-		return h
-	}
-	return cfg.GetMetadata().GetName()
+	return podhost.Hostname(cfg)
 }
 
 // memoryMiB sizes the guest: the pod's overhead hint plus the default.

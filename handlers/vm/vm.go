@@ -1,9 +1,39 @@
 // Package vm is the handler for untrusted pods: one QEMU microVM per pod,
 // Kata/Clear-Containers style. The pod's network namespace (made by the
-// shared pipeline) holds QEMU and a tap mirrored to the CNI veth; a 9p
-// share carries container rootfs into the guest; the guest agent (PID 1 of
-// the initrd) is reached over virtio-serial + yamux (vsock where the host
-// has vhost-vsock) with ttrpc.
+// shared pipeline) holds QEMU and a tap mirrored to the CNI veth; a 9p or
+// virtio-fs share carries container rootfs and volumes into the guest; the
+// guest agent (PID 1 of the initrd) is reached over virtio-serial + yamux
+// (vsock where the host has vhost-vsock) with ttrpc.
+//
+// # Threat model
+//
+// The guest is hostile: assume guest root, through a container escape or
+// a compromised guest kernel or agent. Everything the guest can write is
+// attacker input: the share's contents, every byte on the agent channel,
+// every reply of the agent. Hence:
+//
+//   - The host never resolves a path through a guest-writable directory and
+//     never follows a symlink the guest could have placed. The share (see
+//     share) is exported read-only at its structure: the guest writes only
+//     inside rootfs and writable volumes, which the host never walks; the
+//     host builds the structure in a staging tree by descriptor.
+//   - The host never trusts the guest's account of what is mounted where:
+//     it unmounts only what it mounted, at paths the guest cannot change,
+//     reads its own mount table decoded, and removes nothing across a
+//     mount point (internal/mountfs).
+//   - No unmount in the share propagates to a host mount: every copy in it
+//     is a slave of its source, below a private VM dir.
+//   - Read-only volumes are read-only on the host side too, recursively;
+//     the share is nodev and nosuid, so a device node the guest makes in a
+//     writable rootfs does not open a host device through QEMU or
+//     virtiofsd.
+//   - Which host paths an untrusted pod may mount is decided before this
+//     handler runs, by the mount policy beside the trust classifier
+//     (trust/), on resolved paths opened by descriptor; the handler mounts
+//     from those descriptors (handlers.ContainerRequest.Sources).
+//
+// The pod spec is hostile too: server/ validates its paths and strings
+// before they reach a handler.
 package vm
 
 import (
@@ -188,9 +218,8 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 
 func (h *Handler) vmDir(id string) string { return filepath.Join(h.dir, id[:32]) }
 
-// sharedDir is the sandbox's share (9p or virtio-fs); container rootfs
-// appear below it.
-func (h *Handler) sharedDir(id string) string { return filepath.Join(h.vmDir(id), "shared") }
+// share is the sandbox's file share with its guest (9p or virtio-fs).
+func (h *Handler) share(id string) share { return share{dir: h.vmDir(id)} }
 
 // sharedTag and guestShared are the share's tag and its guest mount point.
 const (

@@ -395,8 +395,8 @@ func TestVMPodBehaviour(t *testing.T) {
 	// 5. Sensitive host paths stay out of untrusted pods.
 	bad := e.containerConfig("bad", "sleep", "3600")
 	bad.Mounts = []*runtimeapi.Mount{{HostPath: "/proc", ContainerPath: "/hostproc"}}
-	if _, err := e.rs.CreateContainer(ctx, vmSB, bad, pod); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "/proc") {
-		t.Errorf("mounting /proc into an untrusted pod: %v, want InvalidArgument naming /proc", err)
+	if _, err := e.rs.CreateContainer(ctx, vmSB, bad, pod); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "/proc") {
+		t.Errorf("mounting /proc into an untrusted pod: %v, want FailedPrecondition naming /proc", err)
 	}
 
 	// 6. Attach is live: it sees output from the moment of attaching (not
@@ -458,11 +458,18 @@ func TestVMVirtioFS(t *testing.T) {
 	if _, err := vmm.FindVirtiofsd(""); err != nil {
 		t.Skipf("virtio-fs needs virtiofsd: %v", err)
 	}
-	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `shared_fs = "virtio-fs"`, `machine_type = "microvm"`)
+	vols := t.TempDir()
+	e := newRuncEnv(t, "[crivm.runtime]", fmt.Sprintf("untrusted_allowed_host_paths = [%q]", vols),
+		"[crivm.runtime.runtimes.vm]", `shared_fs = "virtio-fs"`, `machine_type = "microvm"`)
 	ctx := context.Background()
 
 	// 1. The pod boots with virtio-fs and its own virtiofsd.
-	ro, rw := t.TempDir(), t.TempDir()
+	ro, rw := filepath.Join(vols, "ro"), filepath.Join(vols, "rw")
+	for _, d := range []string{ro, rw} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(ro, "hello"), []byte("from-the-host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
