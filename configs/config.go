@@ -71,6 +71,10 @@ type RuntimeConfig struct {
 	// UntrustedAllowedDevices are the host devices (CRI devices[].host_path)
 	// an untrusted pod may ask for. Empty: none.
 	UntrustedAllowedDevices []string `toml:"untrusted_allowed_devices" json:"untrusted_allowed_devices"`
+	// UntrustedPrivilegedInVM lets an untrusted pod be privileged inside
+	// its VM (all capabilities and devices of the guest, never the
+	// host's). Host network, PID and IPC stay refused.
+	UntrustedPrivilegedInVM bool `toml:"untrusted_privileged_in_vm" json:"untrusted_privileged_in_vm"`
 	// KubeletRootDir is the kubelet's --root-dir; an untrusted pod may mount
 	// what is below KubeletRootDir/pods/<its UID>.
 	KubeletRootDir string                     `toml:"kubelet_root_dir" json:"kubelet_root_dir"`

@@ -150,7 +150,7 @@ func (c *Classifier) classify(in PodInput) (Verdict, error) {
 	}
 	v.Trusted, v.Reasons, v.Rule = j.trusted, j.reasons, j.ruleName()
 	why := strings.Join(j.reasons, "; ")
-	if asks := in.hostRequests(); !v.Trusted && len(asks) > 0 {
+	if asks := in.hostRequests(c.cfg.Runtime.UntrustedPrivilegedInVM); !v.Trusted && len(asks) > 0 {
 		return v, errdefs.FailedPrecondition("untrusted pod may not request %s (untrusted because: %s)", strings.Join(asks, ", "), why)
 	}
 

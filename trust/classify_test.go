@@ -206,25 +206,31 @@ labels = { size = "big" }
 
 func TestHostRequests(t *testing.T) {
 	tests := []struct {
-		name    string
-		def     string
-		in      PodInput
-		wantErr string // "" = admitted
+		name           string
+		def            string
+		in             PodInput
+		privilegedInVM bool   // untrusted_privileged_in_vm
+		wantErr        string // "" = admitted
 	}{
-		{"trusted privileged", configs.Trusted, PodInput{Privileged: true}, ""},
-		{"trusted all host", configs.Trusted, PodInput{HostNetwork: true, HostPID: true, HostIPC: true}, ""},
-		{"untrusted privileged", configs.Untrusted, PodInput{Privileged: true},
+		{"trusted privileged", configs.Trusted, PodInput{Privileged: true}, false, ""},
+		{"untrusted privileged in its VM, allowed by the operator", configs.Untrusted, PodInput{Privileged: true}, true, ""},
+		{"untrusted privileged in its VM does not open host network", configs.Untrusted, PodInput{Privileged: true, HostNetwork: true}, true,
+			"untrusted pod may not request host network ("},
+		{"trusted all host", configs.Trusted, PodInput{HostNetwork: true, HostPID: true, HostIPC: true}, false, ""},
+		{"untrusted privileged", configs.Untrusted, PodInput{Privileged: true}, false,
 			"untrusted pod may not request privileged (untrusted because: default_workload_trust = untrusted)"},
-		{"untrusted host network", configs.Untrusted, PodInput{HostNetwork: true}, "untrusted pod may not request host network ("},
-		{"untrusted host pid", configs.Untrusted, PodInput{HostPID: true}, "untrusted pod may not request host PID ("},
-		{"untrusted host ipc", configs.Untrusted, PodInput{HostIPC: true}, "untrusted pod may not request host IPC ("},
-		{"untrusted several", configs.Untrusted, PodInput{Privileged: true, HostNetwork: true, HostIPC: true}, "may not request privileged, host network, host IPC ("},
-		{"annotation, even on a vm RuntimeClass", configs.Trusted, PodInput{HostNetwork: true, RuntimeHandler: "vm", Annotations: map[string]string{annTS: "false"}},
+		{"untrusted host network", configs.Untrusted, PodInput{HostNetwork: true}, false, "untrusted pod may not request host network ("},
+		{"untrusted host pid", configs.Untrusted, PodInput{HostPID: true}, false, "untrusted pod may not request host PID ("},
+		{"untrusted host ipc", configs.Untrusted, PodInput{HostIPC: true}, false, "untrusted pod may not request host IPC ("},
+		{"untrusted several", configs.Untrusted, PodInput{Privileged: true, HostNetwork: true, HostIPC: true}, false, "may not request privileged, host network, host IPC ("},
+		{"annotation, even on a vm RuntimeClass", configs.Trusted, PodInput{HostNetwork: true, RuntimeHandler: "vm", Annotations: map[string]string{annTS: "false"}}, false,
 			"untrusted pod may not request host network (untrusted because: annotation io.kubernetes.cri-o.TrustedSandbox=false)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := New(testConfig(tt.def, "vm"), nil).Classify(tt.in)
+			cfg := testConfig(tt.def, "vm")
+			cfg.Runtime.UntrustedPrivilegedInVM = tt.privilegedInVM
+			_, err := New(cfg, nil).Classify(tt.in)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

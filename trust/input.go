@@ -44,14 +44,15 @@ func PodInputFromConfig(cfg *runtimeapi.PodSandboxConfig, runtimeHandler string)
 	}
 }
 
-// hostRequests names what in asks for that an untrusted pod may not have.
-func (in PodInput) hostRequests() []string {
+// hostRequests names what in asks for that an untrusted pod may not have;
+// privileged only unless privilegedInVM.
+func (in PodInput) hostRequests(privilegedInVM bool) []string {
 	var asks []string
 	for _, a := range []struct {
 		set  bool
 		name string
 	}{
-		{in.Privileged, "privileged"},
+		{in.Privileged && !privilegedInVM, "privileged"},
 		{in.HostNetwork, "host network"},
 		{in.HostPID, "host PID"},
 		{in.HostIPC, "host IPC"},

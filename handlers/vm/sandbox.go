@@ -32,8 +32,8 @@ import (
 func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest) (*handlers.SandboxStarted, error) {
 	sb := req.Sandbox
 	ctx = log.With(ctx, "handler", "vm")
-	if req.NetNSPath == "" {
-		return nil, errdefs.InvalidArgument("handler %q: a VM pod cannot use the host network", h.name)
+	if err := checkHostNamespaces(h.name, req.Config); err != nil {
+		return nil, err
 	}
 	var (
 		assets    *guestAssets
@@ -197,6 +197,21 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		extra["virtiofsd_pid"] = strconv.Itoa(virtiofsd.PID())
 	}
 	return &handlers.SandboxStarted{Process: p, Extra: extra}, nil
+}
+
+// checkHostNamespaces refuses what a VM cannot give a pod: the host's
+// network, PID or IPC namespace.
+func checkHostNamespaces(handler string, cfg *runtimeapi.PodSandboxConfig) error {
+	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	for _, a := range []struct {
+		mode runtimeapi.NamespaceMode
+		name string
+	}{{ns.GetNetwork(), "network"}, {ns.GetPid(), "PID"}, {ns.GetIpc(), "IPC"}} {
+		if a.mode == runtimeapi.NamespaceMode_NODE {
+			return errdefs.FailedPrecondition("handler %q: a VM pod cannot use the host's %s namespace", handler, a.name)
+		}
+	}
+	return nil
 }
 
 // guestFsType is the agent's name for a shared_fs value.

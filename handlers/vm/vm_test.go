@@ -6,8 +6,10 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/agentproxy"
+	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/vmm"
 )
 
@@ -93,5 +95,29 @@ func TestBootMAC(t *testing.T) {
 	}
 	if a.String() == bootMACFor("sandbox-b").String() {
 		t.Error("two sandboxes got the same boot MAC")
+	}
+}
+
+func TestCheckHostNamespaces(t *testing.T) {
+	node := runtimeapi.NamespaceMode_NODE
+	tests := []struct {
+		name string
+		ns   *runtimeapi.NamespaceOption
+		want string // "" for allowed, else a word of the error
+	}{
+		{"pod namespaces", &runtimeapi.NamespaceOption{}, ""},
+		{"host network", &runtimeapi.NamespaceOption{Network: node}, "network"},
+		{"host PID", &runtimeapi.NamespaceOption{Pid: node}, "PID"},
+		{"host IPC", &runtimeapi.NamespaceOption{Ipc: node}, "IPC"},
+	}
+	for _, tt := range tests {
+		cfg := &runtimeapi.PodSandboxConfig{Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: tt.ns}}}
+		err := checkHostNamespaces("vm", cfg)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v, want allowed", tt.name, err)
+		case tt.want != "" && (!errdefs.IsClass(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: %v, want FailedPrecondition naming %s", tt.name, err, tt.want)
+		}
 	}
 }
