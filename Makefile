@@ -4,11 +4,13 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 GO      ?= go
 TAGS    := containers_image_openpgp exclude_graphdriver_btrfs
-VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/crivm/crivm/internal/version.Version=$(VERSION)
+# The source built; the version itself (semver, as the kubelet requires of
+# RuntimeVersion) is internal/version.Version.
+COMMIT  := $(shell git describe --always --dirty 2>/dev/null)
+LDFLAGS := -X github.com/crivm/crivm/internal/version.Commit=$(COMMIT)
 GOFLAGS_BUILD := -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 
-.PHONY: all deps build test unit e2e demo lint clean generate bench-pull bench-pods bench-peer bench-vm
+.PHONY: all deps build test unit e2e critest demo lint clean generate bench-pull bench-pods bench-peer bench-vm node-e2e
 
 all: build
 
@@ -23,9 +25,29 @@ build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/crivmctl ./cmd/crivmctl
 	CGO_ENABLED=0 $(GO) build -tags "$(TAGS)" -ldflags "-s -w $(LDFLAGS)" -o bin/crivm-agent ./cmd/crivm-agent
 
-# Every test: unit tests and e2e tests against the real daemon, under -race.
+# critest (cri-tools v1.37.0, the CRI validation suite) against a private
+# crivm, twice: runc as the default handler, then default_runtime = "vm".
+# critest and crictl are built once into $(CRIVM_TOOLS_DIR); the images it
+# pulls are stand-ins (test/fixtures/critest.go) served from a loopback
+# registry. The only skips are in test/critest/skips.go. With
+# CRITEST_STRICT=1 (the default) a failed spec fails the target.
+# CRITEST_FLAGS passes more flags, e.g. CRITEST_FLAGS='-runs runc -v'.
+CRITEST_STRICT ?= 1
+CRITEST_FLAGS  ?=
+# make test runs critest without failing on failed specs until the suite is
+# green on both handlers (issue 17): set it to 1 then.
+TEST_CRITEST_STRICT ?= 0
+CRITEST_RUN = tools=$$(scripts/critest-tools.sh) && \
+	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/critest -tools "$$tools" $(CRITEST_FLAGS)
+
+critest: deps build
+	$(CRITEST_RUN) -strict=$(CRITEST_STRICT)
+
+# Every test: unit tests and e2e tests against the real daemon, under -race,
+# then critest (see above; not strict yet).
 test: deps build lint
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -race -count=1 -timeout 25m -tags "$(TAGS)" ./...
+	$(CRITEST_RUN) -strict=$(TEST_CRITEST_STRICT)
 
 unit: build
 	$(GO) test -race -count=1 -tags "$(TAGS)" $$($(GO) list ./... | grep -v /test/)
@@ -51,6 +73,14 @@ bench-peer: deps build
 # VM pod start against the bare-QEMU floor, per-VM PSS, 5 at once (docs/performance.md).
 bench-vm: deps build
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/bench/vmbench -n 5 -parallel 5
+
+# A one-node cluster on 127.0.0.1 (Debian's etcd, kube-apiserver and kubelet
+# v1.37.2 from the Go module proxy, built once and cached) against crivm, and
+# the node scenarios for the runc and vm handlers (test/nodee2e). Not part of
+# `make test`: the kubelet build takes 8-14 minutes here. Writes its results
+# into docs/conformance.md (NODE_E2E_DOCS=0: not).
+node-e2e: deps build
+	scripts/node-e2e.sh
 
 # Regenerates the agent API (protoc; the plugins build from go.mod) and
 # the seccomp syscall tables (the kernel headers of linux-libc-dev).

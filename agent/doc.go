@@ -10,7 +10,10 @@
 //
 //   - One 9p share per sandbox, tag agentproxy.SharedTag ("crivm-shared"),
 //     mounted by CreateSandbox at agentproxy.GuestSharedDir
-//     ("/run/crivm/shared"), read-write, nodev, suid allowed when asked.
+//     ("/run/crivm/shared"), read-write, nodev, and suid when asked
+//     (api.SharedMount.allow_suid), which the host does for this share: it
+//     holds the containers' rootfs, whose setuid programs must work. The
+//     host's side of the share stays nosuid and nodev.
 //   - Container rootfs: <shared>/<container_id>/rootfs. The spec's
 //     root.path names that guest path. It is the host's overlay mount seen
 //     through 9p, so writes land in the host's upper layer.

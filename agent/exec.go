@@ -13,13 +13,15 @@ import (
 
 	"github.com/crivm/crivm/agent/launch"
 	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/internal/envlist"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 )
 
 // execProcess is the process of an exec: raw when set, else the
 // container's own with args replaced, env appended and cwd replaced when
-// not empty.
+// not empty. With a terminal, TERM is xterm, as containerd sets it for
+// exec (whatever TERM the container has).
 func execProcess(c *container, raw []byte, args, env []string, cwd string, tty bool) (*specs.Process, error) {
 	var p specs.Process
 	if len(raw) > 0 {
@@ -35,7 +37,11 @@ func execProcess(c *container, raw []byte, args, env []string, cwd string, tty b
 		}
 		p = *c.spec.Process
 		p.Args = args
-		p.Env = append(append([]string(nil), p.Env...), env...)
+		base := p.Env
+		if tty {
+			base = envlist.Set(base, "TERM=xterm")
+		}
+		p.Env = append(append([]string(nil), base...), env...)
 		if cwd != "" {
 			p.Cwd = cwd
 		}

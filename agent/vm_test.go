@@ -400,6 +400,12 @@ func TestVMContainers(t *testing.T) {
 		if err != nil || !r.TimedOut || r.ExitCode != 137 {
 			t.Errorf("exec with timeout: %+v, %v; want timed out, exit 137", r, err)
 		}
+		// The timed-out process is gone, reaped (no zombie), by the time
+		// the call returns: the only sleep left is the init (critest
+		// checks with pgrep right away).
+		if ps := string(g.exec(ctx, "run", "sh", "-c", "cat /proc/[0-9]*/comm").Stdout); strings.Count(ps, "sleep\n") != 1 {
+			t.Errorf("processes after a timed-out exec of sleep:\n%s\nwant one sleep (the init)", ps)
+		}
 
 		// A streamed exec with stdin.
 		if _, err := c.StartProcess(ctx, &api.StartProcessRequest{ContainerId: "run", ExecId: "e1", Args: []string{"sh", "-c", "echo hi; cat"}, Stdin: true}); err != nil {

@@ -75,6 +75,13 @@ type RuntimeConfig struct {
 	// its VM (all capabilities and devices of the guest, never the
 	// host's). Host network, PID and IPC stay refused.
 	UntrustedPrivilegedInVM bool `toml:"untrusted_privileged_in_vm" json:"untrusted_privileged_in_vm"`
+	// SeccompUseDefaultWhenEmpty gives a container that asks for no
+	// seccomp profile (no typed profile, no profile path) crivm's default
+	// profile, as CRI-O's key of that name does, in both handlers. false:
+	// such a container runs unconfined, which is what the CRI says an
+	// empty profile means. (The kubelet sends an explicit profile for
+	// every container: Unconfined, or RuntimeDefault with seccompDefault.)
+	SeccompUseDefaultWhenEmpty bool `toml:"seccomp_use_default_when_empty" json:"seccomp_use_default_when_empty"`
 	// KubeletRootDir is the kubelet's --root-dir; an untrusted pod may mount
 	// what is below KubeletRootDir/pods/<its UID>.
 	KubeletRootDir string                     `toml:"kubelet_root_dir" json:"kubelet_root_dir"`

@@ -42,6 +42,9 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", tt.name, tt.got, tt.want)
 		}
 	}
+	if c.Runtime.SeccompUseDefaultWhenEmpty {
+		t.Error("seccomp_use_default_when_empty: got true, want false (an empty profile is unconfined, as the CRI says)")
+	}
 	if len(c.Runtime.UntrustedAllowedHostPaths) != 0 || len(c.Runtime.UntrustedAllowedDevices) != 0 {
 		t.Errorf("untrusted allowlists: got %q and %q, want both empty (deny by default)", c.Runtime.UntrustedAllowedHostPaths, c.Runtime.UntrustedAllowedDevices)
 	}
@@ -65,6 +68,8 @@ accel = "tcg"
 `,
 		"conf.d/20-later.conf": `[crivm]
 log_level = "warn"
+[crivm.runtime]
+seccomp_use_default_when_empty = true
 `,
 		"conf.d/10-first.conf": `[crivm]
 log_level = "error"
@@ -97,6 +102,7 @@ default_memory_mib = 128
 		{"new handler gets vm defaults", c.Runtime.Runtimes["fastvm"].Accel, "auto"},
 		{"new handler own key", c.Runtime.Runtimes["fastvm"].DefaultMemoryMiB, 128},
 		{"flag overrides", c.Runroot, "/tmp/rr"},
+		{"seccomp_use_default_when_empty set", c.Runtime.SeccompUseDefaultWhenEmpty, true},
 		{"source of log_level", l.Source["crivm.log_level"], filepath.Join(dir, "conf.d/20-later.conf")},
 		{"source of runroot", l.Source["crivm.runroot"], "flag --runroot"},
 		{"files merged", len(l.Files), 3},
@@ -230,6 +236,11 @@ func TestLoadErrors(t *testing.T) {
 			name: "kubelet root /",
 			main: "[crivm.runtime]\nkubelet_root_dir = \"/\"\n",
 			want: []string{"key crivm.runtime.kubelet_root_dir", "must not be /"},
+		},
+		{
+			name:   "seccomp_use_default_when_empty not a bool",
+			dropIn: "[crivm.runtime]\nseccomp_use_default_when_empty = \"yes\"\n",
+			want:   []string{"10-x.conf:2", "key crivm.runtime.seccomp_use_default_when_empty", "incompatible types"},
 		},
 		{
 			name: "handler without type",

@@ -30,6 +30,9 @@ func (s *Service) Remove(ctx context.Context, ref string, inUse func(imageID str
 		if err == nil {
 			if _, tagged := named.(reference.NamedTagged); tagged && len(img.Names) > 1 {
 				if err := s.store.RemoveNames(img.ID, []string{named.String()}); err != nil {
+					if imageGone(err) {
+						return nil
+					}
 					return fmt.Errorf("untagging %s: %w", named, err)
 				}
 				log.G(ctx).Info("untagged image", "id", img.ID, "tag", named.String())
@@ -44,7 +47,7 @@ func (s *Service) Remove(ctx context.Context, ref string, inUse func(imageID str
 		if errors.Is(err, storage.ErrImageUsedByContainer) {
 			return errdefs.FailedPrecondition("image %s (%s) is in use by a container: %w", ref, img.ID, err)
 		}
-		if errors.Is(err, storage.ErrImageUnknown) {
+		if imageGone(err) {
 			return nil
 		}
 		return fmt.Errorf("deleting image %s: %w", img.ID, err)
@@ -54,4 +57,12 @@ func (s *Service) Remove(ctx context.Context, ref string, inUse func(imageID str
 	s.mu.Unlock()
 	log.G(ctx).Info("removed image", "id", img.ID, "names", slices.Clone(img.Names))
 	return nil
+}
+
+// imageGone reports a storage error saying the image no longer exists: a
+// concurrent removal deleted it after this one looked it up. Either way
+// it is gone, as asked. containers/storage says ErrNotAnImage ("identifier
+// is not an image") when DeleteImage finds no such image.
+func imageGone(err error) bool {
+	return errors.Is(err, storage.ErrImageUnknown) || errors.Is(err, storage.ErrNotAnImage)
 }

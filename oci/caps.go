@@ -43,15 +43,16 @@ var defaultCapabilities = []string{
 
 // capabilities computes a non-privileged container's capability sets from
 // the defaults and the CRI add/drop lists, as CRI-O does: "ALL" in drop
-// starts from no capability, else "ALL" in add from every one, else the
-// start is the default set; then the named additions apply, then the named
-// drops (a drop wins over an add).
+// starts from no capability, else "ALL" in add from every one the runtime
+// holds (held: Host.Capabilities, see grantable), else the start is the
+// default set; then the named additions apply, then the named drops (a
+// drop wins over an add).
 //
 // The sets are bounding, effective and permitted. Inheritable stays empty
 // (CVE-2022-27652), and ambient holds only add_ambient_capabilities, so a
 // process that switches to a non-root user loses its capabilities, as
 // Kubernetes expects.
-func capabilities(c *runtimeapi.Capability) (*specs.LinuxCapabilities, error) {
+func capabilities(c *runtimeapi.Capability, held []string) (*specs.LinuxCapabilities, error) {
 	add, addAll, err := normalizeCaps(c.GetAddCapabilities())
 	if err != nil {
 		return nil, err
@@ -72,7 +73,7 @@ func capabilities(c *runtimeapi.Capability) (*specs.LinuxCapabilities, error) {
 	switch {
 	case dropAll: // applies after an "ALL" in add
 	case addAll:
-		for _, c := range allCapabilities {
+		for _, c := range grantable(held) {
 			set[c] = true
 		}
 	default:
@@ -113,15 +114,28 @@ func capabilities(c *runtimeapi.Capability) (*specs.LinuxCapabilities, error) {
 	return caps, nil
 }
 
-// privilegedCapabilities is every capability in bounding, effective and
-// permitted. As for other containers, inheritable and ambient stay empty, so
-// a privileged container's non-root processes hold no capabilities.
-func privilegedCapabilities() *specs.LinuxCapabilities {
+// privilegedCapabilities is every capability the runtime holds (held, see
+// grantable) in bounding, effective and permitted. As for other
+// containers, inheritable and ambient stay empty, so a privileged
+// container's non-root processes hold no capabilities.
+func privilegedCapabilities(held []string) *specs.LinuxCapabilities {
+	all := grantable(held)
 	return &specs.LinuxCapabilities{
-		Bounding:  slices.Clone(allCapabilities),
-		Effective: slices.Clone(allCapabilities),
-		Permitted: slices.Clone(allCapabilities),
+		Bounding:  slices.Clone(all),
+		Effective: slices.Clone(all),
+		Permitted: slices.Clone(all),
 	}
+}
+
+// grantable is what privileged and "ALL" grant: the capabilities the
+// runtime holds (Host.Capabilities, its bounding set), known ones only,
+// in number order; nil means every capability Linux defines (a VM guest,
+// whose agent holds them all).
+func grantable(held []string) []string {
+	if held == nil {
+		return allCapabilities
+	}
+	return inCapabilityOrder(held)
 }
 
 // normalizeCaps turns "x", "X" or "CAP_X" into "CAP_X" and reports whether

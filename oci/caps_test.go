@@ -2,7 +2,9 @@ package oci
 
 import (
 	"errors"
+	"os"
 	"slices"
+	"strconv"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -19,6 +21,7 @@ func TestCapabilities(t *testing.T) {
 		c       *runtimeapi.Capability
 		want    []string
 		ambient []string
+		held    []string // Host.Capabilities; nil: every capability
 		invalid bool
 	}{
 		{name: "nil: CRI-O defaults", c: nil, want: inCapabilityOrder(defaultCapabilities)},
@@ -38,10 +41,17 @@ func TestCapabilities(t *testing.T) {
 		{name: "ambient outside the set", c: &runtimeapi.Capability{AddAmbientCapabilities: []string{"SYS_ADMIN"}}, invalid: true},
 		{name: "unknown add", c: &runtimeapi.Capability{AddCapabilities: []string{"CAP_FLY"}}, invalid: true},
 		{name: "unknown drop", c: &runtimeapi.Capability{DropCapabilities: []string{"NET_RAWW"}}, invalid: true},
+		// The runtime lacks CAP_SYS_RESOURCE (these build machines): "ALL"
+		// grants what it holds, not what Linux defines.
+		{name: "add ALL without SYS_RESOURCE held", c: &runtimeapi.Capability{AddCapabilities: []string{"ALL"}}, held: noSysResource,
+			want: without("CAP_SYS_RESOURCE")},
+		{name: "add ALL, drop one, without SYS_RESOURCE held", c: &runtimeapi.Capability{AddCapabilities: []string{"ALL"}, DropCapabilities: []string{"KILL"}}, held: noSysResource,
+			want: without("CAP_SYS_RESOURCE", "CAP_KILL")},
+		{name: "defaults do not depend on what is held", c: nil, held: []string{"CAP_CHOWN"}, want: inCapabilityOrder(defaultCapabilities)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := capabilities(tt.c)
+			got, err := capabilities(tt.c, tt.held)
 			if tt.invalid {
 				if !errors.Is(err, errdefs.ErrInvalidArgument) {
 					t.Fatalf("err = %v, want InvalidArgument", err)
@@ -64,11 +74,71 @@ func TestCapabilities(t *testing.T) {
 }
 
 func TestPrivilegedCapabilities(t *testing.T) {
-	got := privilegedCapabilities()
-	if len(got.Bounding) != 41 || !slices.Equal(got.Bounding, got.Effective) || !slices.Equal(got.Bounding, got.Permitted) {
-		t.Errorf("privileged sets: %+v", got)
+	tests := []struct {
+		name string
+		held []string
+		want []string
+	}{
+		{"nil: every capability (a VM guest)", nil, allCapabilities},
+		{"the runtime's bounding set", noSysResource, slices.DeleteFunc(slices.Clone(allCapabilities), func(c string) bool { return c == "CAP_SYS_RESOURCE" })},
+		{"held out of order", []string{"CAP_SYS_ADMIN", "CAP_CHOWN"}, []string{"CAP_CHOWN", "CAP_SYS_ADMIN"}},
 	}
-	if len(got.Inheritable) != 0 || len(got.Ambient) != 0 {
-		t.Errorf("privileged inheritable/ambient not empty: %+v", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := privilegedCapabilities(tt.held)
+			if !slices.Equal(got.Bounding, tt.want) || !slices.Equal(got.Bounding, got.Effective) || !slices.Equal(got.Bounding, got.Permitted) {
+				t.Errorf("privileged sets: %+v, want %v", got, tt.want)
+			}
+			if len(got.Inheritable) != 0 || len(got.Ambient) != 0 {
+				t.Errorf("privileged inheritable/ambient not empty: %+v", got)
+			}
+		})
+	}
+}
+
+// noSysResource is the bounding set of root on the project's build
+// machines: CapBnd 0x1fffeffffff, every capability but CAP_SYS_RESOURCE.
+var noSysResource = capabilitiesInMask(0x1fffeffffff)
+
+func TestCapabilitiesInMask(t *testing.T) {
+	tests := []struct {
+		mask uint64
+		want []string
+	}{
+		{0, []string{}},
+		{0x1fffeffffff, slices.DeleteFunc(slices.Clone(allCapabilities), func(c string) bool { return c == "CAP_SYS_RESOURCE" })},
+		{1<<0 | 1<<21, []string{"CAP_CHOWN", "CAP_SYS_ADMIN"}},
+		// Bits above CAP_CHECKPOINT_RESTORE (40) are not named.
+		{1<<41 | 1<<63 | 1, []string{"CAP_CHOWN"}},
+	}
+	for _, tt := range tests {
+		if got := capabilitiesInMask(tt.mask); !slices.Equal(got, tt.want) {
+			t.Errorf("capabilitiesInMask(%#x) = %v, want %v", tt.mask, got, tt.want)
+		}
+	}
+}
+
+// TestRuntimeCapabilities reads this process's own bounding set.
+func TestRuntimeCapabilities(t *testing.T) {
+	got, err := RuntimeCapabilities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bnd, err := statusField(status, "CapBnd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mask, err := strconv.ParseUint(bnd, 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for bit, c := range allCapabilities {
+		if held := mask&(1<<bit) != 0; held != slices.Contains(got, c) {
+			t.Errorf("%s: in CapBnd %v, in RuntimeCapabilities %v", c, held, !held)
+		}
 	}
 }

@@ -80,6 +80,40 @@ func OOMScoreAdjFloor() (int, error) {
 	return adj, nil
 }
 
+// RuntimeCapabilities returns the capabilities in this process's bounding
+// set (CapBnd in /proc/self/status), in number order: what a privileged
+// container or "ALL" gets (Host.Capabilities). The runtime cannot grant
+// more: runc fails with "unable to apply caps: operation not permitted" on
+// a capability outside the bounding set it inherits, as where root lacks
+// CAP_SYS_RESOURCE.
+func RuntimeCapabilities() ([]string, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil, fmt.Errorf("reading /proc/self/status: %w", err)
+	}
+	capBnd, err := statusField(status, "CapBnd")
+	if err != nil {
+		return nil, err
+	}
+	mask, err := strconv.ParseUint(capBnd, 16, 64)
+	if err != nil {
+		return nil, fmt.Errorf("parsing CapBnd %q: %w", capBnd, err)
+	}
+	return capabilitiesInMask(mask), nil
+}
+
+// capabilitiesInMask names the bits of a capability mask that Linux
+// defines (allCapabilities is in number order); unknown bits are dropped.
+func capabilitiesInMask(mask uint64) []string {
+	caps := []string{}
+	for bit, c := range allCapabilities {
+		if mask&(1<<bit) != 0 {
+			caps = append(caps, c)
+		}
+	}
+	return caps
+}
+
 func statusField(status []byte, key string) (string, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {

@@ -49,13 +49,17 @@ const (
 // bounding capabilities. Unconfined is no filter. Localhost loads the JSON
 // file at the given path (relative paths resolve under SeccompProfileRoot).
 //
-// When nothing is asked (no typed profile, empty path) the container gets
-// RuntimeDefault, crivm being isolation-first. The kubelet, unless its
-// seccompDefault option is on, sends an explicit Unconfined for pods that
-// do not ask, which is honoured; so such pods run without seccomp, as with
-// CRI-O and containerd.
+// When nothing is asked (no typed profile, empty path) the container runs
+// unconfined, as the CRI defines an empty profile, unless
+// Host.SeccompUseDefaultWhenEmpty gives it RuntimeDefault (the config key
+// seccomp_use_default_when_empty, as in CRI-O). The kubelet names a
+// profile for every container: Unconfined unless its seccompDefault option
+// makes it RuntimeDefault.
 func seccompProfile(h *Host, typed *runtimeapi.SecurityProfile, legacy string, privileged bool, caps []string) (*specs.LinuxSeccomp, error) {
 	if privileged {
+		return nil, nil
+	}
+	if typed == nil && legacy == "" && !h.SeccompUseDefaultWhenEmpty {
 		return nil, nil
 	}
 	kind, ref, err := profileRequest(typed, legacy, "seccomp", true)

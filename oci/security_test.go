@@ -49,10 +49,16 @@ func TestSeccompSelection(t *testing.T) {
 		legacy     string
 		privileged bool
 		root       string
+		// useDefault is Host.SeccompUseDefaultWhenEmpty.
+		useDefault bool
 		want       string
 		invalid    bool
 	}{
-		{name: "unset is RuntimeDefault", want: def},
+		{name: "unset is Unconfined (the CRI's empty profile)", want: none},
+		{name: "unset with seccomp_use_default_when_empty", useDefault: true, want: def},
+		{name: "typed Unconfined with seccomp_use_default_when_empty", typed: unc, useDefault: true, want: none},
+		{name: "legacy unconfined with seccomp_use_default_when_empty", legacy: "unconfined", useDefault: true, want: none},
+		{name: "privileged with seccomp_use_default_when_empty", privileged: true, useDefault: true, want: none},
 		{name: "typed RuntimeDefault", typed: rd, want: def},
 		{name: "typed Unconfined", typed: unc, want: none},
 		{name: "typed Localhost", typed: local(prof), want: loaded},
@@ -71,7 +77,7 @@ func TestSeccompSelection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &Host{SeccompProfileRoot: tt.root}
+			h := &Host{SeccompProfileRoot: tt.root, SeccompUseDefaultWhenEmpty: tt.useDefault}
 			got, err := seccompProfile(h, tt.typed, tt.legacy, tt.privileged, nil)
 			if tt.invalid {
 				if !errors.Is(err, errdefs.ErrInvalidArgument) {

@@ -49,6 +49,16 @@ type Host struct {
 	// SeccompProfileRoot is the directory relative Localhost seccomp profiles
 	// are resolved against. The kubelet sends absolute paths.
 	SeccompProfileRoot string
+	// SeccompUseDefaultWhenEmpty gives a container that asks for no seccomp
+	// profile the runtime default one; false leaves it unconfined, as the
+	// CRI says (config key seccomp_use_default_when_empty).
+	SeccompUseDefaultWhenEmpty bool
+	// Capabilities are what a privileged container, or "ALL" in
+	// add_capabilities, gets: the runtime's own bounding set
+	// (RuntimeCapabilities), as containerd does, since runc cannot grant a
+	// capability outside it. Nil means every capability Linux defines, for
+	// a VM guest, whose agent holds them all.
+	Capabilities []string
 	// PidsLimit is the pids cgroup limit for containers; 0 means unlimited.
 	PidsLimit int64
 	// Warnf reports settings the generator ignored. It may be nil.
@@ -165,7 +175,7 @@ func SandboxSpec(in SandboxSpecInput) (*specs.Spec, error) {
 	}
 	caps := &specs.LinuxCapabilities{}
 	if privileged {
-		caps = privilegedCapabilities()
+		caps = privilegedCapabilities(in.Capabilities)
 	}
 	adj := clampOOMScoreAdj(in.OOMScoreAdj, in.DaemonOOMScoreAdj)
 
@@ -284,8 +294,8 @@ func ContainerSpec(in ContainerSpecInput) (*specs.Spec, error) {
 	}
 	var caps *specs.LinuxCapabilities
 	if privileged {
-		caps = privilegedCapabilities()
-	} else if caps, err = capabilities(sc.GetCapabilities()); err != nil {
+		caps = privilegedCapabilities(in.Capabilities)
+	} else if caps, err = capabilities(sc.GetCapabilities(), in.Capabilities); err != nil {
 		return nil, err
 	}
 

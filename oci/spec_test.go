@@ -100,8 +100,14 @@ func TestSandboxSpec(t *testing.T) {
 	if !slices.Equal(s.Linux.MaskedPaths, defaultMaskedPaths) || !slices.Equal(s.Linux.ReadonlyPaths, defaultReadonlyPaths) {
 		t.Errorf("masked/readonly: %v %v", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
 	}
-	if s.Linux.Seccomp == nil || s.Linux.Seccomp.DefaultAction != specs.ActErrno {
-		t.Errorf("sandbox seccomp: %+v", s.Linux.Seccomp)
+	if s.Linux.Seccomp != nil {
+		t.Errorf("sandbox seccomp for an unset request: %+v, want none (unconfined)", s.Linux.Seccomp)
+	}
+	in.SeccompUseDefaultWhenEmpty = true
+	if d, err := SandboxSpec(in); err != nil {
+		t.Error(err)
+	} else if d.Linux.Seccomp == nil || d.Linux.Seccomp.DefaultAction != specs.ActErrno {
+		t.Errorf("sandbox seccomp with seccomp_use_default_when_empty: %+v, want the default profile", d.Linux.Seccomp)
 	}
 	want := map[string]string{
 		"a":                        "b",
@@ -239,8 +245,8 @@ func TestContainerSpec(t *testing.T) {
 	if *r.CPU.Shares != 256 || *r.Memory.Limit != 64<<20 || r.Memory.Swap != nil || *r.Pids.Limit != 4096 || r.Devices[0].Allow {
 		t.Errorf("resources %+v", r)
 	}
-	if s.Linux.Seccomp == nil {
-		t.Error("no seccomp profile for an unset request")
+	if s.Linux.Seccomp != nil {
+		t.Error("a seccomp profile for an unset request: want none (unconfined)")
 	}
 	if s.Annotations[AnnotationContainerName] != "app" || s.Annotations[AnnotationImageName] != "docker.io/library/app:1" ||
 		s.Annotations[AnnotationContainerType] != ContainerTypeContainer || s.Annotations[AnnotationSandboxID] != "sb1" || s.Annotations["x"] != "y" {
@@ -304,9 +310,21 @@ func TestContainerSpecSecurityVariants(t *testing.T) {
 			errIs: errdefs.ErrInvalidArgument,
 		},
 		{
+			name: "unset seccomp with seccomp_use_default_when_empty",
+			modify: func(in *ContainerSpecInput) {
+				in.SeccompUseDefaultWhenEmpty = true
+			},
+			check: func(t *testing.T, s *specs.Spec) {
+				if s.Linux.Seccomp == nil || s.Linux.Seccomp.DefaultAction != specs.ActErrno {
+					t.Errorf("seccomp %+v, want the default profile", s.Linux.Seccomp)
+				}
+			},
+		},
+		{
 			name: "SYS_ADMIN widens the default seccomp profile",
 			modify: func(in *ContainerSpecInput) {
 				in.Config.Linux.SecurityContext.Capabilities = &runtimeapi.Capability{AddCapabilities: []string{"SYS_ADMIN"}}
+				in.Config.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
 			},
 			check: func(t *testing.T, s *specs.Spec) {
 				found := false
@@ -524,7 +542,7 @@ func TestMinimalConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	roundTrip(t, c)
-	if !slices.Equal(c.Process.Env, []string{defaultPathEnv}) || c.Process.OOMScoreAdj != nil || c.Linux.Seccomp == nil {
+	if !slices.Equal(c.Process.Env, []string{defaultPathEnv}) || c.Process.OOMScoreAdj != nil || c.Linux.Seccomp != nil {
 		t.Errorf("minimal container: env %q oom %v seccomp %v", c.Process.Env, c.Process.OOMScoreAdj, c.Linux.Seccomp != nil)
 	}
 }

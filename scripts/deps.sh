@@ -26,6 +26,26 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The critest stand-in images need Debian's dynamic busybox (its shell runs
+# external applets; busybox-static's runs them in-process). The package
+# conflicts with busybox-static, so it is unpacked, not installed, into
+# $CRIVM_TOOLS_DIR/busybox-deb (test/fixtures reads bin/busybox there).
+TOOLS_DIR=${CRIVM_TOOLS_DIR:-/var/cache/crivm-tools}
+if [[ ! -x "$TOOLS_DIR/busybox-deb/bin/busybox" ]]; then
+  echo "deps: unpacking Debian's busybox package into $TOOLS_DIR/busybox-deb"
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"   # apt's _apt user writes the download here
+  if ! (cd "$tmp" && apt-get download busybox >/dev/null 2>&1); then
+    apt-get update -qq
+    (cd "$tmp" && apt-get download busybox >/dev/null)
+  fi
+  mkdir -p "$TOOLS_DIR"
+  rm -rf "$TOOLS_DIR/busybox-deb.tmp"
+  dpkg-deb -x "$tmp"/busybox_*.deb "$TOOLS_DIR/busybox-deb.tmp"
+  rm -rf "$tmp" "$TOOLS_DIR/busybox-deb"
+  mv "$TOOLS_DIR/busybox-deb.tmp" "$TOOLS_DIR/busybox-deb"
+fi
+
 # The Debian docker-registry package starts a registry on :5000 through its
 # service; the tests run their own on loopback, so stop the packaged one.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then

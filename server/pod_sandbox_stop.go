@@ -14,8 +14,9 @@ import (
 )
 
 // StopPodSandbox stops the pod's containers, its handler boundary, and then
-// tears the network down. It is idempotent, and a sandbox that no longer
-// exists is not an error.
+// tears the network down. It is idempotent, and a sandbox that does not
+// exist (or was removed while this call waited for its lock) is not an
+// error, as with containerd and CRI-O.
 func (s *RuntimeService) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	sb, err := s.deps.Store.Sandboxes.Get(req.GetPodSandboxId())
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -26,14 +27,26 @@ func (s *RuntimeService) StopPodSandbox(ctx context.Context, req *runtimeapi.Sto
 	}
 	unlock := s.locks.lock(sb.ID)
 	defer unlock()
+	sb, err = s.deps.Store.Sandboxes.Get(sb.ID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &runtimeapi.StopPodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
 	if err := s.stopSandbox(ctx, sb); err != nil {
 		return nil, err
 	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
 
-// stopSandbox is StopPodSandbox with the sandbox's lock held.
+// stopSandbox is StopPodSandbox with the sandbox's lock held. While it
+// runs, the sandbox is in s.stopping: its process ending (reported by the
+// handler's exit watch, or seen by a concurrent list) is this stop's doing,
+// and refreshSandbox leaves the transition to it.
 func (s *RuntimeService) stopSandbox(ctx context.Context, sb *store.Sandbox) error {
+	s.stopping.Store(sb.ID, struct{}{})
+	defer s.stopping.Delete(sb.ID)
 	h, err := s.sandboxHandler(sb)
 	if err != nil {
 		return err
@@ -62,7 +75,7 @@ func (s *RuntimeService) stopSandbox(ctx context.Context, sb *store.Sandbox) err
 		}
 	}
 	if sb.State != store.SandboxNotReady {
-		if _, err := s.setSandboxNotReady(ctx, sb.ID); err != nil {
+		if _, _, err := s.setSandboxNotReady(ctx, sb.ID); err != nil {
 			return err
 		}
 		log.G(ctx).Info("pod sandbox stopped")

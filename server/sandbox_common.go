@@ -42,31 +42,42 @@ func sandboxVerdict(sb *store.Sandbox) (trust.Verdict, error) {
 	return v, nil
 }
 
-// refreshSandbox marks a ready sandbox NotReady when its process is gone.
+// refreshSandbox marks a ready sandbox NotReady when its process is gone,
+// with a warning: the pod died under its containers. A sandbox being
+// stopped is left to the stop, which ended the process and records the
+// transition itself; nor does a stale copy of a sandbox that a stop has
+// already recorded NotReady warn.
 func (s *RuntimeService) refreshSandbox(ctx context.Context, sb *store.Sandbox) *store.Sandbox {
 	if sb.State != store.SandboxReady || sb.Process == nil || proc.Alive(sb.Process.Pid, sb.Process.StartTime, sb.Process.BootID) {
 		return sb
 	}
-	upd, err := s.setSandboxNotReady(ctx, sb.ID)
+	if _, stopping := s.stopping.Load(sb.ID); stopping {
+		return sb
+	}
+	upd, changed, err := s.setSandboxNotReady(ctx, sb.ID)
 	if err != nil {
 		log.G(ctx).Warn("recording a dead sandbox", "sandbox", sb.ID, "err", err)
 		return sb
 	}
-	log.G(ctx).Warn("sandbox process is gone: sandbox is NotReady", "sandbox", sb.ID)
+	if changed {
+		log.G(ctx).Warn("sandbox process is gone: sandbox is NotReady", "sandbox", sb.ID)
+	}
 	return upd
 }
 
-// setSandboxNotReady records the transition and emits its event once.
-func (s *RuntimeService) setSandboxNotReady(ctx context.Context, id string) (*store.Sandbox, error) {
+// setSandboxNotReady records the transition and emits its event once;
+// changed says whether this call made it.
+func (s *RuntimeService) setSandboxNotReady(ctx context.Context, id string) (upd *store.Sandbox, changed bool, err error) {
 	var prev store.SandboxState
-	upd, err := s.deps.Store.Sandboxes.Update(id, func(r *store.Sandbox) error {
+	upd, err = s.deps.Store.Sandboxes.Update(id, func(r *store.Sandbox) error {
 		prev, r.State = r.State, store.SandboxNotReady
 		return nil
 	})
 	if err == nil && prev != store.SandboxNotReady {
 		s.emitSandbox(ctx, upd, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		changed = true
 	}
-	return upd, err
+	return upd, changed, err
 }
 
 // applyContainerState persists st and emits the event of each transition:

@@ -7,6 +7,7 @@ package server
 
 import (
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -42,7 +43,8 @@ type Deps struct {
 	Registry *prometheus.Registry
 	// Metrics records RPCs, pod starts and pulls into Registry.
 	Metrics *metrics.Metrics
-	// Version is the crivm build version.
+	// Version is crivm's semantic version (internal/version.Version),
+	// reported as RuntimeVersion: the kubelet requires semver there.
 	Version string
 	// Logger is the daemon's logger; every RPC context carries a child of it.
 	Logger *slog.Logger
@@ -56,6 +58,9 @@ type RuntimeService struct {
 	// keys are IDs.
 	locks  keyedMutex
 	events eventBus
+	// stopping holds the IDs of the sandboxes a stop is under way for
+	// (stopSandbox): the end of their process is expected, not news.
+	stopping sync.Map
 	// podCIDR is the last UpdateRuntimeConfig's pod CIDR.
 	podCIDR atomic.Pointer[string]
 	// streaming serves exec, attach and port-forward. Set once by

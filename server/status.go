@@ -35,12 +35,7 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, netCond}},
 	}
-	for _, name := range cfg.HandlerNames() {
-		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
-			Name:     name,
-			Features: &runtimeapi.RuntimeHandlerFeatures{},
-		})
-	}
+	resp.RuntimeHandlers = runtimeHandlers(cfg)
 	if req.GetVerbose() {
 		b, err := json.Marshal(cfg)
 		if err != nil {
@@ -65,6 +60,30 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 		}
 	}
 	return resp, nil
+}
+
+// runtimeHandlers lists the handler names a pod may ask for, with their
+// features: first the default handler under the empty name, which the
+// kubelet uses for pods without a RuntimeClass (it logs "Unknown runtime
+// handler" for a name missing here), then each configured handler and its
+// aliases, in name order.
+func runtimeHandlers(cfg *configs.Config) []*runtimeapi.RuntimeHandler {
+	out := []*runtimeapi.RuntimeHandler{{Name: "", Features: handlerFeatures(cfg.Runtime.Runtimes[cfg.Runtime.DefaultRuntime])}}
+	for _, name := range cfg.HandlerNames() {
+		h := cfg.Runtime.Runtimes[name]
+		out = append(out, &runtimeapi.RuntimeHandler{Name: name, Features: handlerFeatures(h)})
+		for _, alias := range h.Aliases {
+			out = append(out, &runtimeapi.RuntimeHandler{Name: alias, Features: handlerFeatures(h)})
+		}
+	}
+	return out
+}
+
+// handlerFeatures are what a handler supports of the features the kubelet
+// asks about: neither handler does recursive read-only mounts or user
+// namespaces yet.
+func handlerFeatures(*configs.RuntimeHandler) *runtimeapi.RuntimeHandlerFeatures {
+	return &runtimeapi.RuntimeHandlerFeatures{}
 }
 
 // metricValues renders counters and gauges as a JSON object of

@@ -628,3 +628,37 @@ func TestInitrdExtraBinaries(t *testing.T) {
 		}
 	}
 }
+
+// TestBaseGuestModulesOnThisHost resolves BaseGuestModules against the
+// installed guest kernel: bridge comes with its dependencies (stp, llc,
+// from modules.dep), after them, so a privileged container in a VM can
+// create a bridge (the guest cannot load a module on demand).
+func TestBaseGuestModulesOnThisHost(t *testing.T) {
+	deps, _ := filepath.Glob("/lib/modules/*/modules.dep")
+	var dir string
+	for _, d := range deps {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(d), "kernel/net/bridge")); err == nil {
+			dir = filepath.Dir(d)
+			break
+		}
+	}
+	if dir == "" {
+		t.Skip("no installed kernel with a bridge module (install linux-image-amd64)")
+	}
+	mods, err := ResolveModules(dir, BaseGuestModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for i, m := range mods {
+		pos[m.Name] = i + 1
+	}
+	for _, m := range []string{"llc", "stp", "bridge"} {
+		if pos[m] == 0 {
+			t.Errorf("%s: %s is not among the guest modules %v", dir, m, mods)
+		}
+	}
+	if !(pos["llc"] < pos["stp"] && pos["stp"] < pos["bridge"]) {
+		t.Errorf("load order llc %d, stp %d, bridge %d: want dependencies first", pos["llc"], pos["stp"], pos["bridge"])
+	}
+}

@@ -28,8 +28,11 @@ var (
 	// BaseGuestModules are what every guest needs: the PCI transport, the
 	// agent's virtio-serial port, 9p file sharing, networking, and the ACPI
 	// power button (button + evdev) through which QMP system_powerdown
-	// reaches the agent.
-	BaseGuestModules = []string{"virtio_pci", "virtio_console", "9pnet_virtio", "9p", "virtio_net", "button", "evdev"}
+	// reaches the agent; and bridge (with stp and llc), which containers
+	// expect the kernel to provide: a privileged container in a VM may
+	// create a bridge (critest's `brctl addbr`), and the guest has no
+	// modprobe to load it on demand. bridge adds ~700 KiB to the initrd.
+	BaseGuestModules = []string{"virtio_pci", "virtio_console", "9pnet_virtio", "9p", "virtio_net", "button", "evdev", "bridge"}
 	// VsockGuestModules add the virtio vsock transport.
 	VsockGuestModules = []string{"vmw_vsock_virtio_transport"}
 	// VirtioFSGuestModules add virtio-fs (and fuse) for a virtiofsd share.

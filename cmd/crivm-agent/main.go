@@ -19,7 +19,7 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "version" || os.Args[1] == "--version") {
-		fmt.Printf("crivm-agent version %s\n", version.Version)
+		fmt.Printf("crivm-agent version %s\n", version.String())
 		return
 	}
 	if len(os.Args) > 1 && os.Args[1] == launch.InitArg {
@@ -39,7 +39,7 @@ func main() {
 	lv := new(slog.LevelVar)
 	l := log.New(os.Stderr, "text", lv).With("component", "crivm-agent")
 	ctx := log.WithLogger(context.Background(), l)
-	l.Info("starting", "version", version.Version, "guest_exec", guestExec)
+	l.Info("starting", "version", version.Version, "commit", version.Commit, "guest_exec", guestExec)
 	err := agent.Run(ctx, agent.Options{LogLevel: lv, GuestExec: guestExec})
 	if err != nil {
 		l.Error("agent stopped", "error", err)

@@ -70,7 +70,7 @@ func runDaemon(g globalFlags) error {
 	d.level.Set(lvl)
 	logger := log.New(os.Stderr, cfg.LogFormat, &d.level)
 	ctx := log.WithLogger(context.Background(), logger)
-	logger.Info("starting crivm", "version", version.Version, "config_files", loaded.Files, "root", cfg.Root, "listen", cfg.SocketPath())
+	logger.Info("starting crivm", "version", version.Version, "commit", version.Commit, "config_files", loaded.Files, "root", cfg.Root, "listen", cfg.SocketPath())
 
 	// On failure the steps undo themselves; after a good start, shutdown
 	// releases the socket, store and lock but keeps the state on disk.

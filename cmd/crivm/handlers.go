@@ -40,7 +40,8 @@ func buildHandlers(ctx context.Context, cfg *configs.Config, m *metrics.Metrics)
 			}
 		case configs.RuntimeTypeVM:
 			impl, err := vm.New(vm.Options{Name: name, Config: h, Dir: cfg.HandlerDir(name),
-				CacheDir: filepath.Join(cfg.Root, "vm-assets"), Metrics: m})
+				CacheDir: filepath.Join(cfg.Root, "vm-assets"), Metrics: m,
+				SeccompUseDefaultWhenEmpty: cfg.Runtime.SeccompUseDefaultWhenEmpty})
 			if err != nil {
 				e.Unavailable = err
 				log.G(ctx).Warn("handler not available", "handler", name, "err", err)
@@ -62,11 +63,18 @@ func probeHost(cfg *configs.Config) (oci.Host, error) {
 	if err != nil {
 		return oci.Host{}, fmt.Errorf("reading the oom_score_adj floor: %w", err)
 	}
+	caps, err := oci.RuntimeCapabilities()
+	if err != nil {
+		return oci.Host{}, fmt.Errorf("reading the daemon's capabilities: %w", err)
+	}
 	aa, _ := os.ReadFile("/sys/module/apparmor/parameters/enabled")
 	return oci.Host{
 		CgroupDriver:      cfg.Runtime.CgroupManager,
 		Cgroups:           cg,
 		DaemonOOMScoreAdj: floor,
+		Capabilities:      caps,
 		HostHasAppArmor:   strings.TrimSpace(string(aa)) == "Y",
+
+		SeccompUseDefaultWhenEmpty: cfg.Runtime.SeccompUseDefaultWhenEmpty,
 	}, nil
 }

@@ -99,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		_, err := io.WriteString(stdout, configs.DefaultTemplate)
 		return err
 	case "version":
-		fmt.Fprintf(stdout, "crivm version %s\n", version.Version)
+		fmt.Fprintf(stdout, "crivm version %s\n", version.String())
 		return nil
 	case "check":
 		return runCheck(g, rest[1:], stdout, stderr)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
@@ -136,10 +139,58 @@ func (h *Handler) ContainerState(ctx context.Context, c *store.Container) (*hand
 	return cur, nil
 }
 
-// ReopenLog asks conmon to reopen the log file (after the kubelet rotated it).
+// ReopenLog asks conmon to reopen the log file (after the kubelet rotated
+// it) and returns once it has: the kubelet, and critest, expect the file
+// at the log path as soon as the call returns. conmon answers nothing on
+// its control FIFO; it reopens by creating a new file and renaming it onto
+// the log path, so the path's inode changes, which is what is awaited (as
+// CRI-O watches for that file to be created).
 func (h *Handler) ReopenLog(ctx context.Context, c *store.Container) error {
 	if c.State != store.ContainerRunning {
 		return errdefs.FailedPrecondition("container %s is not running", c.ID)
 	}
-	return writeControl(h.bundle(c.ID), 2, 0, 0)
+	logPath := c.LogPath
+	if logPath == "" {
+		logPath = filepath.Join(h.bundle(c.ID), "output.log")
+	}
+	before := fileIno(logPath)
+	if err := writeControl(h.bundle(c.ID), 2, 0, 0); err != nil {
+		return err
+	}
+	return waitReopened(ctx, logPath, before, c.Process, reopenTimeout)
+}
+
+// reopenTimeout bounds the wait for conmon to reopen a log.
+const reopenTimeout = 10 * time.Second
+
+// fileIno is path's inode number, 0 when it does not exist.
+func fileIno(path string) uint64 {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// waitReopened waits until a file other than the one with inode before
+// (0: none) is at path. It fails when the container's process ends first
+// (conmon, which exits with it, will not reopen) or after timeout.
+func waitReopened(ctx context.Context, path string, before uint64, p *store.Process, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ino := fileIno(path); ino != 0 && ino != before {
+			return nil
+		}
+		if p != nil && !proc.Alive(p.Pid, p.StartTime, p.BootID) {
+			return errdefs.FailedPrecondition("the container exited before its log was reopened")
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("conmon did not reopen %s within %v", path, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for conmon to reopen %s: %w", path, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

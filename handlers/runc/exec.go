@@ -22,13 +22,15 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/envlist"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/store"
 )
 
 // execProcess writes a process spec for cmd, derived from the container's
 // own (user, env, cwd, capabilities, seccomp come with it), and returns its
-// path. The caller removes it.
+// path. The caller removes it. With a terminal, TERM is xterm, as
+// containerd sets it for exec (whatever TERM the container has).
 func (h *Handler) execProcess(c *store.Container, cmd []string, tty bool) (string, error) {
 	if len(cmd) == 0 {
 		return "", errdefs.InvalidArgument("exec command is empty")
@@ -48,6 +50,9 @@ func (h *Handler) execProcess(c *store.Container, cmd []string, tty bool) (strin
 	p.Args = cmd
 	p.Terminal = tty
 	p.ConsoleSize = nil
+	if tty {
+		p.Env = envlist.Set(p.Env, "TERM=xterm")
+	}
 	f, err := os.CreateTemp(h.bundle(c.ID), "exec-*.json")
 	if err != nil {
 		return "", fmt.Errorf("writing exec process: %w", err)
@@ -67,8 +72,18 @@ func (h *Handler) execCmd(id, processFile, pidFile string, extra ...string) *exe
 	return exec.Command(h.rt.path, append(args, id)...)
 }
 
-// waitExec waits for runc exec; when ctx ends first, it kills the exec'd
-// process and runc, and returns once runc is reaped.
+// execKillGrace bounds how long runc exec may take to reap the process it
+// ran once that is killed; then runc itself is killed.
+var execKillGrace = 5 * time.Second
+
+// waitExec waits for runc exec. When ctx ends first, it kills the exec'd
+// process and returns once that has been reaped, so a timed-out exec leaves
+// nothing in the container, not even a zombie. runc reaps it: runc is the
+// process's parent and exits once it has collected its status. Killing
+// runc first would orphan the process to the host's init (or a
+// subreaper), which may never reap it, and the zombie would stay visible
+// in the container's PID namespace. runc is killed only when it has not
+// exited within execKillGrace.
 func waitExec(ctx context.Context, cmd *exec.Cmd, pidFile string) error {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -76,17 +91,47 @@ func waitExec(ctx context.Context, cmd *exec.Cmd, pidFile string) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		killExec(pidFile)
-		cmd.Process.Kill()
-		<-done
-		return ctx.Err()
+	}
+	// runc writes the pid file once the process runs; until then it may
+	// still be starting it.
+	grace := time.NewTimer(execKillGrace)
+	defer grace.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	pid := 0
+	for {
+		if pid == 0 {
+			// The pid is runc's unreaped child: it cannot have been
+			// recycled while runc runs.
+			if p, err := readPidFile(pidFile); err == nil && p > 0 {
+				pid = p
+				unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+		select {
+		case <-done:
+			// runc has reaped what it started (or exited before it
+			// started anything).
+			return ctx.Err()
+		case <-poll.C:
+		case <-grace.C:
+			cmd.Process.Kill()
+			<-done
+			if pid != 0 {
+				waitGone(pid, execKillGrace)
+			}
+			return ctx.Err()
+		}
 	}
 }
 
-// killExec kills the exec'd process (runc exec does not forward a kill).
-func killExec(pidFile string) {
-	if pid, err := readPidFile(pidFile); err == nil {
-		unix.Kill(pid, unix.SIGKILL)
+// waitGone waits up to timeout for pid to leave the process table (to be
+// reaped by whoever inherited it).
+func waitGone(pid int, timeout time.Duration) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if unix.Kill(pid, 0) == unix.ESRCH {
+			return
+		}
 	}
 }
 

@@ -36,6 +36,19 @@ type exitRecord struct {
 
 func (h *Handler) exitPath(id string) string { return filepath.Join(h.dir, "exits", id) }
 
+// specHost describes the guest the agent applies specs in: cgroup v2 with
+// every controller, and an agent that holds every capability (Capabilities
+// nil: privileged and "ALL" grant all of them, whatever the host's daemon
+// holds).
+func (h *Handler) specHost(ctx context.Context) oci.Host {
+	return oci.Host{
+		CgroupDriver:               "cgroupfs",
+		Cgroups:                    oci.CgroupFeatures{V2: true, Swap: true, Hugetlb: true},
+		SeccompUseDefaultWhenEmpty: h.seccompDefault,
+		Warnf:                      func(f string, a ...any) { log.G(ctx).Warn(fmt.Sprintf(f, a...)) },
+	}
+}
+
 // CreateContainer exposes the container's rootfs and bind mounts in the
 // sandbox's 9p share, generates the spec with guest paths and asks the
 // agent to create it. Its output is copied into the CRI log on the host from
@@ -57,7 +70,7 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		}
 	}
 	spec, err := oci.ContainerSpec(oci.ContainerSpecInput{
-		Host:           oci.Host{CgroupDriver: "cgroupfs", Cgroups: oci.CgroupFeatures{V2: true, Swap: true, Hugetlb: true}, Warnf: func(f string, a ...any) { log.G(ctx).Warn(fmt.Sprintf(f, a...)) }},
+		Host:           h.specHost(ctx),
 		ID:             c.ID,
 		SandboxID:      sb.ID,
 		Sandbox:        req.SandboxConfig,

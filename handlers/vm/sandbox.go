@@ -147,7 +147,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			creq := &api.CreateSandboxRequest{
 				SandboxId: sb.ID,
 				Hostname:  podHostname(cfg),
-				Mounts:    []*api.SharedMount{{Tag: sharedTag, MountPoint: guestShared, FsType: guestFsType(assets.sharedFS)}},
+				Mounts:    []*api.SharedMount{podShare(assets.sharedFS)},
 			}
 			if d := cfg.GetDnsConfig(); d != nil {
 				creq.Dns = &api.DNSConfig{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
@@ -212,6 +212,16 @@ func checkHostNamespaces(handler string, cfg *runtimeapi.PodSandboxConfig) error
 		}
 	}
 	return nil
+}
+
+// podShare is how the guest mounts the pod's share. It holds the
+// containers' rootfs, so setuid bits count (a setuid program in an image
+// runs as its owner, as under runc: critest's "allow privilege
+// escalation"). That affects the guest only: the host's side of the share
+// is nosuid and nodev whatever the guest does, and device nodes are never
+// honoured in the guest either.
+func podShare(sharedFS string) *api.SharedMount {
+	return &api.SharedMount{Tag: sharedTag, MountPoint: guestShared, FsType: guestFsType(sharedFS), AllowSuid: true}
 }
 
 // guestFsType is the agent's name for a shared_fs value.

@@ -75,6 +75,9 @@ type Options struct {
 	// CacheDir holds the extracted vmlinux, initrds and the accel verdict.
 	CacheDir string
 	Metrics  *metrics.Metrics
+	// SeccompUseDefaultWhenEmpty is the config key of that name: a
+	// container that asks for no seccomp profile gets the default one.
+	SeccompUseDefaultWhenEmpty bool
 }
 
 // Handler runs pods in VMs. It holds the agent connections; everything a
@@ -85,6 +88,8 @@ type Handler struct {
 	dir   string
 	cache string
 	m     *metrics.Metrics
+	// seccompDefault is Options.SeccompUseDefaultWhenEmpty.
+	seccompDefault bool
 
 	// assetsMu guards assets, built on the first pod start.
 	assetsMu sync.Mutex
@@ -133,7 +138,8 @@ func New(opts Options) (*Handler, error) {
 			return nil, fmt.Errorf("creating %s: %w", d, err)
 		}
 	}
-	return &Handler{name: opts.Name, cfg: opts.Config, dir: opts.Dir, cache: opts.CacheDir, m: opts.Metrics, vms: map[string]*sandboxVM{}}, nil
+	return &Handler{name: opts.Name, cfg: opts.Config, dir: opts.Dir, cache: opts.CacheDir, m: opts.Metrics,
+		seccompDefault: opts.SeccompUseDefaultWhenEmpty, vms: map[string]*sandboxVM{}}, nil
 }
 
 // AgentPath finds the guest agent binary for cfg.

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/oci"
 	"github.com/crivm/crivm/vmm"
 )
 
@@ -118,6 +120,64 @@ func TestCheckHostNamespaces(t *testing.T) {
 			t.Errorf("%s: %v, want allowed", tt.name, err)
 		case tt.want != "" && (!errdefs.IsClass(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), tt.want)):
 			t.Errorf("%s: %v, want FailedPrecondition naming %s", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestSpecHost: specs for the guest grant privileged containers every
+// capability (the agent holds them all, whatever the host daemon lacks),
+// and an empty seccomp request follows seccomp_use_default_when_empty.
+func TestSpecHost(t *testing.T) {
+	sandbox := &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "n", Uid: "u"},
+		Linux:    &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}},
+	}
+	ctr := func(privileged bool) *runtimeapi.ContainerConfig {
+		return &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "c"},
+			Command:  []string{"/bin/true"},
+			Linux:    &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{Privileged: privileged}},
+		}
+	}
+	tests := []struct {
+		name           string
+		seccompDefault bool
+		privileged     bool
+		wantCaps       int
+		wantSeccomp    bool
+	}{
+		{"privileged: every capability", false, true, len(oci.AllCapabilities()), false},
+		{"empty seccomp: unconfined", false, false, len(oci.DefaultCapabilities()), false},
+		{"empty seccomp with the default asked", true, false, len(oci.DefaultCapabilities()), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{seccompDefault: tt.seccompDefault}
+			s, err := oci.ContainerSpec(oci.ContainerSpecInput{
+				Host: h.specHost(context.Background()), ID: "c1", SandboxID: "sb", Sandbox: sandbox, Config: ctr(tt.privileged),
+				NamespacePaths: agentproxy.GuestNamespacePaths(true),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(s.Process.Capabilities.Bounding); n != tt.wantCaps {
+				t.Errorf("bounding set: %d capabilities, want %d", n, tt.wantCaps)
+			}
+			if got := s.Linux.Seccomp != nil; got != tt.wantSeccomp {
+				t.Errorf("seccomp profile set: %v, want %v", got, tt.wantSeccomp)
+			}
+		})
+	}
+}
+
+// TestPodShare: the guest mounts the pod's share, which holds the
+// containers' rootfs, without nosuid, so setuid programs of images work in
+// the guest; over 9p or virtio-fs.
+func TestPodShare(t *testing.T) {
+	for _, fs := range []struct{ shared, guest string }{{sharedFS9p, "9p"}, {sharedFSVirtio, "virtiofs"}} {
+		m := podShare(fs.shared)
+		if !m.AllowSuid || m.ReadOnly || m.FsType != fs.guest || m.Tag != sharedTag || m.MountPoint != guestShared {
+			t.Errorf("share over %s: %+v, want suid allowed, writable, fs %s", fs.shared, m, fs.guest)
 		}
 	}
 }

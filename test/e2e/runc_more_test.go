@@ -48,7 +48,8 @@ func TestRuncPodConfig(t *testing.T) {
 	}
 
 	// 3. ReopenContainerLog: after the kubelet moves the log, new lines go
-	//    to a new file at the old path.
+	//    to a new file at the old path, which exists when the call returns
+	//    (the kubelet and critest look for it at once).
 	logDir := filepath.Join(pod.LogDirectory)
 	logger := e.containerConfig("logger", "sh", "-c", "while true; do echo line; sleep 0.1; done")
 	loggerID, err := e.rs.CreateContainer(ctx, e.sandboxOf(t, ctrID), logger, pod)
@@ -66,9 +67,17 @@ func TestRuncPodConfig(t *testing.T) {
 	if err := e.rs.ReopenContainerLog(ctx, loggerID); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Stat(logPath); err != nil {
+		t.Errorf("no log file right after ReopenContainerLog: %v", err)
+	}
 	time.Sleep(500 * time.Millisecond)
 	if b, err := os.ReadFile(logPath); err != nil || !strings.Contains(string(b), " stdout F line") {
 		t.Errorf("reopened log: %q (%v)", b, err)
+	}
+	// Again without moving the log first: the call still returns (conmon
+	// replaces the file in place).
+	if err := e.rs.ReopenContainerLog(ctx, loggerID); err != nil {
+		t.Errorf("reopening a log that was not moved: %v", err)
 	}
 
 	// 4. A host-network pod sees the host's interfaces and gets no netns.
@@ -282,10 +291,17 @@ func TestRuncNetworkFailureLeavesNothing(t *testing.T) {
 		t.Fatalf("RunPodSandbox with a failing CNI plugin: %v, want an error naming the network", err)
 	}
 
-	// 2. Nothing is left: no record, no conmon (the env's leak check adds
-	//    netns, veths, mounts and cgroups at the end).
+	// 2. Nothing is left: no record, no conmon, no pod dir with its shm
+	//    mount under <runroot>/pods (the env's leak check adds netns,
+	//    veths, mounts and cgroups at the end).
 	if pods, err := e.rs.ListPodSandbox(ctx, nil); err != nil || len(pods) != 0 {
 		t.Errorf("pods after the failure: %v %v", pods, err)
+	}
+	if left, err := os.ReadDir(filepath.Join(e.d.Runroot, "pods")); err != nil || len(left) != 0 {
+		t.Errorf("pod dirs after the failed RunPodSandbox: %v (%v), want none", left, err)
+	}
+	if m := mountsUnder(t, filepath.Join(e.d.Runroot, "pods")); len(m) > 0 {
+		t.Errorf("mounts after the failed RunPodSandbox: %v", m)
 	}
 	// conmon exits once its container is gone, which the removal awaited.
 	if n := conmons(); n != before {

@@ -69,7 +69,9 @@ type sandboxInfo struct {
 // netns or directory.
 func TestVMSandbox(t *testing.T) {
 	requiresVM(t)
-	e := newRuncEnv(t)
+	// Containers that ask for no seccomp profile get the default one here
+	// (step 3 checks the vm handler honours the key).
+	e := newRuncEnv(t, "[crivm.runtime]", "seccomp_use_default_when_empty = true")
 	ctx := context.Background()
 	events := followEvents(t, e)
 
@@ -119,8 +121,9 @@ func TestVMSandbox(t *testing.T) {
 	if got := e.exec(t, ctrID, "uname", "-r"); strings.TrimSpace(got) != info.Extra["guest_kernel"] {
 		t.Errorf("uname -r in the VM container: %q, want %s", got, info.Extra["guest_kernel"])
 	}
-	// The agent's launcher applied the runtime-default seccomp filter,
-	// the pod shares one PID namespace (its holder shows as pause), and the
+	// The agent's launcher applied the runtime-default seccomp filter
+	// (the container asks for none, and seccomp_use_default_when_empty is
+	// on), the pod shares one PID namespace (its holder shows as pause), and the
 	// container has its own cgroup namespace.
 	if got := e.exec(t, ctrID, "sh", "-c", "grep ^Seccomp: /proc/self/status; cat /proc/1/comm; cat /proc/self/cgroup"); got != "Seccomp:\t2\npause\n0::/\n" {
 		t.Errorf("VM container: %q, want seccomp filter mode 2, the pod's pause as PID 1 and its own cgroup namespace", got)
