@@ -388,6 +388,13 @@ func TestVMContainers(t *testing.T) {
 		if st.CpuUsageNs == 0 || st.MemoryUsageBytes == 0 || st.MemoryWorkingSetBytes == 0 || st.PidsCurrent == 0 {
 			t.Errorf("stats %+v: want non-zero cpu, memory, working set, pids", st)
 		}
+		// The metrics' values: the container's processes and their files
+		// in the guest's /proc, and what only cgroup v2 has.
+		for _, k := range []string{"processes", "file_descriptors", "max_open_files_soft", "memory_max_usage_bytes", "pressure_cpu_some_us"} {
+			if _, ok := st.Values[k]; !ok || (k != "pressure_cpu_some_us" && st.Values[k] == 0) {
+				t.Errorf("stats value %s: %d (present %v)", k, st.Values[k], ok)
+			}
+		}
 
 		res, _ := json.Marshal(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(64 << 20))}})
 		if _, err := c.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: "run", Resources: res}); err != nil {

@@ -15,6 +15,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 
+	"github.com/crivm/crivm/internal/cgroupstat"
 	"github.com/crivm/crivm/store"
 )
 
@@ -55,6 +56,10 @@ type Handler interface {
 	Stats(ctx context.Context, c *store.Container) (*ContainerStats, error)
 	ReopenLog(ctx context.Context, c *store.Container) error
 
+	// Features are what this handler can do beyond the CRI baseline, for
+	// RuntimeStatus's runtime_handlers.
+	Features() Features
+
 	// WatchExits calls exited with the ID of each container or sandbox of
 	// this handler whose process exits, from a goroutine, until ctx ends.
 	WatchExits(ctx context.Context, exited func(id string)) error
@@ -63,6 +68,15 @@ type Handler interface {
 	// exited, so that they are managed and watched again. It never starts
 	// or stops anything.
 	Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.Container) error
+}
+
+// Features are optional CRI features a handler supports.
+type Features struct {
+	// RecursiveReadOnlyMounts: a mount with recursive_read_only is
+	// read-only in every submount.
+	RecursiveReadOnlyMounts bool
+	// UserNamespaces: pods may ask for a user namespace.
+	UserNamespaces bool
 }
 
 // SandboxRequest is what StartSandbox needs.
@@ -128,6 +142,18 @@ type ContainerCreated struct {
 	Process  *store.Process
 	ExitFile string
 	Extra    map[string]string
+	// User is the identity the spec starts the container's process with
+	// (ContainerStatus.user reports it).
+	User *store.User
+}
+
+// SpecUser is the store form of a spec's process user.
+func SpecUser(s *specs.Spec) *store.User {
+	if s == nil || s.Process == nil {
+		return nil
+	}
+	u := s.Process.User
+	return &store.User{UID: u.UID, GID: u.GID, AdditionalGids: append([]uint32(nil), u.AdditionalGids...)}
 }
 
 // StopOptions bound a stop.
@@ -157,6 +183,13 @@ func (s *ContainerState) Apply(c *store.Container) {
 	}
 	if !s.FinishedAt.IsZero() {
 		c.FinishedAt = s.FinishedAt
+	}
+	// An exit time read from a file's mtime (conmon's exit file) comes
+	// from the kernel's coarse clock and can trail the start time taken
+	// just before a process that exits at once: it never ended before it
+	// started.
+	if !c.FinishedAt.IsZero() && c.FinishedAt.Before(c.StartedAt) {
+		c.FinishedAt = c.StartedAt
 	}
 	c.ExitCode, c.Reason, c.Message = s.ExitCode, s.Reason, s.Message
 	if s.Process != nil {
@@ -196,4 +229,8 @@ type ContainerStats struct {
 	MemoryUsageBytes      uint64
 	// Processes is the number of processes (pids.current).
 	Processes uint64
+	// Detail is everything the handler measured, for the CRI metrics:
+	// runc reads the host cgroup and /proc, vm the agent's account of the
+	// guest's. Nil when the handler has none.
+	Detail *cgroupstat.Stats
 }

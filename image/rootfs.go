@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/storage"
+	"go.podman.io/storage/pkg/idtools"
+	storagetypes "go.podman.io/storage/types"
 
 	"github.com/crivm/crivm/internal/log"
 )
@@ -14,11 +17,31 @@ import (
 // names and mounts it. It returns the mount point and the image ID. On
 // failure nothing is left in storage.
 func (s *Service) CreateRootfs(ctx context.Context, id, name, imageRef string) (rootfs, imageID string, err error) {
+	return s.CreateRootfsMapped(ctx, id, name, imageRef, nil)
+}
+
+// IDMappings are a user namespace's uid and gid mappings.
+type IDMappings struct {
+	UIDs, GIDs []specs.LinuxIDMapping
+}
+
+// CreateRootfsMapped is CreateRootfs for a container in a user namespace
+// (m not nil): its files, the image's layers included, are owned by the
+// mapped ids, so the container's root owns what the image's root owns.
+// The overlay driver mounts the image's layers through idmapped mounts
+// where the kernel can (no copy); otherwise containers/storage keeps a
+// chowned copy of the image for these mappings. Later mounts (MountRootfs)
+// use the same mappings.
+func (s *Service) CreateRootfsMapped(ctx context.Context, id, name, imageRef string, m *IDMappings) (rootfs, imageID string, err error) {
 	img, err := s.lookup(imageRef)
 	if err != nil {
 		return "", "", err
 	}
-	if _, err := s.store.CreateContainer(id, []string{name}, img.ID, "", "", nil); err != nil {
+	var opts *storage.ContainerOptions
+	if m != nil {
+		opts = &storage.ContainerOptions{IDMappingOptions: storagetypes.IDMappingOptions{UIDMap: toIDMap(m.UIDs), GIDMap: toIDMap(m.GIDs)}}
+	}
+	if _, err := s.store.CreateContainer(id, []string{name}, img.ID, "", "", opts); err != nil {
 		return "", "", fmt.Errorf("creating storage container: %w", err)
 	}
 	mp, err := s.store.Mount(id, "")
@@ -29,6 +52,14 @@ func (s *Service) CreateRootfs(ctx context.Context, id, name, imageRef string) (
 		return "", "", fmt.Errorf("mounting rootfs: %w", err)
 	}
 	return mp, img.ID, nil
+}
+
+func toIDMap(ms []specs.LinuxIDMapping) []idtools.IDMap {
+	out := make([]idtools.IDMap, len(ms))
+	for i, m := range ms {
+		out[i] = idtools.IDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)}
+	}
+	return out
 }
 
 // MountRootfs (re)mounts an existing container's rootfs, e.g. after a

@@ -45,6 +45,32 @@ var dirMu sync.Mutex
 // New fails with ErrAlreadyExists when dir/name exists. A failed New leaves
 // neither the file nor a mount behind.
 func New(dir, name string) (*NetNS, error) {
+	return newAt(dir, name, createAt)
+}
+
+// NewFromPID is New for the network namespace process pid is in: it pins
+// that namespace at dir/name and brings its loopback interface up. A pod
+// with its own user namespace gets its network namespace this way: its
+// sandbox creates it, so that the pod's user namespace owns it. The caller
+// makes sure pid is still the process it means.
+func NewFromPID(dir, name string, pid int) (*NetNS, error) {
+	if pid <= 0 {
+		return nil, errdefs.InvalidArgument("pinning the network namespace of pid %d", pid)
+	}
+	return newAt(dir, name, func(p string) error {
+		src := fmt.Sprintf("/proc/%d/ns/net", pid)
+		if err := unix.Mount(src, p, "none", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind-mounting %s onto %s: %w", src, p, err)
+		}
+		if err := Do(p, func() error { return linkUp("lo") }); err != nil {
+			return fmt.Errorf("bringing lo up: %w", err)
+		}
+		return nil
+	})
+}
+
+// newAt creates the file dir/name and has create bind a namespace on it.
+func newAt(dir, name string, create func(p string) error) (*NetNS, error) {
 	if dir == "" {
 		dir = DefaultDir
 	}
@@ -66,7 +92,7 @@ func New(dir, name string) (*NetNS, error) {
 		_ = os.Remove(p)
 		return nil, fmt.Errorf("creating network namespace file: %w", err)
 	}
-	if err := createAt(p); err != nil {
+	if err := create(p); err != nil {
 		// The mount, if any, is only on p; removing it releases the namespace.
 		n := &NetNS{path: p}
 		if rerr := n.Remove(); rerr != nil {

@@ -3,6 +3,7 @@ package oci
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -46,29 +47,88 @@ func TestSandboxNamespaces(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := sandboxNamespaces(tt.opts, tt.netns, tt.cg)
+			got, err := sandboxNamespaces(tt.opts, tt.netns, tt.cg, nil)
 			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %v, %v\nwant %v", got, err, tt.want)
 			}
 		})
 	}
-	_, err := sandboxNamespaces(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod}}, "", CgroupFeatures{})
-	if !errors.Is(err, errdefs.ErrUnimplemented) {
-		t.Errorf("user namespace: err = %v, want Unimplemented", err)
+	// With a user namespace the sandbox creates the network namespace the
+	// user namespace owns.
+	u := &UserNamespace{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}, GIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}}
+	got, err := sandboxNamespaces(&runtimeapi.NamespaceOption{}, "", CgroupFeatures{}, u)
+	if want := []specs.LinuxNamespace{ns("pid", ""), ns("network", ""), ns("ipc", ""), ns("uts", ""), ns("mount", ""), ns("user", "")}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("user namespace: got %v, %v\nwant %v", got, err, want)
 	}
-	if _, err := sandboxNamespaces(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: node}}, "", CgroupFeatures{}); err != nil {
-		t.Errorf("host user namespace: %v", err)
+	if _, err := sandboxNamespaces(&runtimeapi.NamespaceOption{}, "/run/netns/p1", CgroupFeatures{}, u); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("user namespace and a netns path: err = %v, want InvalidArgument", err)
+	}
+}
+
+// mapping is one CRI id mapping.
+func mapping(ctrID, hostID, length uint32) []*runtimeapi.IDMapping {
+	return []*runtimeapi.IDMapping{{ContainerId: ctrID, HostId: hostID, Length: length}}
+}
+
+func TestPodUserNamespace(t *testing.T) {
+	kubelet := mapping(0, 65536, 65536)
+	two := append(mapping(0, 1000, 100000), mapping(0, 2000, 100000)...)
+	tests := []struct {
+		name    string
+		opts    *runtimeapi.NamespaceOption
+		want    *UserNamespace
+		wantErr error
+	}{
+		{name: "no options: the host's", opts: nil},
+		{name: "NODE", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: node}}},
+		{name: "POD, as the kubelet asks", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: kubelet, Gids: mapping(0, 131072, 65536)}},
+			want: &UserNamespace{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}, GIDs: []specs.LinuxIDMapping{{HostID: 131072, Size: 65536}}}},
+		{name: "CONTAINER", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: ctr}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "TARGET", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: tgt}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "two mappings", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: two, Gids: two}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "no gid mapping", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: kubelet}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "container id 0 not mapped", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: mapping(1, 1000, 100000), Gids: mapping(1, 1000, 100000)}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "empty mapping", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: mapping(0, 1000, 0), Gids: kubelet}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "root to root", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: mapping(0, 0, 65536), Gids: kubelet}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "past the last id", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: kubelet, Gids: mapping(0, 4294901760, 65536)}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "with host network", opts: &runtimeapi.NamespaceOption{Network: node, UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: kubelet, Gids: kubelet}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "with host PID", opts: &runtimeapi.NamespaceOption{Pid: node, UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: kubelet, Gids: kubelet}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "with host IPC", opts: &runtimeapi.NamespaceOption{Ipc: node, UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: kubelet, Gids: kubelet}}, wantErr: errdefs.ErrInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := PodUserNamespace(tt.opts)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+	// A runtime without user namespaces refuses POD, not NODE.
+	if _, err := podUserns(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: kubelet, Gids: kubelet}}, false); !errors.Is(err, errdefs.ErrUnimplemented) {
+		t.Errorf("POD without support: err = %v, want Unimplemented", err)
+	}
+	if u, err := podUserns(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: node}}, false); u != nil || err != nil {
+		t.Errorf("NODE without support: %v, %v", u, err)
 	}
 }
 
 func TestContainerNamespaces(t *testing.T) {
 	const pid = 4242
+	podUserns := &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: mapping(0, 65536, 65536), Gids: mapping(0, 65536, 65536)}}
+	userns := &UserNamespace{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}, GIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}}
 	tests := []struct {
 		name      string
 		pod, ctr  *runtimeapi.NamespaceOption
 		sbPid     int
 		overrides map[specs.LinuxNamespaceType]string
 		cg        CgroupFeatures
+		userns    *UserNamespace
 		want      []specs.LinuxNamespace
 		wantErr   error
 	}{
@@ -92,11 +152,20 @@ func TestContainerNamespaces(t *testing.T) {
 			overrides: map[specs.LinuxNamespaceType]string{"pid": "/g/pid", "network": "/g/net", "ipc": "/g/ipc", "uts": "/g/uts"},
 			want:      []specs.LinuxNamespace{ns("pid", "/g/pid"), ns("network", "/g/net"), ns("ipc", "/g/ipc"), ns("uts", "/g/uts"), ns("mount", ""), ns("cgroup", "")}},
 		{name: "no sandbox pid and no paths", pod: &runtimeapi.NamespaceOption{}, ctr: &runtimeapi.NamespaceOption{Pid: ctr}, wantErr: errAny},
-		{name: "user namespace", pod: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod}}, sbPid: pid, wantErr: errdefs.ErrUnimplemented},
+		{name: "user namespace: joined", pod: podUserns, ctr: &runtimeapi.NamespaceOption{Pid: ctr, UsernsOptions: podUserns.UsernsOptions}, sbPid: pid, userns: userns,
+			want: []specs.LinuxNamespace{ns("pid", ""), ns("network", "/proc/4242/ns/net"), ns("ipc", "/proc/4242/ns/ipc"), ns("uts", "/proc/4242/ns/uts"), ns("mount", ""), ns("user", "/proc/4242/ns/user")}},
+		{name: "user namespace: container options unset", pod: podUserns, sbPid: pid, userns: userns,
+			want: []specs.LinuxNamespace{ns("pid", "/proc/4242/ns/pid"), ns("network", "/proc/4242/ns/net"), ns("ipc", "/proc/4242/ns/ipc"), ns("uts", "/proc/4242/ns/uts"), ns("mount", ""), ns("user", "/proc/4242/ns/user")}},
+		{name: "user namespace: the container asks for another", pod: podUserns, sbPid: pid, userns: userns,
+			ctr: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: pod, Uids: mapping(0, 1000, 10), Gids: mapping(0, 1000, 10)}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "user namespace: the container asks for the host's", pod: podUserns, sbPid: pid, userns: userns,
+			ctr: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: node}}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "user namespace: the container alone asks for one", pod: &runtimeapi.NamespaceOption{}, sbPid: pid,
+			ctr: podUserns, wantErr: errdefs.ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := containerNamespaces(tt.pod, tt.ctr, tt.sbPid, tt.overrides, tt.cg)
+			got, err := containerNamespaces(tt.pod, tt.ctr, tt.sbPid, tt.overrides, tt.cg, tt.userns)
 			if tt.wantErr != nil {
 				if err == nil || (tt.wantErr != errAny && !errors.Is(err, tt.wantErr)) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -105,6 +174,61 @@ func TestContainerNamespaces(t *testing.T) {
 			}
 			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %v, %v\nwant %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSpecUserNamespace: a pod with its own user namespace gets it in the
+// sandbox's spec (created, with the mappings and a new network namespace)
+// and in its containers' (joined, with the same mappings), where the
+// runtime supports it; elsewhere the pod is refused.
+func TestSpecUserNamespace(t *testing.T) {
+	m := mapping(0, 65536, 65536)
+	want := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	withUserns := func(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.PodSandboxConfig {
+		cfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: pod, Uids: m, Gids: m}
+		return cfg
+	}
+	tests := []struct {
+		name      string
+		supported bool
+		netns     string
+		wantErr   error
+	}{
+		{name: "supported", supported: true},
+		{name: "not supported (vm handler)", wantErr: errdefs.ErrUnimplemented},
+		{name: "a network namespace path given", supported: true, netns: "/run/netns/x", wantErr: errdefs.ErrInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sb, err := SandboxSpec(SandboxSpecInput{Host: Host{UserNamespaces: tt.supported}, ID: "sb1", Config: withUserns(testSandboxConfig()), NetNSPath: tt.netns})
+			in := testContainerInput(t)
+			in.Host.UserNamespaces = tt.supported
+			in.Sandbox = withUserns(in.Sandbox)
+			c, cerr := ContainerSpec(in)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Errorf("sandbox: err = %v, want %v", err, tt.wantErr)
+				}
+				if tt.netns == "" && !errors.Is(cerr, tt.wantErr) {
+					t.Errorf("container: err = %v, want %v", cerr, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || cerr != nil {
+				t.Fatal(err, cerr)
+			}
+			if !slices.Contains(sb.Linux.Namespaces, ns("user", "")) || !slices.Contains(sb.Linux.Namespaces, ns("network", "")) {
+				t.Errorf("sandbox namespaces %v: want new user and network ones", sb.Linux.Namespaces)
+			}
+			if !slices.Contains(c.Linux.Namespaces, ns("user", "/proc/100/ns/user")) {
+				t.Errorf("container namespaces %v: want the sandbox's user namespace", c.Linux.Namespaces)
+			}
+			for _, s := range []*specs.Spec{sb, c} {
+				if !reflect.DeepEqual(s.Linux.UIDMappings, want) || !reflect.DeepEqual(s.Linux.GIDMappings, want) {
+					t.Errorf("mappings %v %v, want %v", s.Linux.UIDMappings, s.Linux.GIDMappings, want)
+				}
 			}
 		})
 	}

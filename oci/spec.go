@@ -61,6 +61,11 @@ type Host struct {
 	Capabilities []string
 	// PidsLimit is the pids cgroup limit for containers; 0 means unlimited.
 	PidsLimit int64
+	// UserNamespaces says the runtime applying the spec runs pods in their
+	// own user namespace (userns_options mode POD); without it such pods
+	// are refused with Unimplemented. The caller makes the rootfs and bind
+	// mount sources usable by the mapped ids (runc handler: idmapped mounts).
+	UserNamespaces bool
 	// Warnf reports settings the generator ignored. It may be nil.
 	Warnf func(format string, args ...any)
 }
@@ -83,7 +88,9 @@ type SandboxSpecInput struct {
 	ImageName  string
 	RootfsPath string
 	// NetNSPath is the pod's network namespace. With host networking it is
-	// ignored; when empty otherwise, the sandbox gets a new, empty one.
+	// ignored; when empty otherwise, the sandbox gets a new, empty one. It
+	// must be empty for a pod with its own user namespace, which owns the
+	// network namespace the sandbox creates.
 	NetNSPath string
 	// CgroupParent overrides Config.Linux.CgroupParent when set.
 	CgroupParent string
@@ -210,8 +217,15 @@ func SandboxSpec(in SandboxSpecInput) (*specs.Spec, error) {
 		s.Hostname = hostname
 	}
 
-	if s.Linux.Namespaces, err = sandboxNamespaces(nsOpts, in.NetNSPath, in.Cgroups); err != nil {
+	userns, err := podUserns(nsOpts, in.UserNamespaces)
+	if err != nil {
 		return nil, err
+	}
+	if s.Linux.Namespaces, err = sandboxNamespaces(nsOpts, in.NetNSPath, in.Cgroups, userns); err != nil {
+		return nil, err
+	}
+	if userns != nil {
+		s.Linux.UIDMappings, s.Linux.GIDMappings = userns.UIDs, userns.GIDs
 	}
 	if s.Linux.CgroupsPath, err = cgroupsPath(firstNonEmpty(in.CgroupParent, lc.GetCgroupParent()), in.CgroupDriver, in.ID); err != nil {
 		return nil, err
@@ -341,8 +355,16 @@ func ContainerSpec(in ContainerSpecInput) (*specs.Spec, error) {
 		s.Process.OOMScoreAdj = &adj
 	}
 
-	if s.Linux.Namespaces, err = containerNamespaces(podNS, sc.GetNamespaceOptions(), in.SandboxPid, in.NamespacePaths, in.Cgroups); err != nil {
+	userns, err := podUserns(podNS, in.UserNamespaces)
+	if err != nil {
 		return nil, err
+	}
+	if s.Linux.Namespaces, err = containerNamespaces(podNS, sc.GetNamespaceOptions(), in.SandboxPid, in.NamespacePaths, in.Cgroups, userns); err != nil {
+		return nil, err
+	}
+	if userns != nil {
+		// runc needs the mappings of the user namespace it joins.
+		s.Linux.UIDMappings, s.Linux.GIDMappings = userns.UIDs, userns.GIDs
 	}
 	if s.Linux.CgroupsPath, err = cgroupsPath(firstNonEmpty(in.CgroupParent, in.Sandbox.GetLinux().GetCgroupParent()), in.CgroupDriver, in.ID); err != nil {
 		return nil, err

@@ -222,7 +222,7 @@ func TestContainerSpec(t *testing.T) {
 	if p.Cwd != "/srv" || !p.Terminal || !p.NoNewPrivileges {
 		t.Errorf("cwd %q terminal %v nnp %v", p.Cwd, p.Terminal, p.NoNewPrivileges)
 	}
-	if !reflect.DeepEqual(p.User, specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1, 29, 2000, 5000}}) {
+	if !reflect.DeepEqual(p.User, specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 1, 29, 2000, 5000}}) {
 		t.Errorf("user %+v", p.User)
 	}
 	if *p.OOMScoreAdj != -500 {

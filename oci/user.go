@@ -115,7 +115,10 @@ type userRequest struct {
 
 // resolveProcessUser applies the CRI user rules: run_as_username, else
 // run_as_user, else the image's User; run_as_group replaces the primary
-// group; supplemental_groups are appended to the groups from /etc/group.
+// group. The supplementary groups are the primary group, then (policy
+// Merge, the default) the groups /etc/group lists the user in, then
+// supplemental_groups (which carry the pod's fsGroup); policy Strict leaves
+// out /etc/group.
 func resolveProcessUser(rootfs string, r userRequest) (specs.User, error) {
 	if r.runAsGroup != nil && r.runAsUser == nil && r.runAsUsername == "" {
 		return specs.User{}, errdefs.InvalidArgument("run_as_group is set without run_as_user or run_as_username")
@@ -149,6 +152,10 @@ func resolveProcessUser(rootfs string, r userRequest) (specs.User, error) {
 	if r.strict {
 		groups = nil
 	}
+	// The primary group leads the supplementary groups, as containerd sets
+	// them: ContainerStatus.user reports this list, and the kubelet shows
+	// it with the primary group in it.
+	groups = append([]uint32{gid}, slices.DeleteFunc(groups, func(g uint32) bool { return g == gid })...)
 	for _, g := range r.supplemental {
 		id, err := toID(g, "supplemental group")
 		if err != nil {

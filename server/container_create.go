@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"go.podman.io/image/v5/docker/reference"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/steps"
+	"github.com/crivm/crivm/oci"
 	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/trust"
 )
@@ -114,8 +117,13 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 	files := podFilesIn(sb.Extra["pod_dir"])
 	return []steps.Step{
 		{Name: "creating rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			var err error
-			rootfs, c.ImageRef, err = s.deps.Images.CreateRootfs(ctx, c.ID, c.Name, c.Image)
+			// In a pod with its own user namespace, the rootfs is owned by
+			// the mapped ids.
+			userns, err := oci.PodUserNamespace(sbCfg.GetLinux().GetSecurityContext().GetNamespaceOptions())
+			if err != nil {
+				return nil, err
+			}
+			rootfs, c.ImageRef, err = s.deps.Images.CreateRootfsMapped(ctx, c.ID, c.Name, c.Image, idMappings(userns))
 			if err != nil {
 				return nil, err
 			}
@@ -131,6 +139,7 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 				ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
 				Untrusted: untrusted, Sources: sources,
 			}
+			c.RepoDigest = repoDigest(img.RepoDigests, cfg.GetImage().GetUserSpecifiedImage(), c.Image)
 			if img.Config != nil {
 				req.Image = &img.Config.Config
 				c.Extra["stop_signal"] = img.Config.Config.StopSignal
@@ -142,7 +151,7 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 			if err != nil {
 				return nil, err
 			}
-			c.Process, c.ExitFile = created.Process, created.ExitFile
+			c.Process, c.ExitFile, c.User = created.Process, created.ExitFile, created.User
 			for k, v := range created.Extra {
 				c.Extra[k] = v
 			}
@@ -179,6 +188,28 @@ func (s *RuntimeService) imageName(ctx context.Context, spec *runtimeapi.ImageSp
 		return img.RepoDigests[0], nil
 	}
 	return "", errdefs.FailedPrecondition("image %s has no name to check against the trust policy", img.ID)
+}
+
+// repoDigest picks the digested reference ContainerStatus.image_ref reports
+// (as containerd and CRI-O do; the kubelet shows it as the pod's imageID):
+// the one of the first of names (the user's reference, then the image
+// field) whose repository has one, else the image's first, else "".
+func repoDigest(digests []string, names ...string) string {
+	for _, n := range names {
+		named, err := reference.ParseNormalizedNamed(n)
+		if err != nil {
+			continue // an image ID, or empty
+		}
+		for _, d := range digests {
+			if repo, _, ok := strings.Cut(d, "@"); ok && repo == named.Name() {
+				return d
+			}
+		}
+	}
+	if len(digests) > 0 {
+		return digests[0]
+	}
+	return ""
 }
 
 func isIDPrefix(id, s string) bool {

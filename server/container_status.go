@@ -42,8 +42,9 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *store.Container
 		State:       containerState(c.State),
 		CreatedAt:   c.CreatedAt.UnixNano(),
 		Image:       &runtimeapi.ImageSpec{Image: c.Image, UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage()},
-		ImageRef:    c.ImageRef,
+		ImageRef:    imageRef(c),
 		ImageId:     c.ImageRef,
+		User:        containerUser(c.User),
 		Labels:      c.Labels,
 		Annotations: c.Annotations,
 		Mounts:      cfg.GetMounts(),
@@ -58,4 +59,27 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *store.Container
 		st.Reason, st.Message = c.Reason, c.Message
 	}
 	return st, nil
+}
+
+// imageRef is the container's image_ref: a digested reference to its image
+// when the image has one, else the image ID. image_id is always the image
+// ID, the value PullImage's image_ref and ImageStatus's id carry.
+func imageRef(c *store.Container) string {
+	if c.RepoDigest != "" {
+		return c.RepoDigest
+	}
+	return c.ImageRef
+}
+
+// containerUser is ContainerStatus.user: the identity the spec starts the
+// first process with (nil for a record older than this field).
+func containerUser(u *store.User) *runtimeapi.ContainerUser {
+	if u == nil {
+		return nil
+	}
+	groups := make([]int64, len(u.AdditionalGids))
+	for i, g := range u.AdditionalGids {
+		groups[i] = int64(g)
+	}
+	return &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: groups}}
 }

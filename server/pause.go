@@ -7,6 +7,7 @@ import (
 
 	imgspec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/crivm/crivm/image"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/store"
@@ -14,7 +15,7 @@ import (
 
 // pauseRootfs mounts a fresh rootfs of the pause image for sb's infra
 // container, pulling the image first if it is not in storage.
-func (s *RuntimeService) pauseRootfs(ctx context.Context, sb *store.Sandbox) (string, *imgspec.Image, error) {
+func (s *RuntimeService) pauseRootfs(ctx context.Context, sb *store.Sandbox, m *image.IDMappings) (string, *imgspec.Image, error) {
 	ref := s.deps.Config().Image.PauseImage
 	img, err := s.deps.Images.Status(ctx, ref)
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -27,7 +28,7 @@ func (s *RuntimeService) pauseRootfs(ctx context.Context, sb *store.Sandbox) (st
 	if err != nil {
 		return "", nil, fmt.Errorf("finding pause image %s: %w", ref, err)
 	}
-	rootfs, _, err := s.deps.Images.CreateRootfs(ctx, sb.ID, sb.Name, img.ID)
+	rootfs, _, err := s.deps.Images.CreateRootfsMapped(ctx, sb.ID, sb.Name, img.ID, m)
 	if err != nil {
 		return "", nil, err
 	}

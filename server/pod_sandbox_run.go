@@ -15,10 +15,12 @@ import (
 
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/image"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/steps"
 	"github.com/crivm/crivm/netns"
+	"github.com/crivm/crivm/oci"
 	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/trust"
 )
@@ -47,6 +49,10 @@ func (s *RuntimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunP
 	entry, err := s.deps.Handlers.Get(v.Handler)
 	if err != nil {
 		return nil, err
+	}
+	userns, _ := oci.PodUserNamespace(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()) // validated above
+	if userns != nil && !entry.Features().UserNamespaces {
+		return nil, errdefs.FailedPrecondition("pod %s/%s asks for its own user namespace, which handler %q does not offer", in.Namespace, in.Name, v.Handler)
 	}
 
 	md := cfg.GetMetadata()
@@ -80,7 +86,7 @@ func (s *RuntimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunP
 	}
 	// Once recorded, the sandbox's resources are released by Stop/Remove.
 	start := time.Now()
-	if _, err := steps.Run(ctx, s.runSandboxSteps(sb, cfg, entry)); err != nil {
+	if _, err := steps.Run(ctx, s.runSandboxSteps(sb, cfg, entry, userns)); err != nil {
 		s.deps.Store.Sandboxes.Release(sb.Name, sb.ID)
 		return nil, err
 	}
@@ -97,123 +103,147 @@ func trustWord(trusted bool) string {
 }
 
 // runSandboxSteps fills sb as it goes; the last step persists it.
-func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodSandboxConfig, entry *handlers.Entry) []steps.Step {
+//
+// A pod with its own user namespace (userns not nil) gets its network
+// namespace from its sandbox, which creates it in the user namespace (see
+// oci.SandboxSpecInput.NetNSPath): the namespace is pinned and CNI runs
+// once the sandbox runs, rather than beside its start.
+func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodSandboxConfig, entry *handlers.Entry, userns *oci.UserNamespace) []steps.Step {
 	files := podFilesIn(filepath.Join(s.deps.PodsDir, sb.ID))
 	hostNet := hostNetwork(cfg)
 	hostname := podHostname(cfg)
-	var pauseRootfs string
+	var pauseRootfsPath string
 	var pauseImage *imgspec.Image
 	// network is the CNI ADD running beside the sandbox start; nil for
 	// host network.
 	var network *networkFuture
 	start := time.Now()
-	return []steps.Step{
-		{Name: "writing pod files", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			if err := os.MkdirAll(files.Dir, 0o755); err != nil {
-				return nil, err
-			}
-			cleanup := func(context.Context) error { return files.remove() }
-			// hosts exists from the start (the infra container may bind it
-			// while CNI runs); the pod's address is written into the same
-			// inode once CNI has it.
-			err := errors.Join(files.writeResolvConf(cfg.GetDnsConfig()), files.writeHostname(hostname), files.writeHosts(hostNet, "", hostname))
-			if err == nil && !hostIPC(cfg) {
-				err = files.mountShm()
-			}
-			if err != nil {
-				return nil, errors.Join(err, cleanup(ctx))
-			}
-			sb.Extra["pod_dir"] = files.Dir
-			return cleanup, nil
-		}},
-		{Name: "creating network namespace", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			if hostNet {
-				return nil, nil
-			}
-			ns, err := netns.New(s.deps.NetNSDir, "crivm-"+sb.ID[:32])
-			if err != nil {
-				return nil, err
-			}
-			sb.NetNSPath = ns.Path()
-			return func(context.Context) error { return ns.Remove() }, nil
-		}},
-		{Name: "setting up pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			if hostNet {
-				return nil, nil
-			}
-			nreq := networkRequest(sb, cfg)
-			// CNI ADD runs while the sandbox starts (the infra container or
-			// the VM needs only the namespace); "waiting for pod network"
-			// joins. What would fail before any plugin runs fails here, at
-			// once.
-			if err := s.deps.Network.Check(ctx, nreq); err != nil {
-				return nil, err
-			}
-			network = &networkFuture{done: make(chan struct{})}
-			go func() {
-				network.res, network.err = s.deps.Network.Setup(ctx, nreq)
-				close(network.done)
-			}()
-			return func(ctx context.Context) error {
-				<-network.done // Teardown must not race a Setup still running.
-				return s.deps.Network.Teardown(ctx, nreq)
-			}, nil
-		}},
-		{Name: "preparing pause rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			if entry.Type != configs.RuntimeTypeOCI {
-				return nil, nil
-			}
-			rootfs, img, err := s.pauseRootfs(ctx, sb)
-			if err != nil {
-				return nil, err
-			}
-			pauseRootfs, pauseImage = rootfs, img
-			return func(ctx context.Context) error { return s.deps.Images.RemoveRootfs(ctx, sb.ID) }, nil
-		}},
-		{Name: "starting sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			req := &handlers.SandboxRequest{
-				Sandbox: sb, Config: cfg, Dir: files.Dir, NetNSPath: sb.NetNSPath, WaitNetwork: network.wait,
-				ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
-				PauseRootfs: pauseRootfs,
-			}
-			if !hostIPC(cfg) {
-				req.ShmPath = files.Shm
-			}
-			if pauseImage != nil {
-				req.PauseImage = &pauseImage.Config
-			}
-			started, err := entry.StartSandbox(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			sb.Process = started.Process
-			for k, v := range started.Extra {
-				sb.Extra[k] = v
-			}
-			return func(ctx context.Context) error {
-				return errors.Join(entry.StopSandbox(ctx, sb), entry.RemoveSandbox(ctx, sb))
-			}, nil
-		}},
-		{Name: "setting up pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			if network == nil {
-				return nil, nil
-			}
-			if err := network.wait(ctx); err != nil {
-				return nil, err
-			}
-			return nil, applyNetwork(sb, files, hostname, network.res)
-		}},
-		{Name: "recording sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			sb.CreatedAt = time.Now()
-			if err := s.deps.Store.Sandboxes.Add(sb); err != nil {
-				return nil, err
-			}
-			s.emitSandbox(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
-			s.emitSandbox(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
-			log.G(ctx).Debug("sandbox recorded", "took", time.Since(start))
-			return func(context.Context) error { return s.deps.Store.Sandboxes.Delete(sb.ID) }, nil
-		}},
+	writeFiles := steps.Step{Name: "writing pod files", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		if err := os.MkdirAll(files.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		cleanup := func(context.Context) error { return files.remove() }
+		// hosts exists from the start (the infra container may bind it
+		// while CNI runs); the pod's address is written into the same
+		// inode once CNI has it.
+		err := errors.Join(files.writeResolvConf(cfg.GetDnsConfig()), files.writeHostname(hostname), files.writeHosts(hostNet, "", hostname))
+		if err == nil && !hostIPC(cfg) {
+			err = files.mountShm()
+		}
+		if err != nil {
+			return nil, errors.Join(err, cleanup(ctx))
+		}
+		sb.Extra["pod_dir"] = files.Dir
+		return cleanup, nil
+	}}
+	createNetNS := steps.Step{Name: "creating network namespace", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		if hostNet {
+			return nil, nil
+		}
+		ns, err := netns.New(s.deps.NetNSDir, "crivm-"+sb.ID[:32])
+		if err != nil {
+			return nil, err
+		}
+		sb.NetNSPath = ns.Path()
+		return func(context.Context) error { return ns.Remove() }, nil
+	}}
+	pinNetNS := steps.Step{Name: "pinning the sandbox's network namespace", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		ns, err := netns.NewFromPID(s.deps.NetNSDir, "crivm-"+sb.ID[:32], sb.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		sb.NetNSPath = ns.Path()
+		return func(context.Context) error { return ns.Remove() }, nil
+	}}
+	startNetwork := steps.Step{Name: "setting up pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		if hostNet {
+			return nil, nil
+		}
+		nreq := networkRequest(sb, cfg)
+		// CNI ADD runs while the sandbox starts (the infra container or
+		// the VM needs only the namespace); "waiting for pod network"
+		// joins. What would fail before any plugin runs fails here, at
+		// once.
+		if err := s.deps.Network.Check(ctx, nreq); err != nil {
+			return nil, err
+		}
+		network = &networkFuture{done: make(chan struct{})}
+		go func() {
+			network.res, network.err = s.deps.Network.Setup(ctx, nreq)
+			close(network.done)
+		}()
+		return func(ctx context.Context) error {
+			<-network.done // Teardown must not race a Setup still running.
+			return s.deps.Network.Teardown(ctx, nreq)
+		}, nil
+	}}
+	pauseRootfs := steps.Step{Name: "preparing pause rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		if entry.Type != configs.RuntimeTypeOCI {
+			return nil, nil
+		}
+		rootfs, img, err := s.pauseRootfs(ctx, sb, idMappings(userns))
+		if err != nil {
+			return nil, err
+		}
+		pauseRootfsPath, pauseImage = rootfs, img
+		return func(ctx context.Context) error { return s.deps.Images.RemoveRootfs(ctx, sb.ID) }, nil
+	}}
+	startSandbox := steps.Step{Name: "starting sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		req := &handlers.SandboxRequest{
+			Sandbox: sb, Config: cfg, Dir: files.Dir, NetNSPath: sb.NetNSPath, WaitNetwork: network.wait,
+			ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
+			PauseRootfs: pauseRootfsPath,
+		}
+		if !hostIPC(cfg) {
+			req.ShmPath = files.Shm
+		}
+		if pauseImage != nil {
+			req.PauseImage = &pauseImage.Config
+		}
+		started, err := entry.StartSandbox(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		sb.Process = started.Process
+		for k, v := range started.Extra {
+			sb.Extra[k] = v
+		}
+		return func(ctx context.Context) error {
+			return errors.Join(entry.StopSandbox(ctx, sb), entry.RemoveSandbox(ctx, sb))
+		}, nil
+	}}
+	waitNetwork := steps.Step{Name: "setting up pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		if network == nil {
+			return nil, nil
+		}
+		if err := network.wait(ctx); err != nil {
+			return nil, err
+		}
+		return nil, applyNetwork(sb, files, hostname, network.res)
+	}}
+	record := steps.Step{Name: "recording sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		sb.CreatedAt = time.Now()
+		if err := s.deps.Store.Sandboxes.Add(sb); err != nil {
+			return nil, err
+		}
+		s.emitSandbox(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+		s.emitSandbox(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+		log.G(ctx).Debug("sandbox recorded", "took", time.Since(start))
+		return func(context.Context) error { return s.deps.Store.Sandboxes.Delete(sb.ID) }, nil
+	}}
+	if userns != nil {
+		return []steps.Step{writeFiles, pauseRootfs, startSandbox, pinNetNS, startNetwork, waitNetwork, record}
 	}
+	return []steps.Step{writeFiles, createNetNS, startNetwork, pauseRootfs, startSandbox, waitNetwork, record}
+}
+
+// idMappings are the rootfs mappings of a pod with its own user namespace
+// (nil for none).
+func idMappings(u *oci.UserNamespace) *image.IDMappings {
+	if u == nil {
+		return nil
+	}
+	return &image.IDMappings{UIDs: u.UIDs, GIDs: u.GIDs}
 }
 
 // networkRequest is the CNI request for sb; Setup and Teardown use the same.
@@ -249,6 +279,9 @@ func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 		return errdefs.InvalidArgument("pod sandbox metadata.namespace is empty")
 	case cfg.GetMetadata().GetUid() == "":
 		return errdefs.InvalidArgument("pod sandbox metadata.uid is empty")
+	}
+	if _, err := oci.PodUserNamespace(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()); err != nil {
+		return err
 	}
 	return validatePodFields(cfg)
 }

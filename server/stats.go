@@ -162,37 +162,72 @@ func (s *RuntimeService) podStats(ctx context.Context, sb *store.Sandbox) (*runt
 }
 
 // netDevStats reads rx/tx bytes and errors of the netns's interfaces (lo
-// excluded), eth0 first. /proc/thread-self/net/dev follows the thread's
-// netns; /sys/class/net would show the netns sysfs was mounted in.
+// excluded), eth0 first.
 func netDevStats(nsPath string) ([]*runtimeapi.NetworkInterfaceUsage, error) {
-	var data []byte
-	err := netns.Do(nsPath, func() error {
-		var err error
-		data, err = os.ReadFile("/proc/thread-self/net/dev")
-		return err
-	})
+	devs, err := netDev(nsPath)
 	if err != nil {
 		return nil, err
 	}
 	var out []*runtimeapi.NetworkInterfaceUsage
-	for _, line := range strings.Split(string(data), "\n")[2:] {
+	for _, d := range devs {
+		out = append(out, &runtimeapi.NetworkInterfaceUsage{Name: d.name,
+			RxBytes: &runtimeapi.UInt64Value{Value: d.rxBytes}, RxErrors: &runtimeapi.UInt64Value{Value: d.rxErrors},
+			TxBytes: &runtimeapi.UInt64Value{Value: d.txBytes}, TxErrors: &runtimeapi.UInt64Value{Value: d.txErrors}})
+	}
+	return out, nil
+}
+
+// netDev reads the counters of the interfaces of the netns at nsPath (the
+// host's for "", a host-network pod), lo excluded, eth0 first.
+// /proc/thread-self/net/dev follows the thread's netns; /sys/class/net
+// would show the netns sysfs was mounted in.
+func netDev(nsPath string) ([]netDevice, error) {
+	var data []byte
+	read := func() error {
+		var err error
+		data, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	}
+	var err error
+	if nsPath == "" {
+		err = read()
+	} else {
+		err = netns.Do(nsPath, read)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseNetDev(data), nil
+}
+
+// parseNetDev parses /proc/net/dev: two header lines, then "name:" and
+// eight receive fields (bytes packets errs drop fifo frame compressed
+// multicast) and eight transmit ones (bytes packets errs drop ...).
+func parseNetDev(data []byte) []netDevice {
+	var out []netDevice
+	lines := strings.Split(string(data), "\n")
+	if len(lines) < 2 {
+		return nil
+	}
+	for _, line := range lines[2:] {
 		name, rest, ok := strings.Cut(line, ":")
 		name = strings.TrimSpace(name)
 		f := strings.Fields(rest)
-		if !ok || name == "lo" || len(f) < 11 {
+		if !ok || name == "lo" || len(f) < 12 {
 			continue
 		}
-		n := func(i int) *runtimeapi.UInt64Value {
+		n := func(i int) uint64 {
 			v, _ := strconv.ParseUint(f[i], 10, 64)
-			return &runtimeapi.UInt64Value{Value: v}
+			return v
 		}
-		// Receive: bytes packets errs ...; transmit starts at field 8.
-		ifc := &runtimeapi.NetworkInterfaceUsage{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)}
+		d := netDevice{name: name,
+			rxBytes: n(0), rxPackets: n(1), rxErrors: n(2), rxDropped: n(3),
+			txBytes: n(8), txPackets: n(9), txErrors: n(10), txDropped: n(11)}
 		if name == "eth0" {
-			out = append([]*runtimeapi.NetworkInterfaceUsage{ifc}, out...)
+			out = append([]netDevice{d}, out...)
 		} else {
-			out = append(out, ifc)
+			out = append(out, d)
 		}
 	}
-	return out, nil
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/configs"
+	"github.com/crivm/crivm/handlers"
 )
 
 // Status reports RuntimeReady and NetworkReady from real checks: the default
@@ -34,8 +35,11 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	}
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, netCond}},
+		// Both handlers apply SupplementalGroupsPolicy (oci/user.go) and
+		// ContainerStatus reports the user the spec starts with.
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
-	resp.RuntimeHandlers = runtimeHandlers(cfg)
+	resp.RuntimeHandlers = runtimeHandlers(cfg, s.deps.Handlers)
 	if req.GetVerbose() {
 		b, err := json.Marshal(cfg)
 		if err != nil {
@@ -67,23 +71,26 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 // kubelet uses for pods without a RuntimeClass (it logs "Unknown runtime
 // handler" for a name missing here), then each configured handler and its
 // aliases, in name order.
-func runtimeHandlers(cfg *configs.Config) []*runtimeapi.RuntimeHandler {
-	out := []*runtimeapi.RuntimeHandler{{Name: "", Features: handlerFeatures(cfg.Runtime.Runtimes[cfg.Runtime.DefaultRuntime])}}
+func runtimeHandlers(cfg *configs.Config, reg handlers.Registry) []*runtimeapi.RuntimeHandler {
+	out := []*runtimeapi.RuntimeHandler{{Name: "", Features: handlerFeatures(reg, cfg.Runtime.DefaultRuntime)}}
 	for _, name := range cfg.HandlerNames() {
-		h := cfg.Runtime.Runtimes[name]
-		out = append(out, &runtimeapi.RuntimeHandler{Name: name, Features: handlerFeatures(h)})
-		for _, alias := range h.Aliases {
-			out = append(out, &runtimeapi.RuntimeHandler{Name: alias, Features: handlerFeatures(h)})
+		out = append(out, &runtimeapi.RuntimeHandler{Name: name, Features: handlerFeatures(reg, name)})
+		for _, alias := range cfg.Runtime.Runtimes[name].Aliases {
+			out = append(out, &runtimeapi.RuntimeHandler{Name: alias, Features: handlerFeatures(reg, name)})
 		}
 	}
 	return out
 }
 
-// handlerFeatures are what a handler supports of the features the kubelet
-// asks about: neither handler does recursive read-only mounts or user
-// namespaces yet.
-func handlerFeatures(*configs.RuntimeHandler) *runtimeapi.RuntimeHandlerFeatures {
-	return &runtimeapi.RuntimeHandlerFeatures{}
+// handlerFeatures are what the handler configured as name reports it
+// supports of the features the kubelet asks about.
+func handlerFeatures(reg handlers.Registry, name string) *runtimeapi.RuntimeHandlerFeatures {
+	e, err := reg.Get(name)
+	if err != nil {
+		return &runtimeapi.RuntimeHandlerFeatures{} // unavailable: offers nothing
+	}
+	f := e.Features()
+	return &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: f.RecursiveReadOnlyMounts, UserNamespaces: f.UserNamespaces}
 }
 
 // metricValues renders counters and gauges as a JSON object of

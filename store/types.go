@@ -79,12 +79,17 @@ type ContainerMetadata struct {
 
 // Container is one container record.
 type Container struct {
-	ID          string            `json:"id"`
-	Name        string            `json:"name"`
-	SandboxID   string            `json:"sandbox_id"`
-	Metadata    ContainerMetadata `json:"metadata"`
-	Image       string            `json:"image"`
-	ImageRef    string            `json:"image_ref"`
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	SandboxID string            `json:"sandbox_id"`
+	Metadata  ContainerMetadata `json:"metadata"`
+	Image     string            `json:"image"`
+	// ImageRef is the image's ID, as PullImage and ImageStatus report it.
+	ImageRef string `json:"image_ref"`
+	// RepoDigest is a digested reference to the image (name@sha256:...),
+	// the one of the name the container was created from when it has
+	// one; empty when the image has none (then ImageRef stands for it).
+	RepoDigest  string            `json:"repo_digest,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
 	State       ContainerState    `json:"state"`
@@ -97,9 +102,19 @@ type Container struct {
 	LogPath     string            `json:"log_path,omitempty"`
 	Process     *Process          `json:"process,omitempty"`
 	// ExitFile is where the monitor writes the exit code.
-	ExitFile string            `json:"exit_file,omitempty"`
-	Config   []byte            `json:"config,omitempty"`
-	Extra    map[string]string `json:"extra,omitempty"`
+	ExitFile string `json:"exit_file,omitempty"`
+	// User is the identity the container's first process starts with, as
+	// its spec sets it; nil for records older than this field.
+	User   *User             `json:"user,omitempty"`
+	Config []byte            `json:"config,omitempty"`
+	Extra  map[string]string `json:"extra,omitempty"`
+}
+
+// User is a process's uid, primary gid and supplementary groups.
+type User struct {
+	UID            uint32   `json:"uid"`
+	GID            uint32   `json:"gid"`
+	AdditionalGids []uint32 `json:"additional_gids,omitempty"`
 }
 
 func (p *Process) clone() *Process {
@@ -127,6 +142,11 @@ func (c *Container) clone() *Container {
 	n.Labels = maps.Clone(c.Labels)
 	n.Annotations = maps.Clone(c.Annotations)
 	n.Process = c.Process.clone()
+	if c.User != nil {
+		u := *c.User
+		u.AdditionalGids = slices.Clone(c.User.AdditionalGids)
+		n.User = &u
+	}
 	n.Config = slices.Clone(c.Config)
 	n.Extra = maps.Clone(c.Extra)
 	return &n

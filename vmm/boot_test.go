@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.podman.io/storage/pkg/reexec"
 	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/agentproxy"
@@ -39,6 +40,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The cgroup v1 shim (vmm.CgroupExecName) re-executes this binary.
+	if reexec.Init() {
+		return
+	}
 	code := m.Run()
 	if assetsDir != "" {
 		os.RemoveAll(assetsDir)

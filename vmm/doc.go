@@ -9,5 +9,8 @@
 //   - the VM lifecycle: Start runs QEMU (q35, virtio-pci, 9p shares, the
 //     agent's virtio-serial port, optional taps inside the pod's netns),
 //     Stop powers it off through QMP, Reconnect finds a running VM again
-//     after a daemon restart, and QMP is the monitor client.
+//     after a daemon restart, and QMP is the monitor client;
+//   - placement: Cgroup starts QEMU and virtiofsd inside the pod's cgroup
+//     (clone3 into it on v2, a re-exec shim on v1), so the pod's limits and
+//     the kubelet's stats cover the VM.
 package vmm

@@ -126,6 +126,9 @@ type MachineConfig struct {
 	// NoSandbox drops -sandbox on (QEMU's seccomp filter). Leave it off
 	// unless the QEMU build lacks seccomp.
 	NoSandbox bool
+	// Cgroup, when set, is the cgroup QEMU starts in (it must exist; see
+	// Cgroup.Create): the pod's, so its limits and stats cover the VM.
+	Cgroup *Cgroup
 }
 
 func (c *MachineConfig) validate() error {
@@ -375,12 +378,16 @@ func Start(ctx context.Context, cfg MachineConfig) (*VM, error) {
 		return nil, fmt.Errorf("starting vm %s: %w", c.Name, err)
 	}
 	_ = undo // the VM owns its resources from here; Stop and Kill release them
-	log.G(ctx).Info("qemu started", "pid", vm.pid, "accel", c.Accel, "memory_mib", c.MemoryMiB)
+	l := log.G(ctx).With("pid", vm.pid, "accel", c.Accel, "memory_mib", c.MemoryMiB)
+	if c.Cgroup != nil {
+		l = l.With("cgroup", c.Cgroup.Path)
+	}
+	l.Info("qemu started")
 	return vm, nil
 }
 
-// launch starts QEMU in its own session (inside NetNSPath when set) and
-// waits until its QMP socket accepts connections. QEMU is not daemonized:
+// launch starts QEMU in its own session (inside NetNSPath and Cgroup when
+// set) and waits until its QMP socket accepts connections. QEMU is not daemonized:
 // -daemonize needs fork and setsid, which -sandbox's spawn=deny and
 // elevateprivileges=deny forbid. Its stdout and stderr go to qemu.log, not
 // to pipes, so it does not depend on this process staying alive.
@@ -399,6 +406,13 @@ func launch(ctx context.Context, c MachineConfig) (*VM, error) {
 	// Its own session: a terminal's or the daemon's signals must not reach
 	// the VM, and it must outlive the daemon (no Pdeathsig).
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	if c.Cgroup != nil {
+		release, err := c.Cgroup.place(cmd)
+		if err != nil {
+			return nil, fmt.Errorf("placing qemu in cgroup %s: %w", c.Cgroup.Path, err)
+		}
+		defer release()
+	}
 	log.G(ctx).Debug("running qemu", "args", cmd.Args)
 	if c.NetNSPath != "" {
 		err = inNetNS(c.NetNSPath, cmd.Start)

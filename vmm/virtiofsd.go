@@ -61,6 +61,9 @@ type VirtiofsdConfig struct {
 	Dir string
 	// Cache is one of VirtiofsCacheModes; empty: auto.
 	Cache string
+	// Cgroup, when set, is the cgroup virtiofsd starts in (it must exist):
+	// the pod's, as QEMU's.
+	Cgroup *Cgroup
 }
 
 // Virtiofsd is a running virtiofsd. It runs in its own session and
@@ -115,8 +118,16 @@ func StartVirtiofsd(ctx context.Context, c VirtiofsdConfig) (*Virtiofsd, error) 
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session, like QEMU: it must outlive the daemon.
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	release := func() {}
+	if c.Cgroup != nil {
+		if release, err = c.Cgroup.place(cmd); err != nil {
+			return nil, fmt.Errorf("placing virtiofsd in cgroup %s: %w", c.Cgroup.Path, err)
+		}
+	}
 	log.G(ctx).Debug("running virtiofsd", "args", cmd.Args)
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	release()
+	if err != nil {
 		return nil, fmt.Errorf("running %s: %w", c.Path, err)
 	}
 	d := &Virtiofsd{pid: cmd.Process.Pid, dir: c.Dir}

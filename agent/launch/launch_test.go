@@ -74,6 +74,7 @@ func TestParseMountOptions(t *testing.T) {
 		{[]string{"nosuid", "strictatime", "mode=755", "size=65536k"}, unix.MS_NOSUID | unix.MS_STRICTATIME, nil, "mode=755,size=65536k"},
 		{[]string{"rbind", "ro", "rprivate"}, unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY, []uintptr{unix.MS_PRIVATE | unix.MS_REC}, ""},
 		{[]string{"ro", "rw"}, 0, nil, ""},
+		{[]string{"rbind", "rprivate", "rro"}, unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY, []uintptr{unix.MS_PRIVATE | unix.MS_REC}, ""},
 		{[]string{"nosuid", "suid", "noexec", "newinstance", "ptmxmode=0666"}, unix.MS_NOEXEC, nil, "newinstance,ptmxmode=0666"},
 	}
 	for _, tt := range tests {

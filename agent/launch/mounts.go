@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -29,6 +30,8 @@ var mountFlags = map[string]struct {
 	"nosuid": {false, unix.MS_NOSUID}, "rbind": {false, unix.MS_BIND | unix.MS_REC},
 	"relatime": {false, unix.MS_RELATIME}, "remount": {false, unix.MS_REMOUNT},
 	"ro": {false, unix.MS_RDONLY}, "rw": {true, unix.MS_RDONLY},
+	// rro: read-only, in every submount too (applied after the mount).
+	"rro":         {false, unix.MS_RDONLY},
 	"strictatime": {false, unix.MS_STRICTATIME}, "suid": {true, unix.MS_NOSUID},
 	"sync": {false, unix.MS_SYNCHRONOUS},
 }
@@ -109,6 +112,12 @@ func mountInRootfs(rootfs string, m specs.Mount) error {
 		}
 		if err != nil {
 			return fmt.Errorf("mounting %s on %s: %w", typ, m.Destination, err)
+		}
+	}
+	if slices.Contains(m.Options, "rro") {
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(unix.AT_FDCWD, dest, unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW, attr); err != nil {
+			return fmt.Errorf("making %s read-only recursively: %w", m.Destination, err)
 		}
 	}
 	for _, p := range prop {

@@ -1251,7 +1251,17 @@ type StatsContainerResponse struct {
 	// memory.events oom_kill.
 	OomKills uint64 `protobuf:"varint,9,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
 	// pids.current.
-	PidsCurrent   uint64 `protobuf:"varint,10,opt,name=pids_current,json=pidsCurrent,proto3" json:"pids_current,omitempty"`
+	PidsCurrent uint64 `protobuf:"varint,10,opt,name=pids_current,json=pidsCurrent,proto3" json:"pids_current,omitempty"`
+	// For the CRI metrics (cadvisor's container_* set): every value the
+	// guest measured for the container, by the names of crivm's
+	// internal/cgroupstat Keys ("cpu_periods", "memory_cache_bytes",
+	// "file_descriptors", "pressure_cpu_some_us", ...). A value the guest
+	// kernel does not offer is absent, not zero.
+	Values map[string]uint64 `protobuf:"bytes,11,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// io.stat, per block device of the guest.
+	Io []*IODeviceStats `protobuf:"bytes,12,rep,name=io,proto3" json:"io,omitempty"`
+	// hugetlb.<size>.current, per huge page size.
+	Hugetlb       []*HugetlbStats `protobuf:"bytes,13,rep,name=hugetlb,proto3" json:"hugetlb,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1356,6 +1366,173 @@ func (x *StatsContainerResponse) GetPidsCurrent() uint64 {
 	return 0
 }
 
+func (x *StatsContainerResponse) GetValues() map[string]uint64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *StatsContainerResponse) GetIo() []*IODeviceStats {
+	if x != nil {
+		return x.Io
+	}
+	return nil
+}
+
+func (x *StatsContainerResponse) GetHugetlb() []*HugetlbStats {
+	if x != nil {
+		return x.Hugetlb
+	}
+	return nil
+}
+
+type IODeviceStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Major uint32                 `protobuf:"varint,1,opt,name=major,proto3" json:"major,omitempty"`
+	Minor uint32                 `protobuf:"varint,2,opt,name=minor,proto3" json:"minor,omitempty"`
+	// /dev/NAME as the guest's sysfs names the device, else "MAJOR:MINOR".
+	Device        string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	ReadBytes     uint64 `protobuf:"varint,4,opt,name=read_bytes,json=readBytes,proto3" json:"read_bytes,omitempty"`
+	WriteBytes    uint64 `protobuf:"varint,5,opt,name=write_bytes,json=writeBytes,proto3" json:"write_bytes,omitempty"`
+	Reads         uint64 `protobuf:"varint,6,opt,name=reads,proto3" json:"reads,omitempty"`
+	Writes        uint64 `protobuf:"varint,7,opt,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IODeviceStats) Reset() {
+	*x = IODeviceStats{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IODeviceStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IODeviceStats) ProtoMessage() {}
+
+func (x *IODeviceStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IODeviceStats.ProtoReflect.Descriptor instead.
+func (*IODeviceStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *IODeviceStats) GetMajor() uint32 {
+	if x != nil {
+		return x.Major
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetMinor() uint32 {
+	if x != nil {
+		return x.Minor
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *IODeviceStats) GetReadBytes() uint64 {
+	if x != nil {
+		return x.ReadBytes
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetWriteBytes() uint64 {
+	if x != nil {
+		return x.WriteBytes
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetReads() uint64 {
+	if x != nil {
+		return x.Reads
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetWrites() uint64 {
+	if x != nil {
+		return x.Writes
+	}
+	return 0
+}
+
+type HugetlbStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "2MB", "1GB".
+	PageSize      string `protobuf:"bytes,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	UsageBytes    uint64 `protobuf:"varint,2,opt,name=usage_bytes,json=usageBytes,proto3" json:"usage_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HugetlbStats) Reset() {
+	*x = HugetlbStats{}
+	mi := &file_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HugetlbStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HugetlbStats) ProtoMessage() {}
+
+func (x *HugetlbStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HugetlbStats.ProtoReflect.Descriptor instead.
+func (*HugetlbStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HugetlbStats) GetPageSize() string {
+	if x != nil {
+		return x.PageSize
+	}
+	return ""
+}
+
+func (x *HugetlbStats) GetUsageBytes() uint64 {
+	if x != nil {
+		return x.UsageBytes
+	}
+	return 0
+}
+
 type StartProcessRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1376,7 +1553,7 @@ type StartProcessRequest struct {
 
 func (x *StartProcessRequest) Reset() {
 	*x = StartProcessRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1565,7 @@ func (x *StartProcessRequest) String() string {
 func (*StartProcessRequest) ProtoMessage() {}
 
 func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1578,7 @@ func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessRequest.ProtoReflect.Descriptor instead.
 func (*StartProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StartProcessRequest) GetContainerId() string {
@@ -1462,7 +1639,7 @@ type StartProcessResponse struct {
 
 func (x *StartProcessResponse) Reset() {
 	*x = StartProcessResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1651,7 @@ func (x *StartProcessResponse) String() string {
 func (*StartProcessResponse) ProtoMessage() {}
 
 func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1664,7 @@ func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessResponse.ProtoReflect.Descriptor instead.
 func (*StartProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StartProcessResponse) GetPid() uint32 {
@@ -1507,7 +1684,7 @@ type DeleteProcessRequest struct {
 
 func (x *DeleteProcessRequest) Reset() {
 	*x = DeleteProcessRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1696,7 @@ func (x *DeleteProcessRequest) String() string {
 func (*DeleteProcessRequest) ProtoMessage() {}
 
 func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1709,7 @@ func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteProcessRequest) GetContainerId() string {
@@ -1557,7 +1734,7 @@ type DeleteProcessResponse struct {
 
 func (x *DeleteProcessResponse) Reset() {
 	*x = DeleteProcessResponse{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1746,7 @@ func (x *DeleteProcessResponse) String() string {
 func (*DeleteProcessResponse) ProtoMessage() {}
 
 func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1759,7 @@ func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 type WaitProcessRequest struct {
@@ -1596,7 +1773,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1785,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1798,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -1652,7 +1829,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1841,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1854,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WaitProcessResponse) GetExitCode() int32 {
@@ -1715,7 +1892,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +1904,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +1917,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -1779,7 +1956,7 @@ type SignalProcessResponse struct {
 
 func (x *SignalProcessResponse) Reset() {
 	*x = SignalProcessResponse{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1968,7 @@ func (x *SignalProcessResponse) String() string {
 func (*SignalProcessResponse) ProtoMessage() {}
 
 func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1981,7 @@ func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessResponse.ProtoReflect.Descriptor instead.
 func (*SignalProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 // ReadOutputRequest reads a process's stream by absolute byte offsets.
@@ -1830,7 +2007,7 @@ type ReadOutputRequest struct {
 
 func (x *ReadOutputRequest) Reset() {
 	*x = ReadOutputRequest{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2019,7 @@ func (x *ReadOutputRequest) String() string {
 func (*ReadOutputRequest) ProtoMessage() {}
 
 func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2032,7 @@ func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputRequest.ProtoReflect.Descriptor instead.
 func (*ReadOutputRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReadOutputRequest) GetContainerId() string {
@@ -1916,7 +2093,7 @@ type ReadOutputResponse struct {
 
 func (x *ReadOutputResponse) Reset() {
 	*x = ReadOutputResponse{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2105,7 @@ func (x *ReadOutputResponse) String() string {
 func (*ReadOutputResponse) ProtoMessage() {}
 
 func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2118,7 @@ func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputResponse.ProtoReflect.Descriptor instead.
 func (*ReadOutputResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadOutputResponse) GetData() []byte {
@@ -1983,7 +2160,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2172,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2185,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -2041,7 +2218,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2230,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2243,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -2086,7 +2263,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2275,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2288,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -2136,7 +2313,7 @@ type CloseStdinResponse struct {
 
 func (x *CloseStdinResponse) Reset() {
 	*x = CloseStdinResponse{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2325,7 @@ func (x *CloseStdinResponse) String() string {
 func (*CloseStdinResponse) ProtoMessage() {}
 
 func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2338,7 @@ func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinResponse.ProtoReflect.Descriptor instead.
 func (*CloseStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 type ResizeTerminalRequest struct {
@@ -2176,7 +2353,7 @@ type ResizeTerminalRequest struct {
 
 func (x *ResizeTerminalRequest) Reset() {
 	*x = ResizeTerminalRequest{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2365,7 @@ func (x *ResizeTerminalRequest) String() string {
 func (*ResizeTerminalRequest) ProtoMessage() {}
 
 func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2378,7 @@ func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ResizeTerminalRequest) GetContainerId() string {
@@ -2240,7 +2417,7 @@ type ResizeTerminalResponse struct {
 
 func (x *ResizeTerminalResponse) Reset() {
 	*x = ResizeTerminalResponse{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2429,7 @@ func (x *ResizeTerminalResponse) String() string {
 func (*ResizeTerminalResponse) ProtoMessage() {}
 
 func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2442,7 @@ func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalResponse.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 type ExecProcessRequest struct {
@@ -2289,7 +2466,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2478,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2491,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ExecProcessRequest) GetArgs() []string {
@@ -2376,7 +2553,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2565,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2578,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ExecProcessResponse) GetExitCode() int32 {
@@ -2521,7 +2698,7 @@ const file_agent_proto_rawDesc = "" +
 	"\tresources\x18\x02 \x01(\fR\tresources\"\x19\n" +
 	"\x17UpdateContainerResponse\":\n" +
 	"\x15StatsContainerRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xad\x03\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x9b\x05\n" +
 	"\x16StatsContainerResponse\x12.\n" +
 	"\x13timestamp_unix_nano\x18\x01 \x01(\x03R\x11timestampUnixNano\x12 \n" +
 	"\fcpu_usage_ns\x18\x02 \x01(\x04R\n" +
@@ -2534,7 +2711,27 @@ const file_agent_proto_rawDesc = "" +
 	"\x12memory_limit_bytes\x18\b \x01(\x04R\x10memoryLimitBytes\x12\x1b\n" +
 	"\toom_kills\x18\t \x01(\x04R\boomKills\x12!\n" +
 	"\fpids_current\x18\n" +
-	" \x01(\x04R\vpidsCurrent\"\xb9\x01\n" +
+	" \x01(\x04R\vpidsCurrent\x12J\n" +
+	"\x06values\x18\v \x03(\v22.crivm.agent.v1.StatsContainerResponse.ValuesEntryR\x06values\x12-\n" +
+	"\x02io\x18\f \x03(\v2\x1d.crivm.agent.v1.IODeviceStatsR\x02io\x126\n" +
+	"\ahugetlb\x18\r \x03(\v2\x1c.crivm.agent.v1.HugetlbStatsR\ahugetlb\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xc1\x01\n" +
+	"\rIODeviceStats\x12\x14\n" +
+	"\x05major\x18\x01 \x01(\rR\x05major\x12\x14\n" +
+	"\x05minor\x18\x02 \x01(\rR\x05minor\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12\x1d\n" +
+	"\n" +
+	"read_bytes\x18\x04 \x01(\x04R\treadBytes\x12\x1f\n" +
+	"\vwrite_bytes\x18\x05 \x01(\x04R\n" +
+	"writeBytes\x12\x14\n" +
+	"\x05reads\x18\x06 \x01(\x04R\x05reads\x12\x16\n" +
+	"\x06writes\x18\a \x01(\x04R\x06writes\"L\n" +
+	"\fHugetlbStats\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\tR\bpageSize\x12\x1f\n" +
+	"\vusage_bytes\x18\x02 \x01(\x04R\n" +
+	"usageBytes\"\xb9\x01\n" +
 	"\x13StartProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
@@ -2647,7 +2844,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_agent_proto_goTypes = []any{
 	(Stream)(0),                     // 0: crivm.agent.v1.Stream
 	(HealthResponse_Status)(0),      // 1: crivm.agent.v1.HealthResponse.Status
@@ -2673,24 +2870,27 @@ var file_agent_proto_goTypes = []any{
 	(*UpdateContainerResponse)(nil), // 21: crivm.agent.v1.UpdateContainerResponse
 	(*StatsContainerRequest)(nil),   // 22: crivm.agent.v1.StatsContainerRequest
 	(*StatsContainerResponse)(nil),  // 23: crivm.agent.v1.StatsContainerResponse
-	(*StartProcessRequest)(nil),     // 24: crivm.agent.v1.StartProcessRequest
-	(*StartProcessResponse)(nil),    // 25: crivm.agent.v1.StartProcessResponse
-	(*DeleteProcessRequest)(nil),    // 26: crivm.agent.v1.DeleteProcessRequest
-	(*DeleteProcessResponse)(nil),   // 27: crivm.agent.v1.DeleteProcessResponse
-	(*WaitProcessRequest)(nil),      // 28: crivm.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 29: crivm.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 30: crivm.agent.v1.SignalProcessRequest
-	(*SignalProcessResponse)(nil),   // 31: crivm.agent.v1.SignalProcessResponse
-	(*ReadOutputRequest)(nil),       // 32: crivm.agent.v1.ReadOutputRequest
-	(*ReadOutputResponse)(nil),      // 33: crivm.agent.v1.ReadOutputResponse
-	(*WriteStdinRequest)(nil),       // 34: crivm.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 35: crivm.agent.v1.WriteStdinResponse
-	(*CloseStdinRequest)(nil),       // 36: crivm.agent.v1.CloseStdinRequest
-	(*CloseStdinResponse)(nil),      // 37: crivm.agent.v1.CloseStdinResponse
-	(*ResizeTerminalRequest)(nil),   // 38: crivm.agent.v1.ResizeTerminalRequest
-	(*ResizeTerminalResponse)(nil),  // 39: crivm.agent.v1.ResizeTerminalResponse
-	(*ExecProcessRequest)(nil),      // 40: crivm.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 41: crivm.agent.v1.ExecProcessResponse
+	(*IODeviceStats)(nil),           // 24: crivm.agent.v1.IODeviceStats
+	(*HugetlbStats)(nil),            // 25: crivm.agent.v1.HugetlbStats
+	(*StartProcessRequest)(nil),     // 26: crivm.agent.v1.StartProcessRequest
+	(*StartProcessResponse)(nil),    // 27: crivm.agent.v1.StartProcessResponse
+	(*DeleteProcessRequest)(nil),    // 28: crivm.agent.v1.DeleteProcessRequest
+	(*DeleteProcessResponse)(nil),   // 29: crivm.agent.v1.DeleteProcessResponse
+	(*WaitProcessRequest)(nil),      // 30: crivm.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 31: crivm.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 32: crivm.agent.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),   // 33: crivm.agent.v1.SignalProcessResponse
+	(*ReadOutputRequest)(nil),       // 34: crivm.agent.v1.ReadOutputRequest
+	(*ReadOutputResponse)(nil),      // 35: crivm.agent.v1.ReadOutputResponse
+	(*WriteStdinRequest)(nil),       // 36: crivm.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 37: crivm.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 38: crivm.agent.v1.CloseStdinRequest
+	(*CloseStdinResponse)(nil),      // 39: crivm.agent.v1.CloseStdinResponse
+	(*ResizeTerminalRequest)(nil),   // 40: crivm.agent.v1.ResizeTerminalRequest
+	(*ResizeTerminalResponse)(nil),  // 41: crivm.agent.v1.ResizeTerminalResponse
+	(*ExecProcessRequest)(nil),      // 42: crivm.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 43: crivm.agent.v1.ExecProcessResponse
+	nil,                             // 44: crivm.agent.v1.StatsContainerResponse.ValuesEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	1,  // 0: crivm.agent.v1.HealthResponse.status:type_name -> crivm.agent.v1.HealthResponse.Status
@@ -2698,48 +2898,51 @@ var file_agent_proto_depIdxs = []int32{
 	7,  // 2: crivm.agent.v1.CreateSandboxRequest.mounts:type_name -> crivm.agent.v1.SharedMount
 	8,  // 3: crivm.agent.v1.CreateSandboxRequest.interfaces:type_name -> crivm.agent.v1.Interface
 	9,  // 4: crivm.agent.v1.CreateSandboxRequest.routes:type_name -> crivm.agent.v1.Route
-	0,  // 5: crivm.agent.v1.ReadOutputRequest.stream:type_name -> crivm.agent.v1.Stream
-	4,  // 6: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
-	10, // 7: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
-	12, // 8: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
-	14, // 9: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
-	16, // 10: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
-	18, // 11: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
-	20, // 12: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
-	22, // 13: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
-	24, // 14: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
-	26, // 15: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
-	28, // 16: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
-	30, // 17: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
-	32, // 18: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
-	34, // 19: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
-	36, // 20: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
-	38, // 21: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
-	40, // 22: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
-	2,  // 23: crivm.agent.v1.Agent.GetOOMEvent:input_type -> crivm.agent.v1.GetOOMEventRequest
-	5,  // 24: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
-	11, // 25: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
-	13, // 26: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
-	15, // 27: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
-	17, // 28: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
-	19, // 29: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
-	21, // 30: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
-	23, // 31: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
-	25, // 32: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
-	27, // 33: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
-	29, // 34: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
-	31, // 35: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
-	33, // 36: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
-	35, // 37: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
-	37, // 38: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
-	39, // 39: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
-	41, // 40: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
-	3,  // 41: crivm.agent.v1.Agent.GetOOMEvent:output_type -> crivm.agent.v1.GetOOMEventResponse
-	24, // [24:42] is the sub-list for method output_type
-	6,  // [6:24] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	44, // 5: crivm.agent.v1.StatsContainerResponse.values:type_name -> crivm.agent.v1.StatsContainerResponse.ValuesEntry
+	24, // 6: crivm.agent.v1.StatsContainerResponse.io:type_name -> crivm.agent.v1.IODeviceStats
+	25, // 7: crivm.agent.v1.StatsContainerResponse.hugetlb:type_name -> crivm.agent.v1.HugetlbStats
+	0,  // 8: crivm.agent.v1.ReadOutputRequest.stream:type_name -> crivm.agent.v1.Stream
+	4,  // 9: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
+	10, // 10: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
+	12, // 11: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
+	14, // 12: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
+	16, // 13: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
+	18, // 14: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
+	20, // 15: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
+	22, // 16: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
+	26, // 17: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
+	28, // 18: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
+	30, // 19: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
+	32, // 20: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
+	34, // 21: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
+	36, // 22: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
+	38, // 23: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
+	40, // 24: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
+	42, // 25: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
+	2,  // 26: crivm.agent.v1.Agent.GetOOMEvent:input_type -> crivm.agent.v1.GetOOMEventRequest
+	5,  // 27: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
+	11, // 28: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
+	13, // 29: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
+	15, // 30: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
+	17, // 31: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
+	19, // 32: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
+	21, // 33: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
+	23, // 34: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
+	27, // 35: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
+	29, // 36: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
+	31, // 37: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
+	33, // 38: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
+	35, // 39: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
+	37, // 40: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
+	39, // 41: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
+	41, // 42: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
+	43, // 43: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
+	3,  // 44: crivm.agent.v1.Agent.GetOOMEvent:output_type -> crivm.agent.v1.GetOOMEventResponse
+	27, // [27:45] is the sub-list for method output_type
+	9,  // [9:27] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2753,7 +2956,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,7 +41,7 @@ func buildHandlers(ctx context.Context, cfg *configs.Config, m *metrics.Metrics)
 		case configs.RuntimeTypeVM:
 			impl, err := vm.New(vm.Options{Name: name, Config: h, Dir: cfg.HandlerDir(name),
 				CacheDir: filepath.Join(cfg.Root, "vm-assets"), Metrics: m,
-				SeccompUseDefaultWhenEmpty: cfg.Runtime.SeccompUseDefaultWhenEmpty})
+				SeccompUseDefaultWhenEmpty: cfg.Runtime.SeccompUseDefaultWhenEmpty, CgroupDriver: cfg.Runtime.CgroupManager})
 			if err != nil {
 				e.Unavailable = err
 				log.G(ctx).Warn("handler not available", "handler", name, "err", err)

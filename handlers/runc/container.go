@@ -28,6 +28,7 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	}
 	host := h.host
 	host.Warnf = func(format string, args ...any) { log.G(ctx).Warn(fmt.Sprintf(format, args...)) }
+	host.UserNamespaces = h.usernsSupported()
 	spec, err := oci.ContainerSpec(oci.ContainerSpecInput{
 		Host:           host,
 		ID:             c.ID,
@@ -45,13 +46,29 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	if err != nil {
 		return nil, fmt.Errorf("generating spec: %w", err)
 	}
+	user := handlers.SpecUser(spec)
+	failed := true
+	if spec.Linux.UIDMappings != nil {
+		// Staged for runc (userns.go): the bind sources until create returns.
+		if err := h.stageUserns(ctx, c.ID, spec, fmt.Sprintf("/proc/%d/ns/user", sb.Process.Pid)); err != nil {
+			return nil, fmt.Errorf("preparing mounts for the user namespace: %w", err)
+		}
+		defer func() {
+			// The rootfs stays until RemoveContainer; after a failure
+			// runContainer has removed the container and nothing stays.
+			if err := h.unstageUserns(c.ID, !failed); err != nil {
+				log.G(ctx).Warn("unstaging user namespace mounts", "err", err)
+			}
+		}()
+	}
 	p, err := h.runContainer(ctx, c.ID, c.Name, spec, req.LogPath, monitorOptions{
 		Terminal: req.Config.GetTty(), Stdin: req.Config.GetStdin(), StdinOnce: req.Config.GetStdinOnce(),
 	})
+	failed = err != nil
 	if err != nil {
 		return nil, err
 	}
-	return &handlers.ContainerCreated{Process: p, ExitFile: h.exitFile(c.ID)}, nil
+	return &handlers.ContainerCreated{Process: p, ExitFile: h.exitFile(c.ID), User: user}, nil
 }
 
 // StartContainer runs `runc start`. A container that exits at once is

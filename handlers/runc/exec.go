@@ -30,8 +30,11 @@ import (
 // execProcess writes a process spec for cmd, derived from the container's
 // own (user, env, cwd, capabilities, seccomp come with it), and returns its
 // path. The caller removes it. With a terminal, TERM is xterm, as
-// containerd sets it for exec (whatever TERM the container has).
-func (h *Handler) execProcess(c *store.Container, cmd []string, tty bool) (string, error) {
+// containerd sets it for exec (whatever TERM the container has), and size,
+// when known, is the terminal's size from the first instruction (runc
+// sizes the console before it execs the process; a resize after the start
+// races the process's first look at it).
+func (h *Handler) execProcess(c *store.Container, cmd []string, tty bool, size *remotecommand.TerminalSize) (string, error) {
 	if len(cmd) == 0 {
 		return "", errdefs.InvalidArgument("exec command is empty")
 	}
@@ -52,6 +55,9 @@ func (h *Handler) execProcess(c *store.Container, cmd []string, tty bool) (strin
 	p.ConsoleSize = nil
 	if tty {
 		p.Env = envlist.Set(p.Env, "TERM=xterm")
+		if size != nil && size.Width > 0 && size.Height > 0 {
+			p.ConsoleSize = &specs.Box{Height: uint(size.Height), Width: uint(size.Width)}
+		}
 	}
 	f, err := os.CreateTemp(h.bundle(c.ID), "exec-*.json")
 	if err != nil {
@@ -138,7 +144,7 @@ func waitGone(pid int, timeout time.Duration) {
 // ExecSync runs cmd in the container and collects its output. When the
 // timeout passes, the process is killed and the error is DeadlineExceeded.
 func (h *Handler) ExecSync(ctx context.Context, c *store.Container, req handlers.ExecRequest) (*handlers.ExecResult, error) {
-	pf, err := h.execProcess(c, req.Cmd, false)
+	pf, err := h.execProcess(c, req.Cmd, false, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +182,11 @@ func (h *Handler) ExecSync(ctx context.Context, c *store.Container, req handlers
 
 // Exec runs cmd with the caller's streams, with a terminal when asked.
 func (h *Handler) Exec(ctx context.Context, c *store.Container, req handlers.StreamRequest) error {
-	pf, err := h.execProcess(c, req.Cmd, req.TTY)
+	var size *remotecommand.TerminalSize
+	if req.TTY {
+		size = firstSize(req.Resize)
+	}
+	pf, err := h.execProcess(c, req.Cmd, req.TTY, size)
 	if err != nil {
 		return err
 	}
@@ -195,7 +205,9 @@ func (h *Handler) Exec(ctx context.Context, c *store.Container, req handlers.Str
 			return fmt.Errorf("allocating a terminal: %w", err)
 		}
 		defer master.Close()
-		applyFirstSize(master, req.Resize)
+		if size != nil {
+			setSize(master, *size)
+		}
 		cmd = h.execCmd(c.ID, pf, pidFile, "--tty")
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
@@ -253,19 +265,20 @@ func setSize(f *os.File, size remotecommand.TerminalSize) {
 	unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: size.Height, Col: size.Width})
 }
 
-// applyFirstSize waits briefly for the client's first terminal size, which
+// firstSize waits briefly for the client's first terminal size, which
 // it sends as the session opens, so the process starts at the right size.
-func applyFirstSize(master *os.File, resize <-chan remotecommand.TerminalSize) {
+func firstSize(resize <-chan remotecommand.TerminalSize) *remotecommand.TerminalSize {
 	if resize == nil {
-		return
+		return nil
 	}
 	select {
 	case size, ok := <-resize:
 		if ok {
-			setSize(master, size)
+			return &size
 		}
 	case <-time.After(200 * time.Millisecond):
 	}
+	return nil
 }
 
 // openPTY opens a new pseudo-terminal pair.

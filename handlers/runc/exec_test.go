@@ -137,7 +137,7 @@ func TestExecProcessEnv(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(h.bundle(c.ID), "config.json"), b, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			pf, err := h.execProcess(c, []string{"sh"}, tt.tty)
+			pf, err := h.execProcess(c, []string{"sh"}, tt.tty, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -47,6 +48,10 @@ type Handler struct {
 	monitorPath string
 	dir         string
 	host        oci.Host
+	// features is the OCI runtime's own report, probed once.
+	features func() handlers.Features
+	// userns says whether pods may have their own user namespace (userns.go).
+	userns usernsProbe
 }
 
 // New checks the binaries and creates the state dirs.
@@ -57,6 +62,7 @@ func New(opts Options) (*Handler, error) {
 		}
 	}
 	h := &Handler{
+		features:    sync.OnceValue(func() handlers.Features { return probeFeatures(opts.RuntimePath) }),
 		name:        opts.Name,
 		rt:          runtime{path: opts.RuntimePath, root: filepath.Join(opts.Dir, "state"), systemd: opts.Host.CgroupDriver == "systemd"},
 		monitorPath: opts.MonitorPath,
@@ -111,6 +117,9 @@ func (h *Handler) cleanupContainer(ctx context.Context, id string) error {
 	var errs []error
 	if err := h.rt.delete(ctx, id); err != nil {
 		errs = append(errs, fmt.Errorf("deleting runtime state: %w", err))
+	}
+	if err := h.unstageUserns(id, false); err != nil {
+		errs = append(errs, fmt.Errorf("unstaging mounts: %w", err))
 	}
 	for _, p := range []string{h.bundle(id), h.exitFile(id), filepath.Join(h.socketDir(), id)} {
 		if err := os.RemoveAll(p); err != nil {

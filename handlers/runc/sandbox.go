@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/oci"
 	"github.com/crivm/crivm/store"
 )
@@ -19,8 +20,10 @@ const infraOOMScoreAdj = -998
 func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest) (*handlers.SandboxStarted, error) {
 	sb := req.Sandbox
 	ctx = logger(ctx, sb.ID)
+	host := h.host
+	host.UserNamespaces = h.usernsSupported()
 	spec, err := oci.SandboxSpec(oci.SandboxSpecInput{
-		Host:           h.host,
+		Host:           host,
 		ID:             sb.ID,
 		Config:         req.Config,
 		Image:          req.PauseImage,
@@ -35,8 +38,18 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 	if err != nil {
 		return nil, fmt.Errorf("generating infra spec: %w", err)
 	}
+	if spec.Linux.UIDMappings != nil {
+		// The sandbox creates the pod's user namespace: only its rootfs is
+		// staged (userns.go), until RemoveSandbox.
+		if err := h.stageUserns(ctx, sb.ID, spec, ""); err != nil {
+			return nil, fmt.Errorf("preparing the infra rootfs for the user namespace: %w", err)
+		}
+	}
 	p, err := h.runContainer(ctx, sb.ID, sb.Name, spec, "", monitorOptions{})
 	if err != nil {
+		if uerr := h.unstageUserns(sb.ID, false); uerr != nil {
+			log.G(ctx).Warn("unstaging user namespace mounts", "err", uerr)
+		}
 		return nil, fmt.Errorf("creating infra container: %w", err)
 	}
 	if err := h.rt.start(ctx, sb.ID); err != nil {

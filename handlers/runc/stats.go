@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/crivm/crivm/internal/cgroupstat"
 	"os"
 	"path/filepath"
 	"time"
@@ -12,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/cgroupstat"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/oci"
 	"github.com/crivm/crivm/store"
@@ -29,46 +29,40 @@ func (h *Handler) readSpec(id string) (*specs.Spec, error) {
 	return &s, nil
 }
 
-// Stats reads the container's cgroup: CPU time and memory working set
-// (usage minus inactive file pages), on cgroup v1 or v2.
+// Stats reads the container's cgroup (v1 or v2) and its processes' open
+// files in /proc. On a v1 host with a unified hierarchy mounted beside
+// ("hybrid"), the cgroup's pressure stall totals come from there.
 func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.ContainerStats, error) {
 	spec, err := h.readSpec(c.ID)
 	if err != nil {
 		return nil, err
 	}
+	if spec.Linux == nil {
+		return nil, fmt.Errorf("container %s: spec has no linux section", c.ID)
+	}
 	cg := spec.Linux.CgroupsPath
-	st := &handlers.ContainerStats{Timestamp: time.Now()}
+	var d *cgroupstat.Stats
 	if h.host.Cgroups.V2 {
-		dir := h.cgroupPath(cg, "")
-		cpu, err := cgroupstat.Keyed(filepath.Join(dir, "cpu.stat"))
-		if err != nil {
-			return nil, fmt.Errorf("reading cpu.stat: %w", err)
+		d, err = cgroupstat.ReadV2(h.cgroupPath(cg, ""))
+	} else {
+		d, err = cgroupstat.ReadV1(func(ctl string) string { return h.cgroupPath(cg, ctl) })
+		if err == nil {
+			d.ReadUnified(h.cgroupPath(cg, "unified"))
 		}
-		st.CPUUsageNanos = cpu["usage_usec"] * 1000
-		if st.MemoryUsageBytes, err = cgroupstat.Value(filepath.Join(dir, "memory.current")); err != nil {
-			return nil, fmt.Errorf("reading memory.current: %w", err)
-		}
-		mem, err := cgroupstat.Keyed(filepath.Join(dir, "memory.stat"))
-		if err != nil {
-			return nil, fmt.Errorf("reading memory.stat: %w", err)
-		}
-		st.MemoryWorkingSetBytes = cgroupstat.WorkingSet(st.MemoryUsageBytes, mem["inactive_file"])
-		st.Processes, _ = cgroupstat.Value(filepath.Join(dir, "pids.current"))
-		return st, nil
 	}
-	if st.CPUUsageNanos, err = cgroupstat.Value(filepath.Join(h.cgroupPath(cg, "cpuacct"), "cpuacct.usage")); err != nil {
-		return nil, fmt.Errorf("reading cpuacct.usage: %w", err)
-	}
-	memDir := h.cgroupPath(cg, "memory")
-	if st.MemoryUsageBytes, err = cgroupstat.Value(filepath.Join(memDir, "memory.usage_in_bytes")); err != nil {
-		return nil, fmt.Errorf("reading memory.usage_in_bytes: %w", err)
-	}
-	mem, err := cgroupstat.Keyed(filepath.Join(memDir, "memory.stat"))
 	if err != nil {
-		return nil, fmt.Errorf("reading memory.stat: %w", err)
+		return nil, err
 	}
-	st.MemoryWorkingSetBytes = cgroupstat.WorkingSet(st.MemoryUsageBytes, mem["total_inactive_file"])
-	st.Processes, _ = cgroupstat.Value(filepath.Join(h.cgroupPath(cg, "pids"), "pids.current"))
+	initPid := 0
+	if c.Process != nil {
+		initPid = c.Process.Pid
+	}
+	d.ReadProcs("/proc", initPid)
+	st := &handlers.ContainerStats{Timestamp: time.Now(), Detail: d}
+	st.CPUUsageNanos, _ = d.Get(cgroupstat.CPUUsage)
+	st.MemoryUsageBytes, _ = d.Get(cgroupstat.MemoryUsage)
+	st.MemoryWorkingSetBytes, _ = d.Get(cgroupstat.MemoryWorkingSet)
+	st.Processes, _ = d.Get(cgroupstat.Threads)
 	return st, nil
 }
 

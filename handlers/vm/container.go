@@ -129,7 +129,7 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	if req.Config.GetStdinOnce() {
 		extra[extraStdinOnce] = "true"
 	}
-	return &handlers.ContainerCreated{ExitFile: h.exitPath(c.ID), Extra: extra}, nil
+	return &handlers.ContainerCreated{ExitFile: h.exitPath(c.ID), Extra: extra, User: handlers.SpecUser(spec)}, nil
 }
 
 // checkPropagation refuses bidirectional propagation: a mount made in
@@ -368,7 +368,8 @@ func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.Cont
 		return nil, fmt.Errorf("reading guest stats: %w", err)
 	}
 	return &handlers.ContainerStats{Timestamp: time.Unix(0, r.TimestampUnixNano), CPUUsageNanos: r.CpuUsageNs,
-		MemoryUsageBytes: r.MemoryUsageBytes, MemoryWorkingSetBytes: r.MemoryWorkingSetBytes, Processes: r.PidsCurrent}, nil
+		MemoryUsageBytes: r.MemoryUsageBytes, MemoryWorkingSetBytes: r.MemoryWorkingSetBytes, Processes: r.PidsCurrent,
+		Detail: guestStats(r)}, nil
 }
 
 // UpdateResources applies new limits in the guest. VMs are not resized:

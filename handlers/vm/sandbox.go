@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/agentproxy"
@@ -40,18 +41,35 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		gn        *netns.GuestNetwork
 		vm        *vmm.VM
 		virtiofsd *vmm.Virtiofsd
+		cg        *vmm.Cgroup
 		client    *agentproxy.Client
 		health    *api.HealthResponse
 		started   time.Time
 	)
 	dir := h.vmDir(sb.ID)
 	bootMAC := bootMACFor(sb.ID)
+	guestMiB := memoryMiB(req.Config, h.cfg.DefaultMemoryMiB)
 	var record vmRecord
 	_, err := steps.Run(ctx, []steps.Step{
 		{Name: "preparing guest assets", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
 			assets, err = h.prepareAssets(ctx)
 			return nil, err
+		}},
+		{Name: "creating the VM's cgroup", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			// Before anything runs in it; removed after QEMU and
+			// virtiofsd are gone (the steps undo in reverse).
+			var err error
+			if cg, err = h.sandboxCgroup(req.Config, sb.ID); err != nil {
+				return nil, err
+			}
+			if err := h.checkCgroupFits(cg, req.Config, guestMiB); err != nil {
+				return nil, err
+			}
+			if err := cg.Create(); err != nil {
+				return nil, errors.Join(err, cg.Remove(ctx))
+			}
+			return func(ctx context.Context) error { return cg.Remove(ctx) }, nil
 		}},
 		{Name: "creating VM dir and share", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			sh := h.share(sb.ID)
@@ -64,7 +82,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if assets.sharedFS != sharedFSVirtio {
 				return nil, nil
 			}
-			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: h.share(sb.ID).export(), Dir: dir, Cache: h.cfg.VirtioFSCache})
+			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: h.share(sb.ID).export(), Dir: dir, Cache: h.cfg.VirtioFSCache, Cgroup: cg})
 			if err != nil {
 				return nil, err
 			}
@@ -87,13 +105,15 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				Accel:       assets.accel.Accel,
 				MachineType: assets.machine,
 				VCPUs:       h.cfg.DefaultVCPUs,
-				MemoryMiB:   memoryMiB(req.Config, h.cfg.DefaultMemoryMiB),
+				MemoryMiB:   guestMiB,
+				TBSizeMiB:   tbSizeMiB(assets.accel.Accel),
 				Kernel:      assets.vmlinux,
 				Initrd:      assets.initrd,
 				Dir:         dir,
 				Name:        "crivm-" + sb.ID[:12],
 				NetNSPath:   req.NetNSPath,
 				Taps:        []vmm.Tap{{Name: tapName, MAC: bootMAC.String()}},
+				Cgroup:      cg,
 			}
 			if virtiofsd != nil {
 				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: sharedTag, Socket: virtiofsd.Socket()}}
@@ -192,6 +212,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		"shared_fs":     assets.sharedFS,
 		"machine_type":  assets.machine,
 		"transport":     assets.transport,
+		"cgroup":        cg.Path,
 	}
 	if virtiofsd != nil {
 		extra["virtiofsd_pid"] = strconv.Itoa(virtiofsd.PID())
@@ -276,7 +297,90 @@ func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 		return errors.Join(append(errs, err)...)
 	}
 	errs = append(errs, h.share(sb.ID).destroy())
+	// Last: QEMU (StopSandbox) and virtiofsd are gone by now.
+	errs = append(errs, h.removeCgroup(ctx, sb))
 	return errors.Join(errs...)
+}
+
+// sandboxCgroup is the cgroup QEMU and virtiofsd of sandbox id run in:
+// <cgroup_parent>/crivm-<id>, the parent defaulting to /crivm (see
+// vmm.Cgroup). Only the cgroupfs driver places them there.
+func (h *Handler) sandboxCgroup(cfg *runtimeapi.PodSandboxConfig, id string) (*vmm.Cgroup, error) {
+	if h.cgroupDriver != "" && h.cgroupDriver != "cgroupfs" {
+		return nil, errdefs.FailedPrecondition("handler %q: VM pods need cgroup_manager = \"cgroupfs\" (it is %q): crivm starts QEMU inside the pod's cgroup by its cgroupfs path, and does not make systemd scopes for VMs", h.name, h.cgroupDriver)
+	}
+	p, err := vmm.SandboxCgroupPath(cfg.GetLinux().GetCgroupParent(), id)
+	if err != nil {
+		return nil, err
+	}
+	return vmm.NewCgroup(p)
+}
+
+// removeCgroup removes sb's cgroup, found again from its stored config
+// (so after a daemon restart too). Nothing to do when none was made.
+func (h *Handler) removeCgroup(ctx context.Context, sb *store.Sandbox) error {
+	cfg := &runtimeapi.PodSandboxConfig{}
+	if err := proto.Unmarshal(sb.Config, cfg); err != nil {
+		return fmt.Errorf("decoding the config of sandbox %s: %w", sb.ID, err)
+	}
+	cg, err := h.sandboxCgroup(cfg, sb.ID)
+	if err != nil {
+		return nil // refused at start: no cgroup was made
+	}
+	return cg.Remove(ctx)
+}
+
+// Host memory of a VM beyond its guest RAM, and the guest's headroom.
+const (
+	// qemuOverheadMiB is what QEMU itself holds beyond guest RAM, with
+	// virtiofsd: its heap, device state and, under TCG, the translation
+	// cache (bounded by tcgCacheMiB). ~90 MB of anonymous memory measured
+	// under TCG (docs/performance.md), plus a margin for page tables,
+	// slab and virtiofsd; KVM has no translation cache, so it holds less.
+	qemuOverheadMiB = 128
+	// guestHeadroomMiB is guest RAM on top of the containers' limits, for
+	// the guest kernel, the agent and its page cache.
+	guestHeadroomMiB = 64
+	// tcgCacheMiB bounds TCG's translation cache. QEMU's default (1 GiB
+	// on these hosts) can fill over a guest's life and its pages stay
+	// resident, which no pod memory limit could hold; 64 MiB does not
+	// slow the boot here (docs/performance.md).
+	tcgCacheMiB = 64
+)
+
+// tbSizeMiB is the translation cache size for accel (zero: not TCG).
+func tbSizeMiB(accel string) int {
+	if accel == vmm.AccelTCG {
+		return tcgCacheMiB
+	}
+	return 0
+}
+
+// checkCgroupFits refuses a pod whose cgroup's memory limit (the kubelet
+// sets the containers' limits plus the RuntimeClass overhead on the pod
+// cgroup) cannot hold its VM: guest RAM plus QEMU's own. Booting it would
+// end with the host's OOM killer taking QEMU, the whole pod, at boot or
+// once the guest has touched its RAM.
+func (h *Handler) checkCgroupFits(cg *vmm.Cgroup, cfg *runtimeapi.PodSandboxConfig, guestMiB int) error {
+	limit, at, err := cg.MemoryLimit()
+	if err != nil {
+		return fmt.Errorf("reading the memory limit above cgroup %s: %w", cg.Path, err)
+	}
+	return vmFits(h.name, limit, at, guestMiB, uint64(cfg.GetLinux().GetResources().GetMemoryLimitInBytes()))
+}
+
+// vmFits checks a memory limit (bytes, zero: none) set at cgroup at
+// against a VM with guestMiB of RAM for containers whose limits add up to
+// ctrs bytes.
+func vmFits(handler string, limit uint64, at string, guestMiB int, ctrs uint64) error {
+	need := uint64(guestMiB+qemuOverheadMiB) << 20
+	if limit == 0 || limit >= need {
+		return nil
+	}
+	return errdefs.FailedPrecondition("handler %q: the pod's cgroup %s has a memory limit of %d MiB, but its VM needs %d MiB "+
+		"(%d MiB of guest RAM for containers' limits of %d MiB, + %d MiB for QEMU itself): "+
+		"give the pod's RuntimeClass an overhead.podFixed.memory of at least %dMi (the kubelet adds it to the pod's limit)",
+		handler, at, limit>>20, need>>20, guestMiB, ctrs>>20, qemuOverheadMiB, (need-min(ctrs, need)+(1<<20)-1)>>20)
 }
 
 // WatchExits reports a VM that dies: the sandbox ID of each VM this daemon
@@ -328,14 +432,16 @@ func podHostname(cfg *runtimeapi.PodSandboxConfig) string {
 	return podhost.Hostname(cfg)
 }
 
-// memoryMiB sizes the guest: the pod's overhead hint plus the default.
+// memoryMiB sizes the guest: the containers' limits (the pod's
+// resources) plus guestHeadroomMiB, else the handler's default. The pod's
+// overhead is not guest RAM: it pays for QEMU itself on the host (see
+// checkCgroupFits).
 func memoryMiB(cfg *runtimeapi.PodSandboxConfig, def int) int {
-	over := cfg.GetLinux().GetOverhead().GetMemoryLimitInBytes() >> 20
 	limit := cfg.GetLinux().GetResources().GetMemoryLimitInBytes() >> 20
 	if limit > 0 {
-		return int(limit+over) + 64
+		return int(limit) + guestHeadroomMiB
 	}
-	return def + int(over)
+	return def
 }
 
 // Restore reattaches to the VM of a sandbox a previous daemon started,

@@ -27,8 +27,9 @@ import (
 //	                    its own whose only members are the slaves of
 //	                    virtiofsd's sandbox namespace
 //	    <ctr>/rootfs    the container's rootfs: its own mount, read-write
-//	    <ctr>/mounts/N  its N-th bind volume: its own mount, recursively
-//	                    read-only when the volume is
+//	    <ctr>/mounts/N  its N-th bind volume: its own mount, read-only as
+//	                    the container sees it (the top mount for readonly,
+//	                    every submount for recursive_read_only)
 //
 // Invariants: the guest can write inside a rootfs and inside writable
 // volumes, never to the tree's structure (the export is read-only), so
@@ -95,9 +96,11 @@ func (s share) destroy() error {
 // shareBind is one volume to expose: the n-th of agentproxy.GuestSpec's
 // binds, with its source opened.
 type shareBind struct {
-	n        int
-	src      *os.File // O_PATH
-	readOnly bool
+	n   int
+	src *os.File // O_PATH
+	// readOnly and recursiveReadOnly are the CRI mount's readonly and
+	// recursive_read_only: what the container sees is what the guest gets.
+	readOnly, recursiveReadOnly bool
 }
 
 // expose makes container id's entries and mounts its rootfs and volumes
@@ -143,7 +146,7 @@ func (s share) expose(id, rootfs string, binds []shareBind) error {
 		return fmt.Errorf("exposing the rootfs: %w", err)
 	}
 	for _, b := range binds {
-		opts := mountfs.BindOptions{Recursive: true, ReadOnly: b.readOnly, Propagation: unix.MS_SLAVE}
+		opts := mountfs.BindOptions{Recursive: true, ReadOnly: b.readOnly, RecursiveReadOnly: b.recursiveReadOnly, Propagation: unix.MS_SLAVE}
 		if err := mountOnto(exp, mountPointIn(id, b.n), b.src, opts); err != nil {
 			return fmt.Errorf("exposing volume %d: %w", b.n, err)
 		}
@@ -205,9 +208,10 @@ func shareBinds(spec *specs.Spec, binds []agentproxy.HostBind, req *handlers.Con
 			f.Close()
 		}
 	}
-	readOnly := map[string]bool{}
+	readOnly, recursive := map[string]bool{}, map[string]bool{}
 	for _, m := range spec.Mounts {
-		readOnly[m.Source] = slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "rro")
+		readOnly[m.Source] = slices.Contains(m.Options, "ro")
+		recursive[m.Source] = slices.Contains(m.Options, "rro")
 	}
 	var out []shareBind
 	for _, b := range binds {
@@ -224,7 +228,7 @@ func shareBinds(spec *specs.Spec, binds []agentproxy.HostBind, req *handlers.Con
 			}
 			opened = append(opened, f)
 		}
-		out = append(out, shareBind{n: b.N, src: f, readOnly: readOnly[b.GuestPath]})
+		out = append(out, shareBind{n: b.N, src: f, readOnly: readOnly[b.GuestPath], recursiveReadOnly: recursive[b.GuestPath]})
 	}
 	return out, closeAll, nil
 }

@@ -78,6 +78,9 @@ type Options struct {
 	// SeccompUseDefaultWhenEmpty is the config key of that name: a
 	// container that asks for no seccomp profile gets the default one.
 	SeccompUseDefaultWhenEmpty bool
+	// CgroupDriver is cgroup_manager: VM pods need "cgroupfs" (or empty),
+	// since QEMU is placed in the pod's cgroup by path (vmm.Cgroup).
+	CgroupDriver string
 }
 
 // Handler runs pods in VMs. It holds the agent connections; everything a
@@ -90,6 +93,8 @@ type Handler struct {
 	m     *metrics.Metrics
 	// seccompDefault is Options.SeccompUseDefaultWhenEmpty.
 	seccompDefault bool
+	// cgroupDriver is Options.CgroupDriver.
+	cgroupDriver string
 
 	// assetsMu guards assets, built on the first pod start.
 	assetsMu sync.Mutex
@@ -139,7 +144,7 @@ func New(opts Options) (*Handler, error) {
 		}
 	}
 	return &Handler{name: opts.Name, cfg: opts.Config, dir: opts.Dir, cache: opts.CacheDir, m: opts.Metrics,
-		seccompDefault: opts.SeccompUseDefaultWhenEmpty, vms: map[string]*sandboxVM{}}, nil
+		seccompDefault: opts.SeccompUseDefaultWhenEmpty, cgroupDriver: opts.CgroupDriver, vms: map[string]*sandboxVM{}}, nil
 }
 
 // AgentPath finds the guest agent binary for cfg.
@@ -350,3 +355,10 @@ func (h *Handler) PortForward(ctx context.Context, sb *store.Sandbox, port int32
 
 // vmStopTimeout bounds the guest's power-off before QEMU is killed.
 const vmStopTimeout = 10 * time.Second
+
+// Features: recursive read-only volumes are read-only on the host side of
+// the share in every submount (and in the guest's bind); user namespaces
+// are not offered in the guest yet.
+func (h *Handler) Features() handlers.Features {
+	return handlers.Features{RecursiveReadOnlyMounts: true}
+}

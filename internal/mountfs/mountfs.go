@@ -53,9 +53,12 @@ func OpenDir(dir string) (int, error) {
 type BindOptions struct {
 	// Recursive takes the source's submounts along.
 	Recursive bool
-	// ReadOnly makes the mount, and with Recursive every submount,
-	// read-only (MOUNT_ATTR_RDONLY; a remount would cover only the top).
+	// ReadOnly makes the top mount read-only; submounts keep their own
+	// flags (a CRI readonly mount without recursive_read_only).
 	ReadOnly bool
+	// RecursiveReadOnly makes every mount of the copy read-only
+	// (MOUNT_ATTR_RDONLY with AT_RECURSIVE).
+	RecursiveReadOnly bool
 	// NoExec adds MOUNT_ATTR_NOEXEC. nosuid and nodev are always set:
 	// the host never runs or opens devices from what it exposes.
 	NoExec bool
@@ -83,7 +86,7 @@ func Bind(srcfd, targetfd int, opts BindOptions) error {
 	if attr.Propagation == 0 {
 		attr.Propagation = unix.MS_PRIVATE
 	}
-	if opts.ReadOnly {
+	if opts.RecursiveReadOnly {
 		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
 	}
 	if opts.NoExec {
@@ -91,6 +94,12 @@ func Bind(srcfd, targetfd int, opts BindOptions) error {
 	}
 	if err := unix.MountSetattr(tree, "", attrFlags, attr); err != nil {
 		return fmt.Errorf("setting the copy's attributes: %w", err)
+	}
+	if opts.ReadOnly && !opts.RecursiveReadOnly {
+		top := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, top); err != nil {
+			return fmt.Errorf("making the copy read-only: %w", err)
+		}
 	}
 	if err := unix.MoveMount(tree, "", targetfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attaching the copy: %w", err)

@@ -48,28 +48,45 @@ func mounted(t *testing.T, dir string) bool {
 	return slices.Contains(ms, dir)
 }
 
-// A read-only bind is read-only in its submounts too, and the source
-// stays writable.
-func TestBindReadOnlyRecursive(t *testing.T) {
+// A recursive read-only bind is read-only in its submounts too; a
+// read-only one only at its top; the source stays writable.
+func TestBindReadOnly(t *testing.T) {
 	testutil.RequiresRoot(t)
-	root := t.TempDir()
-	src, sub, dst := filepath.Join(root, "src"), filepath.Join(root, "src", "sub"), filepath.Join(root, "dst")
-	mkdirs(t, src, dst)
-	mountTmpfs(t, src)
-	mkdirs(t, sub)
-	mountTmpfs(t, sub)
+	tests := []struct {
+		name         string
+		opts         BindOptions
+		topRO, subRO bool
+	}{
+		{"recursive read-only", BindOptions{Recursive: true, RecursiveReadOnly: true}, true, true},
+		{"read-only (top only)", BindOptions{Recursive: true, ReadOnly: true}, true, false},
+		{"writable", BindOptions{Recursive: true}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			src, sub, dst := filepath.Join(root, "src"), filepath.Join(root, "src", "sub"), filepath.Join(root, "dst")
+			mkdirs(t, src, dst)
+			mountTmpfs(t, src)
+			mkdirs(t, sub)
+			mountTmpfs(t, sub)
 
-	if err := Bind(openDir(t, src), openDir(t, dst), BindOptions{Recursive: true, ReadOnly: true}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { UnmountAll(dst) })
-	for _, p := range []string{filepath.Join(dst, "f"), filepath.Join(dst, "sub", "f")} {
-		if err := os.WriteFile(p, []byte("x"), 0o644); !errors.Is(err, unix.EROFS) {
-			t.Errorf("writing %s: got %v, want EROFS", p, err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(sub, "f"), []byte("x"), 0o644); err != nil {
-		t.Errorf("the source became read-only: %v", err)
+			if err := Bind(openDir(t, src), openDir(t, dst), tt.opts); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { UnmountAll(dst) })
+			for _, c := range []struct {
+				path string
+				ro   bool
+			}{{filepath.Join(dst, "f"), tt.topRO}, {filepath.Join(dst, "sub", "f"), tt.subRO}} {
+				err := os.WriteFile(c.path, []byte("x"), 0o644)
+				if got := errors.Is(err, unix.EROFS); got != c.ro {
+					t.Errorf("writing %s: %v, want read-only %v", c.path, err, c.ro)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(sub, "g"), []byte("x"), 0o644); err != nil {
+				t.Errorf("the source became read-only: %v", err)
+			}
+		})
 	}
 }
 

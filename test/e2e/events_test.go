@@ -207,7 +207,8 @@ func txBytes(t *testing.T, e *runcEnv, sbID string) uint64 {
 			continue
 		}
 		for _, m := range pm.Metrics {
-			if m.Name == "container_network_transmit_bytes_total" && len(m.LabelValues) > 0 && m.LabelValues[0] == "eth0" {
+			// The interface is the last label (after id, image, namespace, pod, container).
+			if m.Name == "container_network_transmit_bytes_total" && len(m.LabelValues) > 0 && m.LabelValues[len(m.LabelValues)-1] == "eth0" {
 				return m.Value.GetValue()
 			}
 		}

@@ -195,8 +195,13 @@ func TestRuncPodLifecycle(t *testing.T) {
 	if err != nil || cs.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("container status: %v %v", cs, err)
 	}
-	if cs.Status.ImageRef != e.busybox || cs.Status.LogPath != filepath.Join(pod.LogDirectory, "app.log") {
-		t.Errorf("status: image ref %q log %q", cs.Status.ImageRef, cs.Status.LogPath)
+	// image_id is the image ID PullImage returned; image_ref the digested
+	// reference of the repository the container names.
+	if cs.Status.ImageId != e.busybox || !strings.HasPrefix(cs.Status.ImageRef, e.reg.Host+"/busybox@sha256:") || cs.Status.LogPath != filepath.Join(pod.LogDirectory, "app.log") {
+		t.Errorf("status: image id %q (want %q), image ref %q, log %q", cs.Status.ImageId, e.busybox, cs.Status.ImageRef, cs.Status.LogPath)
+	}
+	if l, err := rs.ListContainers(ctx, &runtimeapi.ContainerFilter{Id: ctrID}); err != nil || len(l) != 1 || l[0].ImageId != e.busybox || l[0].ImageRef != cs.Status.ImageRef {
+		t.Errorf("list: %v %v, want image id %q and image ref %q", l, err, e.busybox, cs.Status.ImageRef)
 	}
 
 	// 3. The log is in CRI format, with both streams.

@@ -36,16 +36,24 @@ func guestRootAgent(t *testing.T) string {
 	return out
 }
 
-// hostMountPoints lists the host's mount points, decoded.
-func hostMountPoints(t *testing.T) []string {
+// hostMountPoints lists the host's mount points, decoded, but for those
+// other tests running at the same time make and remove: below the temp dir
+// (unless below one of ours) and below the netns dirs.
+func hostMountPoints(t *testing.T, ours ...string) []string {
 	t.Helper()
 	ms, err := mountinfo.GetMounts(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	below := func(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 	var out []string
 	for _, m := range ms {
-		out = append(out, m.Mountpoint)
+		p := m.Mountpoint
+		mine := slices.ContainsFunc(ours, func(d string) bool { return below(p, d) })
+		if !mine && (below(p, os.TempDir()) || below(p, "/run/netns") || below(p, "/var/run/netns")) {
+			continue
+		}
+		out = append(out, p)
 	}
 	slices.Sort(out)
 	return out
@@ -131,7 +139,7 @@ func testShareBoundary(t *testing.T, sharedFS string) {
 		t.Fatalf("the host's child mount in the container: %q", got)
 	}
 	vmDir := info.Extra["vm_dir"]
-	mountsBefore := hostMountPoints(t)
+	mountsBefore := hostMountPoints(t, vols, e.d.Dir)
 
 	// 3. Guest root, with the container's busybox.
 	share := agentproxy.GuestSharedDir
@@ -201,7 +209,7 @@ func testShareBoundary(t *testing.T, sharedFS string) {
 
 	// 6. The host: nothing mounted or unmounted, the read-only volume and
 	// the share's structure as they were.
-	if after := hostMountPoints(t); !slices.Equal(after, mountsBefore) {
+	if after := hostMountPoints(t, vols, e.d.Dir); !slices.Equal(after, mountsBefore) {
 		t.Errorf("host mounts changed by the attacks:\nbefore %q\nafter  %q", mountsBefore, after)
 	}
 	if b, err := os.ReadFile(filepath.Join(ro, "secret")); string(b) != "keep me\n" {
@@ -233,13 +241,13 @@ func testShareBoundary(t *testing.T, sharedFS string) {
 	if b, err := os.ReadFile(filepath.Join(rw, "w")); string(b) != "from-guest-root\n" {
 		t.Errorf("after removal, the writable volume's file: %q, %v", b, err)
 	}
-	if !slices.Contains(hostMountPoints(t), child) {
+	if !slices.Contains(hostMountPoints(t, vols), child) {
 		t.Errorf("removing the pod unmounted the host's %s", child)
 	}
 	if b, err := os.ReadFile(filepath.Join(child, "marker")); string(b) != "host\n" {
 		t.Errorf("the host's child mount: %q, %v", b, err)
 	}
-	for _, m := range hostMountPoints(t) {
+	for _, m := range hostMountPoints(t, vmDir) {
 		if strings.HasPrefix(m, vmDir) {
 			t.Errorf("mount left below the VM dir: %q", m)
 		}

@@ -248,8 +248,13 @@ func TestVMDaemonRestart(t *testing.T) {
 		t.Fatalf("the log never reached line-%d", n)
 	}
 	waitLine(5)
+	cg := info.Extra["cgroup"]
+	if cg != vmm.CgroupDefaultParent+"/crivm-"+sbID || procCgroup(info.Process.Pid, "memory") != cg {
+		t.Errorf("QEMU %d in memory cgroup %q, sandbox cgroup %q: want both %s/crivm-%s", info.Process.Pid, procCgroup(info.Process.Pid, "memory"), cg, vmm.CgroupDefaultParent, sbID)
+	}
 
-	// 1. Restart the daemon: the VM keeps running and the pod stays ready.
+	// 1. Restart the daemon: the VM keeps running (in its cgroup) and the
+	//    pod stays ready.
 	if err := e.d.Stop(15 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -264,6 +269,9 @@ func TestVMDaemonRestart(t *testing.T) {
 	st, err = e.rs.PodSandboxStatus(ctx, sbID, false)
 	if err != nil || st.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
 		t.Fatalf("after restart: %v %v", st.GetStatus().GetState(), err)
+	}
+	if got := procCgroup(info.Process.Pid, "memory"); got != cg {
+		t.Errorf("after the restart QEMU is in memory cgroup %q, want %q", got, cg)
 	}
 
 	// 2. The container's log goes on where the old daemon left it: every
@@ -293,6 +301,10 @@ func TestVMDaemonRestart(t *testing.T) {
 	}
 	if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
 		t.Fatal(err)
+	}
+	// 4. The new daemon removes the VM's cgroup, which it did not make.
+	if dirs := cgroupDirs(cg); len(dirs) > 0 {
+		t.Errorf("cgroup dirs left after RemovePodSandbox: %v", dirs)
 	}
 }
 

@@ -54,6 +54,12 @@ func NewDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Searchable by every uid, as /run and /var/lib are: the root of a pod
+	// with its own user namespace is an unprivileged host uid, and runc
+	// reaches the container's staged rootfs and mounts below runroot as it.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	d := &Daemon{
 		t: t, Dir: dir,
 		Root:    filepath.Join(dir, "root"),

@@ -138,7 +138,8 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "Run %s UTC, %s wall (without the Kubernetes build). ",
 		r.start.UTC().Format("2006-01-02 15:04"), time.Since(r.start).Round(time.Second))
 	b.WriteString("A one-node cluster on 127.0.0.1: Debian's etcd, kube-apiserver and kubelet built from the Go module " +
-		"proxy, no scheduler or controller-manager (pods carry `spec.nodeName`), RuntimeClasses `runc` and `vm`; " +
+		"proxy, no scheduler or controller-manager (pods carry `spec.nodeName`), RuntimeClasses `runc` and `vm` " +
+		"(`vm` with `overhead.podFixed` memory " + vmOverheadMemory + ", cpu " + vmOverheadCPU + ", which the kubelet adds to the pod cgroup that holds QEMU); " +
 		"images from a loopback registry (the repo's busybox fixture), pods on a private CNI bridge. " +
 		"Scenarios and their checks: `test/nodee2e/scenarios_test.go`; the cluster: `test/nodee2e/node_test.go`.\n\n")
 	for _, f := range r.facts {

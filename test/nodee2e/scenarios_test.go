@@ -413,11 +413,14 @@ func (e *env) stats(c *sc, hc *hctx) {
 	// from the pod's cgroup (cadvisor), container stats from crivm.
 	var qemuCg string
 	if hc.handler == "vm" {
-		if _, rec, ok := e.sandboxFor(hc.ns, "web"); ok && rec.pid > 0 {
+		if id, rec, ok := e.sandboxFor(hc.ns, "web"); ok && rec.pid > 0 {
 			qemuCg = memCgroup(rec.pid)
 			inPod := last != nil && strings.Contains(qemuCg, "pod"+last.PodRef.UID)
 			e.rep.note("vm: the web pod's QEMU (pid %d) is in memory cgroup `%s` (inside the kubelet's pod cgroup: %v)", rec.pid, qemuCg, inPod)
 			c.Logf("QEMU pid %d memory cgroup %s", rec.pid, qemuCg)
+			if last != nil && (!inPod || !strings.HasSuffix(qemuCg, "/crivm-"+id)) {
+				c.Errorf("the web pod's QEMU (pid %d) is in memory cgroup %s, want <the kubelet's pod%s cgroup>/crivm-<sandbox id>", rec.pid, qemuCg, last.PodRef.UID)
+			}
 		}
 	}
 	switch {
