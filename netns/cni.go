@@ -43,7 +43,15 @@ type Options struct {
 	ConfDir    string   // network configs; the lexically first usable one is the default network
 	PluginDirs []string // searched in order for plugin binaries
 	CacheDir   string   // libcni's result cache; DEL reads what ADD stored here
+	// AddTimeout bounds a CNI ADD; 0: DefaultAddTimeout. A plugin that
+	// hangs (seen here: ADD not returning for 10 minutes) then fails the
+	// pod with a message that says so, and its DEL undoes what ran.
+	AddTimeout time.Duration
 }
+
+// DefaultAddTimeout is below the kubelet's 4-minute RunPodSandbox deadline,
+// so the kubelet sees crivm's error rather than its own timeout.
+const DefaultAddTimeout = 2 * time.Minute
 
 // PortMapping is a host port forwarded to a port of the pod, implemented by
 // the portmap plugin through the portMappings capability.
@@ -104,6 +112,9 @@ func NewManager(opts Options) *Manager {
 	opts.PluginDirs = append([]string(nil), opts.PluginDirs...)
 	if opts.CacheDir == "" {
 		opts.CacheDir = DefaultCacheDir
+	}
+	if opts.AddTimeout <= 0 {
+		opts.AddTimeout = DefaultAddTimeout
 	}
 	return &Manager{
 		opts: opts,
@@ -241,7 +252,12 @@ func (m *Manager) Setup(ctx context.Context, req SetupRequest) (*Result, error) 
 	defer unlock()
 
 	start := time.Now()
-	res, err := m.cni.AddNetworkList(ctx, list, rt)
+	actx, cancel := context.WithTimeout(ctx, m.opts.AddTimeout)
+	defer cancel()
+	res, err := m.cni.AddNetworkList(actx, list, rt)
+	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("CNI ADD did not finish within %s (a plugin hangs; its process was killed): %w", m.opts.AddTimeout, context.DeadlineExceeded)
+	}
 	if err == nil {
 		var r *types100.Result
 		if r, err = types100.NewResultFromResult(res); err == nil {

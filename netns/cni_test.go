@@ -409,6 +409,46 @@ esac
 	}
 }
 
+// hangingPlugin writes a CNI plugin named name into dir whose ADD never
+// returns.
+func hangingPlugin(t *testing.T, dir, name string) {
+	t.Helper()
+	script := `#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}' ;;
+ADD) exec sleep 3600 ;;
+DEL) exit 0 ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A plugin whose ADD hangs fails Setup after AddTimeout, with what ran
+// before it undone.
+func TestSetupHangingPluginTimesOut(t *testing.T) {
+	dir := t.TempDir()
+	hangingPlugin(t, dir, "crivm-hang")
+	tn := newTestNet(t, []string{dir}, "crivm-hang")
+	tn.m.opts.AddTimeout = time.Second
+	ctx := context.Background()
+	p := tn.newPod(t, "a", PortMapping{ContainerPort: 80, HostPort: freeHostPort(t)})
+	start := time.Now()
+	_, err := tn.m.Setup(ctx, p.req)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "did not finish within 1s") {
+		t.Fatalf("Setup: %v, want a timeout naming AddTimeout", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Setup took %v with a 1s AddTimeout", d)
+	}
+	if err := p.ns.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	checkNoLeaks(t, tn.before, tn.tag)
+}
+
 func TestSetupFailureCleansUp(t *testing.T) {
 	for _, failDel := range []bool{false, true} {
 		t.Run(fmt.Sprintf("failDel=%v", failDel), func(t *testing.T) {
