@@ -18,7 +18,8 @@ func TestParseFeatures(t *testing.T) {
 		{"not JSON (a runtime without the command)", "unknown command features", handlers.Features{}},
 	}
 	for _, tt := range tests {
-		if got := parseFeatures([]byte(tt.doc)); got != tt.want {
+		f, _ := parseFeatures([]byte(tt.doc))
+		if got := (handlers.Features{RecursiveReadOnlyMounts: f.hasRRO()}); got != tt.want {
 			t.Errorf("%s: got %+v, want %+v", tt.name, got, tt.want)
 		}
 	}
@@ -30,10 +31,10 @@ func TestProbeFeaturesRunc(t *testing.T) {
 	if err != nil {
 		t.Skipf("requires runc: %v", err)
 	}
-	if got := probeFeatures(path); !got.RecursiveReadOnlyMounts {
-		t.Errorf("runc features: %+v, want recursive read-only mounts", got)
+	if got, err := probeFeatures(path); err != nil || !got.hasRRO() {
+		t.Errorf("runc features: %+v, %v, want recursive read-only mounts", got, err)
 	}
-	if got := probeFeatures("/bin/false"); got != (handlers.Features{}) {
-		t.Errorf("a runtime whose features command fails: %+v, want none", got)
+	if got, err := probeFeatures("/bin/false"); err == nil || got.hasRRO() || got.hasUserns() {
+		t.Errorf("a runtime whose features command fails: %+v, %v, want none and an error", got, err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -49,7 +48,7 @@ type Handler struct {
 	dir         string
 	host        oci.Host
 	// features is the OCI runtime's own report, probed once.
-	features func() handlers.Features
+	features func() (runtimeFeatures, error)
 	// userns says whether pods may have their own user namespace (userns.go).
 	userns usernsProbe
 }
@@ -62,7 +61,7 @@ func New(opts Options) (*Handler, error) {
 		}
 	}
 	h := &Handler{
-		features:    sync.OnceValue(func() handlers.Features { return probeFeatures(opts.RuntimePath) }),
+		features:    onceFeatures(opts.RuntimePath),
 		name:        opts.Name,
 		rt:          runtime{path: opts.RuntimePath, root: filepath.Join(opts.Dir, "state"), systemd: opts.Host.CgroupDriver == "systemd"},
 		monitorPath: opts.MonitorPath,

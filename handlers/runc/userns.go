@@ -2,12 +2,10 @@ package runc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -70,11 +68,11 @@ func (h *Handler) usernsUnsupportedReason() string {
 }
 
 func (h *Handler) probeUserns() string {
-	out, err := exec.Command(h.rt.path, "features").Output()
+	f, err := h.features()
 	if err != nil {
-		return fmt.Sprintf("%s features: %v", h.rt.path, err)
+		return err.Error()
 	}
-	if !runtimeHasUserns(out) {
+	if !f.hasUserns() {
 		return fmt.Sprintf("%s does not list the user namespace in its features", h.rt.path)
 	}
 	if err := h.ensureStagingRoot(); err != nil {
@@ -84,17 +82,6 @@ func (h *Handler) probeUserns() string {
 		return fmt.Sprintf("idmapped mounts: %v", err)
 	}
 	return ""
-}
-
-// runtimeHasUserns reports whether an OCI features document lists the user
-// namespace.
-func runtimeHasUserns(doc []byte) bool {
-	var f struct {
-		Linux struct {
-			Namespaces []string `json:"namespaces"`
-		} `json:"linux"`
-	}
-	return json.Unmarshal(doc, &f) == nil && slices.Contains(f.Linux.Namespaces, "user")
 }
 
 // probeIDMap clones a directory below dir as an idmapped mount in a

@@ -26,7 +26,8 @@ func TestRuntimeHasUserns(t *testing.T) {
 		{"not JSON (crun 1.8: no features command)", "unknown command features", false},
 	}
 	for _, tt := range tests {
-		if got := runtimeHasUserns([]byte(tt.doc)); got != tt.want {
+		f, _ := parseFeatures([]byte(tt.doc))
+		if got := f.hasUserns(); got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
 		}
 	}
@@ -196,12 +197,12 @@ func TestUsernsSupportedRunc(t *testing.T) {
 	if err != nil {
 		t.Skipf("requires runc: %v", err)
 	}
-	h := &Handler{dir: filepath.Join(searchableTempDir(t), "handlers", "runc"), rt: runtime{path: path}}
+	h := &Handler{dir: filepath.Join(searchableTempDir(t), "handlers", "runc"), rt: runtime{path: path}, features: onceFeatures(path)}
 	os.MkdirAll(h.dir, 0o700)
 	if !h.usernsSupported() {
 		t.Errorf("user namespaces not supported: %s", h.usernsUnsupportedReason())
 	}
-	h2 := &Handler{dir: filepath.Join(searchableTempDir(t), "handlers", "x"), rt: runtime{path: "/bin/false"}}
+	h2 := &Handler{dir: filepath.Join(searchableTempDir(t), "handlers", "x"), rt: runtime{path: "/bin/false"}, features: onceFeatures("/bin/false")}
 	if h2.usernsSupported() || h2.usernsUnsupportedReason() == "" {
 		t.Error("a runtime without features supports user namespaces")
 	}
