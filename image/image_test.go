@@ -58,13 +58,12 @@ func TestPullCandidates(t *testing.T) {
 	}
 }
 
-// TestLayeredRootfs pulls the multi-layer fixture from a real registry into
-// real overlay storage and checks that whiteouts and opaque dirs produce the
-// right tree in a container's rootfs.
-func TestLayeredRootfs(t *testing.T) {
+// layeredService is a Service on private storage that trusts a real
+// loopback registry holding the multi-layer fixture as ref. Root only.
+func layeredService(t *testing.T) (s *Service, ref string) {
+	t.Helper()
 	testutil.RequiresRoot(t)
 	testutil.RequiresBinary(t, registry.Binary)
-	ctx := context.Background()
 	layered, err := fixtures.Layered(fixtures.DefaultCacheDir())
 	if err != nil {
 		t.Fatal(err)
@@ -74,12 +73,21 @@ func TestLayeredRootfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	s, err := New(ctx, Options{Root: filepath.Join(dir, "root"), Runroot: filepath.Join(dir, "run"), InsecureRegistries: []string{reg.Host}})
+	s, err = New(context.Background(), Options{Root: filepath.Join(dir, "root"), Runroot: filepath.Join(dir, "run"), InsecureRegistries: []string{reg.Host}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	res, err := s.Pull(ctx, reg.Ref("layered", "latest"), nil)
+	t.Cleanup(func() { s.Close() })
+	return s, reg.Ref("layered", "latest")
+}
+
+// TestLayeredRootfs pulls the multi-layer fixture from a real registry into
+// real overlay storage and checks that whiteouts and opaque dirs produce the
+// right tree in a container's rootfs.
+func TestLayeredRootfs(t *testing.T) {
+	ctx := context.Background()
+	s, ref := layeredService(t)
+	res, err := s.Pull(ctx, ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

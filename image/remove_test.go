@@ -2,14 +2,10 @@ package image
 
 import (
 	"context"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/crivm/crivm/internal/errdefs"
-	"github.com/crivm/crivm/test/fixtures"
-	"github.com/crivm/crivm/test/registry"
-	"github.com/crivm/crivm/test/testutil"
 )
 
 // TestRemoveConcurrent: removals of one image that race each other all
@@ -17,24 +13,8 @@ import (
 // (containers/storage: "identifier is not an image") treats it as gone,
 // as the CRI's idempotent RemoveImage wants.
 func TestRemoveConcurrent(t *testing.T) {
-	testutil.RequiresRoot(t)
-	testutil.RequiresBinary(t, registry.Binary)
 	ctx := context.Background()
-	img, err := fixtures.Layered(fixtures.DefaultCacheDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := registry.Start(t, registry.Options{})
-	if _, err := reg.Push(img, "layered", "latest"); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	s, err := New(ctx, Options{Root: filepath.Join(dir, "root"), Runroot: filepath.Join(dir, "run"), InsecureRegistries: []string{reg.Host}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ref := reg.Ref("layered", "latest")
+	s, ref := layeredService(t)
 	pull := func(t *testing.T) string {
 		t.Helper()
 		res, err := s.Pull(ctx, ref, nil)
