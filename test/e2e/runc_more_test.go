@@ -27,6 +27,7 @@ func TestRuncPodConfig(t *testing.T) {
 	pod.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"e2e.svc.cluster.local"}, Options: []string{"ndots:5"}}
 	parent := fmt.Sprintf("/crivm-e2e-%d", time.Now().UnixNano()%100000)
 	pod.Linux.CgroupParent = parent
+	removeCgroupAtEnd(t, parent) // runc makes the parent; nothing removes it
 	_, ctrID := e.runPod(t, pod, e.containerConfig("app", "sleep", "3600"))
 	if got := e.exec(t, ctrID, "cat", "/etc/resolv.conf"); got != "search e2e.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n" {
 		t.Errorf("resolv.conf: %q", got)

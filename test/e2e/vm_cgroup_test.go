@@ -125,6 +125,23 @@ func cgroupDirs(cg string) []string {
 	return dirs
 }
 
+// removeCgroupAtEnd removes the test's cgroup parent p in every hierarchy
+// when the test ends (after its pods, which it must be registered before),
+// with whatever crivm left in it (nothing, if the test passes).
+func removeCgroupAtEnd(t *testing.T, p string) {
+	t.Cleanup(func() {
+		for _, d := range cgroupDirs(p) {
+			kids, _ := filepath.Glob(d + "/crivm-*")
+			for _, k := range kids {
+				os.Remove(k)
+			}
+			if err := os.Remove(d); err != nil {
+				t.Logf("removing test cgroup %s: %v", d, err)
+			}
+		}
+	})
+}
+
 // makeParent makes cgroup parent p with a memory limit (bytes) and
 // removes it at the end of the test, with whatever crivm made in it
 // (nothing, if the test passes).
@@ -137,17 +154,7 @@ func makeParent(t *testing.T, p string, limit uint64) {
 	if err := os.MkdirAll(memDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		for _, d := range cgroupDirs(p) {
-			kids, _ := filepath.Glob(d + "/crivm-*")
-			for _, k := range kids {
-				os.Remove(k)
-			}
-			if err := os.Remove(d); err != nil {
-				t.Logf("removing test cgroup %s: %v", d, err)
-			}
-		}
-	})
+	removeCgroupAtEnd(t, p)
 	if err := os.WriteFile(filepath.Join(memDir, file), []byte(strconv.FormatUint(limit, 10)), 0o644); err != nil {
 		t.Fatal(err)
 	}
