@@ -36,7 +36,8 @@ import (
 //     SysProcAttr.UseCgroupFD) starts the process in the cgroup.
 //   - cgroup v1 (and hybrid): the daemon binary re-executes itself as a
 //     tiny shim (CgroupExecName) that writes its pid to cgroup.procs in
-//     every hierarchy, then execs QEMU: the memory QEMU allocates belongs
+//     every hierarchy (files the daemon opened and passed down: the shim
+//     runs in the pod's mount namespace, which has no /sys), then execs QEMU: the memory QEMU allocates belongs
 //     to an mm made by that exec, inside the pod's memory cgroup. The
 //     binary must call reexec.Init first thing in main (cmd/crivm does).
 //
@@ -479,11 +480,26 @@ func (c *Cgroup) place(cmd *exec.Cmd) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{CgroupExecName}, c.Dirs()...)
-	args = append(args, "--", cmd.Path)
+	// The shim may start in a mount namespace without /sys (podns): it
+	// joins through cgroup.procs files opened here, inherited as fds 3...
+	files, release := []*os.File{}, func(fs []*os.File) {
+		for _, f := range fs {
+			f.Close()
+		}
+	}
+	for _, d := range c.Dirs() {
+		f, err := os.OpenFile(filepath.Join(d, "cgroup.procs"), os.O_WRONLY, 0)
+		if err != nil {
+			release(files)
+			return nil, fmt.Errorf("opening cgroup %s: %w", d, err)
+		}
+		files = append(files, f)
+	}
+	args := []string{CgroupExecName, strconv.Itoa(len(cmd.ExtraFiles) + 3), strconv.Itoa(len(files)), "--", cmd.Path}
 	args = append(args, cmd.Args[1:]...)
 	cmd.Path, cmd.Args = self, args
-	return func() {}, nil
+	cmd.ExtraFiles = append(cmd.ExtraFiles, files...)
+	return func() { release(files) }, nil
 }
 
 // selfPath is this binary, for the shim; it fails when main does not run
@@ -497,41 +513,41 @@ func selfPath() (p string, err error) {
 	return reexec.Command(CgroupExecName).Path, nil
 }
 
-// cgroupExecArgs splits the shim's arguments: cgroup dirs, "--", then
-// the program and its arguments.
-func cgroupExecArgs(args []string) (dirs, argv []string, err error) {
-	for i, a := range args {
-		if a == "--" {
-			dirs, argv = args[:i], args[i+1:]
-			break
-		}
+// cgroupExecArgs splits the shim's arguments: the first inherited
+// cgroup.procs fd, their count, "--", then the program and its arguments.
+func cgroupExecArgs(args []string) (fds []int, argv []string, err error) {
+	usage := fmt.Errorf("usage: %s FIRST_FD COUNT -- /PROGRAM [ARG...]", CgroupExecName)
+	if len(args) < 4 || args[2] != "--" || !filepath.IsAbs(args[3]) {
+		return nil, nil, usage
 	}
-	if len(argv) == 0 || !filepath.IsAbs(argv[0]) {
-		return nil, nil, fmt.Errorf("usage: %s CGROUP_DIR... -- /PROGRAM [ARG...]", CgroupExecName)
+	first, err1 := strconv.Atoi(args[0])
+	n, err2 := strconv.Atoi(args[1])
+	if err1 != nil || err2 != nil || first < 3 || n < 0 || n > 64 {
+		return nil, nil, usage
 	}
-	for _, d := range dirs {
-		if !filepath.IsAbs(d) {
-			return nil, nil, fmt.Errorf("cgroup dir %q is not absolute", d)
-		}
+	for i := range n {
+		fds = append(fds, first+i)
 	}
-	return dirs, argv, nil
+	return fds, args[3:], nil
 }
 
-// cgroupExecMain is the shim: it moves itself into each cgroup dir, then
-// execs the program, which keeps its pid. Errors go to stderr (the
-// program's log) and end the shim with 126 (cgroup) or 127 (exec).
+// cgroupExecMain is the shim: it writes its pid to each inherited
+// cgroup.procs fd, then execs the program, which keeps its pid. Errors go
+// to stderr (the program's log) and end the shim with 126 (cgroup) or 127
+// (exec).
 func cgroupExecMain() {
-	dirs, argv, err := cgroupExecArgs(os.Args[1:])
+	fds, argv, err := cgroupExecArgs(os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "crivm: %v\n", err)
 		os.Exit(2)
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()))
-	for _, d := range dirs {
-		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), pid, 0o644); err != nil {
-			fmt.Fprintf(os.Stderr, "crivm: joining cgroup %s: %v\n", d, err)
+	for _, fd := range fds {
+		if _, err := unix.Write(fd, pid); err != nil {
+			fmt.Fprintf(os.Stderr, "crivm: joining the cgroup behind fd %d: %v\n", fd, err)
 			os.Exit(126)
 		}
+		unix.Close(fd)
 	}
 	err = unix.Exec(argv[0], argv, os.Environ())
 	fmt.Fprintf(os.Stderr, "crivm: exec %s: %v\n", argv[0], err)

@@ -147,27 +147,29 @@ func TestNewCgroupRefuses(t *testing.T) {
 
 func TestCgroupExecArgs(t *testing.T) {
 	for _, tt := range []struct {
-		args       []string
-		dirs, argv []string
-		fail       bool
+		args []string
+		fds  []int
+		argv []string
+		fail bool
 	}{
-		{args: []string{"/sys/fs/cgroup/memory/a", "/sys/fs/cgroup/cpu/a", "--", "/usr/bin/qemu", "-name", "x", "--", "y"},
-			dirs: []string{"/sys/fs/cgroup/memory/a", "/sys/fs/cgroup/cpu/a"}, argv: []string{"/usr/bin/qemu", "-name", "x", "--", "y"}},
-		{args: []string{"--", "/bin/true"}, dirs: []string{}, argv: []string{"/bin/true"}},
-		{args: []string{"/sys/fs/cgroup/a", "/bin/true"}, fail: true},
-		{args: []string{"/sys/fs/cgroup/a", "--"}, fail: true},
-		{args: []string{"relative", "--", "/bin/true"}, fail: true},
-		{args: []string{"--", "true"}, fail: true},
+		{args: []string{"3", "2", "--", "/usr/bin/qemu", "-name", "x", "--", "y"},
+			fds: []int{3, 4}, argv: []string{"/usr/bin/qemu", "-name", "x", "--", "y"}},
+		{args: []string{"5", "0", "--", "/bin/true"}, argv: []string{"/bin/true"}},
+		{args: []string{"3", "1", "/bin/true"}, fail: true},
+		{args: []string{"3", "1", "--"}, fail: true},
+		{args: []string{"2", "1", "--", "/bin/true"}, fail: true},
+		{args: []string{"3", "x", "--", "/bin/true"}, fail: true},
+		{args: []string{"3", "1", "--", "true"}, fail: true},
 	} {
-		dirs, argv, err := cgroupExecArgs(tt.args)
+		fds, argv, err := cgroupExecArgs(tt.args)
 		if tt.fail {
 			if err == nil {
-				t.Errorf("cgroupExecArgs(%q) = %q %q, want an error", tt.args, dirs, argv)
+				t.Errorf("cgroupExecArgs(%q) = %v %q, want an error", tt.args, fds, argv)
 			}
 			continue
 		}
-		if err != nil || !slices.Equal(dirs, tt.dirs) || !slices.Equal(argv, tt.argv) {
-			t.Errorf("cgroupExecArgs(%q) = %q %q %v, want %q %q", tt.args, dirs, argv, err, tt.dirs, tt.argv)
+		if err != nil || !slices.Equal(fds, tt.fds) || !slices.Equal(argv, tt.argv) {
+			t.Errorf("cgroupExecArgs(%q) = %v %q %v, want %v %q", tt.args, fds, argv, err, tt.fds, tt.argv)
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/podns"
 	"github.com/crivm/crivm/internal/steps"
 )
 
@@ -119,7 +119,10 @@ type MachineConfig struct {
 	// NetNSPath, when set, is the network namespace QEMU runs in (its
 	// taps must live there).
 	NetNSPath string
-	Taps      []Tap
+	// MountNS, when set, is the podns pin of the mount namespace QEMU
+	// starts in: every path above must be visible there.
+	MountNS string
+	Taps    []Tap
 	// VsockCID adds a vhost-vsock-pci device with this guest CID when
 	// non-zero (needs /dev/vhost-vsock).
 	VsockCID uint32
@@ -414,11 +417,7 @@ func launch(ctx context.Context, c MachineConfig) (*VM, error) {
 		defer release()
 	}
 	log.G(ctx).Debug("running qemu", "args", cmd.Args)
-	if c.NetNSPath != "" {
-		err = inNetNS(c.NetNSPath, cmd.Start)
-	} else {
-		err = cmd.Start()
-	}
+	err = podns.Run(podns.Target{MountNS: c.MountNS, NetNS: c.NetNSPath}, cmd.Start)
 	if err != nil {
 		return nil, fmt.Errorf("running %s: %w", c.QEMUPath, err)
 	}
@@ -471,45 +470,6 @@ func tailFile(path string, n int64) string {
 	b := make([]byte, st.Size()-off)
 	k, _ := f.ReadAt(b, off)
 	return strings.TrimSpace(string(b[:k]))
-}
-
-// inNetNS runs fn on a locked thread that has entered the network
-// namespace at path, then moves the thread back. Only when moving back
-// fails is the thread left locked, so that it dies with the goroutine
-// instead of running other goroutines in the pod's namespace.
-func inNetNS(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("opening current netns: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("opening netns %s: %w", path, err)
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering netns %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// Stay locked: the thread exits with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("leaving netns %s: %w", path, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 // attach opens a pidfd for pid and checks it is QEMU for dir (so a

@@ -15,6 +15,7 @@ import (
 
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/podns"
 )
 
 // Files of a VM's virtiofsd in its dir.
@@ -64,6 +65,9 @@ type VirtiofsdConfig struct {
 	// Cgroup, when set, is the cgroup virtiofsd starts in (it must exist):
 	// the pod's, as QEMU's.
 	Cgroup *Cgroup
+	// MountNS, when set, is the podns pin of the mount namespace
+	// virtiofsd starts in (its sandbox namespace is made from that one).
+	MountNS string
 }
 
 // Virtiofsd is a running virtiofsd. It runs in its own session and
@@ -125,7 +129,7 @@ func StartVirtiofsd(ctx context.Context, c VirtiofsdConfig) (*Virtiofsd, error) 
 		}
 	}
 	log.G(ctx).Debug("running virtiofsd", "args", cmd.Args)
-	err = cmd.Start()
+	err = podns.Run(podns.Target{MountNS: c.MountNS}, cmd.Start)
 	release()
 	if err != nil {
 		return nil, fmt.Errorf("running %s: %w", c.Path, err)

@@ -96,6 +96,9 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		return nil, err
 	}
 	defer closeSources()
+	if err := keepSubmountsWritable(spec, c.ID, sources); err != nil {
+		return nil, err
+	}
 	sh := h.share(sb.ID)
 	undo := func(err error) error {
 		if uerr := sh.unexpose(c.ID); uerr != nil {

@@ -73,7 +73,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		}},
 		{Name: "creating VM dir and share", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			sh := h.share(sb.ID)
-			if err := sh.create(); err != nil {
+			if err := sh.create([]string{h.cfg.HypervisorPath, assets.virtiofsd, assets.vmlinux, assets.initrd}); err != nil {
 				return nil, errors.Join(err, sh.destroy())
 			}
 			return func(context.Context) error { return sh.destroy() }, nil
@@ -82,7 +82,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if assets.sharedFS != sharedFSVirtio {
 				return nil, nil
 			}
-			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: h.share(sb.ID).export(), Dir: dir, Cache: h.cfg.VirtioFSCache, Cgroup: cg})
+			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: h.share(sb.ID).export(), Dir: dir, Cache: h.cfg.VirtioFSCache, Cgroup: cg, MountNS: h.share(sb.ID).pin()})
 			if err != nil {
 				return nil, err
 			}
@@ -114,6 +114,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				NetNSPath:   req.NetNSPath,
 				Taps:        []vmm.Tap{{Name: tapName, MAC: bootMAC.String()}},
 				Cgroup:      cg,
+				MountNS:     h.share(sb.ID).pin(),
 			}
 			if virtiofsd != nil {
 				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: sharedTag, Socket: virtiofsd.Socket()}}

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -15,17 +18,23 @@ import (
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/mountfs"
+	"github.com/crivm/crivm/internal/podns"
 )
 
-// share is a pod's file share with its guest. Layout, below the VM dir:
+// share is a pod's file share with its guest, and the pod's own mount
+// namespace (podns) where the share's mounts live and QEMU and virtiofsd
+// run. Layout, below the VM dir:
 //
 //	<vm dir>/           a private mount of its own: nothing mounted below it
 //	                    propagates to the peers of the host mount it is on
+//	  mnt.ns            the pin of the pod's mount namespace
+//	  nsroot/           where that namespace's root was built (empty)
 //	  staging/          the host's writable view of the tree; never exported
-//	  shared/           the export (9p or virtiofsd): a bind of staging,
-//	                    read-only, nosuid, nodev, noexec, in a peer group of
-//	                    its own whose only members are the slaves of
-//	                    virtiofsd's sandbox namespace
+//	  shared/           the export (9p or virtiofsd): in the pod namespace
+//	                    only, a bind of staging, read-only, nosuid, nodev,
+//	                    noexec, in a peer group of its own whose only members
+//	                    are the slaves of virtiofsd's sandbox namespace; an
+//	                    empty directory in the host's
 //	    <ctr>/rootfs    the container's rootfs: its own mount, read-write
 //	    <ctr>/mounts/N  its N-th bind volume: its own mount, read-only as
 //	                    the container sees it (the top mount for readonly,
@@ -37,26 +46,69 @@ import (
 // the guest cannot create, rename, remove or replace. The host creates
 // entries below staging by descriptor without following symlinks, and
 // mounts copies of sources it opened (and the mount policy checked) by
-// descriptor. Every copy is a slave of its source: an unmount in the
-// share never propagates to a host mount.
+// descriptor. Every copy is a slave of its source and is made detached in
+// the host's namespace and attached in the pod's: no copy is ever a mount
+// in the host's namespace, so none pins a host directory (a hostPath's
+// owner can unmount or remove it, as with a runc container), and no
+// unmount in the share propagates to a host mount. When the pod namespace
+// ends (its pin released, QEMU and virtiofsd gone), every copy ends with
+// it.
 type share struct{ dir string }
 
 func (s share) staging() string { return filepath.Join(s.dir, "staging") }
 func (s share) export() string  { return filepath.Join(s.dir, "shared") }
+func (s share) pin() string     { return filepath.Join(s.dir, "mnt.ns") }
+func (s share) nsroot() string  { return filepath.Join(s.dir, "nsroot") }
 
-// create makes the VM dir, its staging tree and the read-only export.
-func (s share) create() error {
+// inNS runs fn on a thread in the pod's mount namespace.
+func (s share) inNS(fn func() error) error {
+	return podns.Run(podns.Target{MountNS: s.pin()}, fn)
+}
+
+// vmmDevices are the host device nodes a VMM may open; those missing are
+// left out of the pod namespace.
+var vmmDevices = []string{
+	"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+	"/dev/kvm", "/dev/net/tun", "/dev/vhost-net", "/dev/vhost-vsock",
+}
+
+// create makes the VM dir, its staging tree, the pod namespace (holding
+// the system dirs, vmmDevices, the VM dir and vmmFiles: the QEMU and
+// virtiofsd binaries, kernel and initrd) and the read-only export in it.
+// On error the caller undoes it with destroy.
+func (s share) create(vmmFiles []string) error {
 	if err := os.MkdirAll(s.dir, 0o711); err != nil {
 		return err
 	}
 	if err := mountfs.MakePrivateMount(s.dir); err != nil {
 		return fmt.Errorf("isolating the VM dir: %w", err)
 	}
-	for _, d := range []string{s.staging(), s.export()} {
+	for _, d := range []string{s.staging(), s.export(), s.nsroot()} {
 		if err := os.Mkdir(d, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
 			return err
 		}
 	}
+	root := podns.Root{
+		ReadOnly: slices.Clone(podns.SystemDirs),
+		Devices:  vmmDevices,
+		Writable: []string{s.dir},
+		Tmpfs:    []string{"/var/run"}, // virtiofsd's lock file
+		Scratch:  s.nsroot(),
+	}
+	for _, f := range vmmFiles {
+		if f != "" && !podns.Under(f, root.ReadOnly) {
+			root.ReadOnly = append(root.ReadOnly, f)
+		}
+	}
+	if err := podns.Create(s.pin(), root); err != nil {
+		return fmt.Errorf("creating the pod mount namespace: %w", err)
+	}
+	return s.inNS(s.makeExport)
+}
+
+// makeExport binds staging read-only onto the export; it runs in the pod
+// namespace.
+func (s share) makeExport() error {
 	stg, err := mountfs.OpenDir(s.staging())
 	if err != nil {
 		return err
@@ -83,10 +135,20 @@ func (s share) create() error {
 	return nil
 }
 
-// destroy unmounts everything below the VM dir and removes it. It fails,
-// removing nothing across a mount, while anything stays mounted; a retry
-// starts over. Idempotent.
+// destroy unmounts everything in the export, releases the pod namespace,
+// unmounts everything below the VM dir and removes it. It fails, removing
+// nothing across a mount, while anything stays mounted; a retry starts
+// over. Idempotent. QEMU and virtiofsd must be gone: while one runs, the
+// namespace (and so the copies in it) outlives its pin.
 func (s share) destroy() error {
+	if podns.Exists(s.pin()) {
+		if err := s.inNS(func() error { return mountfs.UnmountAll(s.export()) }); err != nil {
+			return fmt.Errorf("unmounting the export: %w", err)
+		}
+	}
+	if err := podns.Release(s.pin()); err != nil {
+		return err
+	}
 	if err := mountfs.UnmountAll(s.dir); err != nil {
 		return err
 	}
@@ -132,47 +194,71 @@ func (s share) expose(id, rootfs string, binds []shareBind) error {
 		}
 	}
 
-	exp, err := mountfs.OpenDir(s.export())
-	if err != nil {
-		return err
-	}
-	defer unix.Close(exp)
+	// The copies are made here, in the host's namespace where their
+	// sources are, and attached in the pod's.
+	var trees []detached
+	defer func() {
+		for _, t := range trees {
+			unix.Close(t.fd)
+		}
+	}()
 	src, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("opening the rootfs: %w", err)
 	}
 	defer src.Close()
-	if err := mountOnto(exp, id+"/rootfs", src, mountfs.BindOptions{Propagation: unix.MS_SLAVE}); err != nil {
-		return fmt.Errorf("exposing the rootfs: %w", err)
+	tree, err := mountfs.Clone(int(src.Fd()), mountfs.BindOptions{Propagation: unix.MS_SLAVE})
+	if err != nil {
+		return fmt.Errorf("copying the rootfs: %w", err)
 	}
+	trees = append(trees, detached{fd: tree, at: id + "/rootfs", what: "the rootfs"})
 	for _, b := range binds {
 		opts := mountfs.BindOptions{Recursive: true, ReadOnly: b.readOnly, RecursiveReadOnly: b.recursiveReadOnly, Propagation: unix.MS_SLAVE}
-		if err := mountOnto(exp, mountPointIn(id, b.n), b.src, opts); err != nil {
-			return fmt.Errorf("exposing volume %d: %w", b.n, err)
+		tree, err := mountfs.Clone(int(b.src.Fd()), opts)
+		if err != nil {
+			return fmt.Errorf("copying volume %d: %w", b.n, err)
 		}
+		trees = append(trees, detached{fd: tree, at: mountPointIn(id, b.n), what: fmt.Sprintf("volume %d", b.n)})
 	}
-	return nil
+	return s.inNS(func() error {
+		exp, err := mountfs.OpenDir(s.export())
+		if err != nil {
+			return err
+		}
+		defer unix.Close(exp)
+		for _, t := range trees {
+			target, err := mountfs.OpenBeneath(exp, t.at, unix.O_PATH)
+			if err != nil {
+				return fmt.Errorf("exposing %s: %w", t.what, err)
+			}
+			err = mountfs.Attach(t.fd, target)
+			unix.Close(target)
+			if err != nil {
+				return fmt.Errorf("exposing %s: %w", t.what, err)
+			}
+		}
+		return nil
+	})
+}
+
+// detached is a copy made by mountfs.Clone, to attach at "at" below the
+// export.
+type detached struct {
+	fd       int
+	at, what string
 }
 
 func mountPointIn(id string, n int) string { return id + "/mounts/" + strconv.Itoa(n) }
-
-// mountOnto mounts a copy of src on rel below the export exp.
-func mountOnto(exp int, rel string, src *os.File, opts mountfs.BindOptions) error {
-	target, err := mountfs.OpenBeneath(exp, rel, unix.O_PATH)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(target)
-	return mountfs.Bind(int(src.Fd()), target, opts)
-}
 
 // unexpose undoes expose. Idempotent.
 func (s share) unexpose(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("container id %q: not a share entry", id)
 	}
-	if err := mountfs.UnmountAll(filepath.Join(s.export(), id)); err != nil {
-		return err
+	if podns.Exists(s.pin()) {
+		if err := s.inNS(func() error { return mountfs.UnmountAll(filepath.Join(s.export(), id)) }); err != nil {
+			return err
+		}
 	}
 	stg, err := mountfs.OpenDir(s.staging())
 	if errors.Is(err, unix.ENOENT) {
@@ -231,4 +317,82 @@ func shareBinds(spec *specs.Spec, binds []agentproxy.HostBind, req *handlers.Con
 		out = append(out, shareBind{n: b.N, src: f, readOnly: readOnly[b.GuestPath], recursiveReadOnly: recursive[b.GuestPath]})
 	}
 	return out, closeAll, nil
+}
+
+// keepSubmountsWritable gives every submount of a readonly volume without
+// recursive_read_only a guest bind of its own, after the volume's, with
+// the submount's own read-only flag. In the guest the share is one
+// filesystem, so the volume's read-only bind would cover its submounts,
+// where runc makes only the top mount read-only. The submounts are the
+// host's, read from its mount table when the copy is made; the guest has
+// no say in them.
+func keepSubmountsWritable(spec *specs.Spec, id string, binds []shareBind) error {
+	for _, b := range binds {
+		if !b.readOnly || b.recursiveReadOnly {
+			continue
+		}
+		subs, err := submountsOf(b.src)
+		if err != nil {
+			return fmt.Errorf("listing volume %d's submounts: %w", b.n, err)
+		}
+		i := slices.IndexFunc(spec.Mounts, func(m specs.Mount) bool { return m.Source == agentproxy.GuestMountSource(id, b.n) })
+		if i < 0 || len(subs) == 0 {
+			continue
+		}
+		parent := spec.Mounts[i]
+		var add []specs.Mount
+		for _, sm := range subs {
+			opts := []string{"rbind"}
+			for _, o := range parent.Options {
+				if !slices.Contains([]string{"ro", "rro", "rw", "bind", "rbind"}, o) {
+					opts = append(opts, o)
+				}
+			}
+			if sm.readOnly {
+				opts = append(opts, "ro")
+			}
+			add = append(add, specs.Mount{
+				Destination: path.Join(parent.Destination, sm.rel),
+				Type:        "bind",
+				Source:      path.Join(parent.Source, sm.rel),
+				Options:     opts,
+			})
+		}
+		spec.Mounts = slices.Insert(spec.Mounts, i+1, add...)
+	}
+	return nil
+}
+
+type submount struct {
+	rel      string
+	readOnly bool
+}
+
+// submountsOf lists the mounts below the directory src refers to in the
+// host's mount table, parents first.
+func submountsOf(src *os.File) ([]submount, error) {
+	dir, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", src.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("volume source %q: not reachable from the host's root", dir)
+	}
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil, err
+	}
+	var out []submount
+	for _, m := range infos {
+		if m.Mountpoint == dir {
+			continue
+		}
+		rel, err := filepath.Rel(dir, m.Mountpoint)
+		if err != nil || rel == "." || strings.HasPrefix(rel, "../") {
+			continue
+		}
+		out = append(out, submount{rel: rel, readOnly: slices.Contains(strings.Split(m.Options, ","), "ro")})
+	}
+	slices.SortStableFunc(out, func(a, b submount) int { return strings.Count(a.rel, "/") - strings.Count(b.rel, "/") })
+	return slices.CompactFunc(out, func(a, b submount) bool { return a.rel == b.rel }), nil
 }

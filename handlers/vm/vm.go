@@ -23,6 +23,10 @@
 //     mount point (internal/mountfs).
 //   - No unmount in the share propagates to a host mount: every copy in it
 //     is a slave of its source, below a private VM dir.
+//   - QEMU and virtiofsd run in the pod's own mount namespace
+//     (internal/podns), which holds only the system dirs, devices, VM dir
+//     and VMM files it is built with; the share's copies exist only there,
+//     so none of them is a mount in the host's namespace.
 //   - Read-only volumes are read-only on the host side too, recursively;
 //     the share is nodev and nosuid, so a device node the guest makes in a
 //     writable rootfs does not open a host device through QEMU or

@@ -49,6 +49,17 @@ func OpenDir(dir string) (int, error) {
 	return fd, nil
 }
 
+// OpenPath opens the file or directory at the absolute path p (trusted:
+// the caller's own) as an O_PATH descriptor, refusing a symlink as its
+// last element.
+func OpenPath(p string) (int, error) {
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	return fd, nil
+}
+
 // BindOptions shape a bind mount made by Bind.
 type BindOptions struct {
 	// Recursive takes the source's submounts along.
@@ -59,9 +70,13 @@ type BindOptions struct {
 	// RecursiveReadOnly makes every mount of the copy read-only
 	// (MOUNT_ATTR_RDONLY with AT_RECURSIVE).
 	RecursiveReadOnly bool
-	// NoExec adds MOUNT_ATTR_NOEXEC. nosuid and nodev are always set:
-	// the host never runs or opens devices from what it exposes.
+	// NoExec adds MOUNT_ATTR_NOEXEC. nosuid is always set, and so is
+	// nodev unless Devices: the host never runs or opens devices from
+	// what it exposes.
 	NoExec bool
+	// Devices leaves nodev off: for the bind of a host device node into a
+	// namespace the host builds (podns), never for shared content.
+	Devices bool
 	// Propagation is unix.MS_PRIVATE (the default) or unix.MS_SLAVE: the
 	// copy never propagates back to the source's peers, so unmounting it
 	// cannot unmount a host mount.
@@ -71,6 +86,20 @@ type BindOptions struct {
 // Bind mounts a copy of the file or directory srcfd refers to onto the
 // file or directory targetfd refers to. Both may be O_PATH descriptors.
 func Bind(srcfd, targetfd int, opts BindOptions) error {
+	tree, err := Clone(srcfd, opts)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tree)
+	return Attach(tree, targetfd)
+}
+
+// Clone makes a detached copy of the mount at srcfd with opts applied and
+// returns its descriptor (close-on-exec). A detached copy is in no mount
+// namespace until Attach puts it in the caller's: it can be made in one
+// namespace and attached in another (podns), and until then it makes
+// nothing a mount point anywhere.
+func Clone(srcfd int, opts BindOptions) (int, error) {
 	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC | unix.AT_EMPTY_PATH)
 	attrFlags := uint(unix.AT_EMPTY_PATH)
 	if opts.Recursive {
@@ -79,10 +108,12 @@ func Bind(srcfd, targetfd int, opts BindOptions) error {
 	}
 	tree, err := unix.OpenTree(srcfd, "", flags)
 	if err != nil {
-		return fmt.Errorf("cloning the source tree: %w", err)
+		return -1, fmt.Errorf("cloning the source tree: %w", err)
 	}
-	defer unix.Close(tree)
 	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Propagation: opts.Propagation}
+	if opts.Devices {
+		attr.Attr_set &^= unix.MOUNT_ATTR_NODEV
+	}
 	if attr.Propagation == 0 {
 		attr.Propagation = unix.MS_PRIVATE
 	}
@@ -93,14 +124,22 @@ func Bind(srcfd, targetfd int, opts BindOptions) error {
 		attr.Attr_set |= unix.MOUNT_ATTR_NOEXEC
 	}
 	if err := unix.MountSetattr(tree, "", attrFlags, attr); err != nil {
-		return fmt.Errorf("setting the copy's attributes: %w", err)
+		unix.Close(tree)
+		return -1, fmt.Errorf("setting the copy's attributes: %w", err)
 	}
 	if opts.ReadOnly && !opts.RecursiveReadOnly {
 		top := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
 		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, top); err != nil {
-			return fmt.Errorf("making the copy read-only: %w", err)
+			unix.Close(tree)
+			return -1, fmt.Errorf("making the copy read-only: %w", err)
 		}
 	}
+	return tree, nil
+}
+
+// Attach mounts the detached tree Clone made onto targetfd, in the
+// calling thread's mount namespace.
+func Attach(tree, targetfd int) error {
 	if err := unix.MoveMount(tree, "", targetfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attaching the copy: %w", err)
 	}
