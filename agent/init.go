@@ -96,6 +96,31 @@ func MountBase(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// NodeSysctls are the kernel tunables the kubelet sets on every node it
+// runs (its setupKernelTunables), so that a guest behaves like a node: a
+// container that allocates past its limit is OOM-killed (exit 137) rather
+// than refused memory with ENOMEM. kernel.panic stays the boot line's -1:
+// a guest panic ends QEMU at once.
+var NodeSysctls = []struct{ Key, Value string }{
+	{"vm/overcommit_memory", "1"},
+	{"vm/panic_on_oom", "0"},
+	{"kernel/panic_on_oops", "1"},
+	{"kernel/keys/root_maxkeys", "1000000"},
+	{"kernel/keys/root_maxbytes", "25000000"},
+}
+
+// SetNodeSysctls writes NodeSysctls below /proc/sys, all of them, and
+// returns the joined failures.
+func SetNodeSysctls() error {
+	var errs []error
+	for _, s := range NodeSysctls {
+		if err := os.WriteFile("/proc/sys/"+s.Key, []byte(s.Value), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("setting %s: %w", s.Key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // LoadModules loads the modules listed in orderFile, in order, with
 // finit_module. A module already loaded (or built in) is skipped; a
 // failure is logged and the rest still load, since a missing optional

@@ -58,6 +58,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := MountBase(ctx); err != nil {
 		l.Warn("mounting base filesystems", "error", err)
 	}
+	if err := SetNodeSysctls(); err != nil {
+		l.Warn("setting the kubelet's node sysctls", "error", err)
+	}
 	if _, ok := KernelParam(agentproxy.KernelParamDebug); ok && opts.LogLevel != nil {
 		opts.LogLevel.Set(slog.LevelDebug)
 	}

@@ -103,8 +103,18 @@ type RuntimeHandler struct {
 	Kernel           string `toml:"kernel" json:"kernel,omitempty"`
 	DefaultVCPUs     int    `toml:"default_vcpus" json:"default_vcpus,omitempty"`
 	DefaultMemoryMiB int    `toml:"default_memory_mib" json:"default_memory_mib,omitempty"`
-	SharedFS         string `toml:"shared_fs" json:"shared_fs,omitempty"`
-	AgentTransport   string `toml:"agent_transport" json:"agent_transport,omitempty"`
+	// MaxVCPUs and MaxMemoryMiB bound what a pod may ask for (its CPU
+	// limit rounded up, its memory limit plus guest headroom); above
+	// either, RunPodSandbox is InvalidArgument. Zero: the host's CPUs and
+	// RAM.
+	MaxVCPUs     int `toml:"max_vcpus" json:"max_vcpus,omitempty"`
+	MaxMemoryMiB int `toml:"max_memory_mib" json:"max_memory_mib,omitempty"`
+	// VMMUIDBase and VMMUIDCount are the host uids (and gids) QEMU runs
+	// as: each VM pod gets its own, base + a free slot below count.
+	VMMUIDBase     uint32 `toml:"vmm_uid_base" json:"vmm_uid_base,omitempty"`
+	VMMUIDCount    uint32 `toml:"vmm_uid_count" json:"vmm_uid_count,omitempty"`
+	SharedFS       string `toml:"shared_fs" json:"shared_fs,omitempty"`
+	AgentTransport string `toml:"agent_transport" json:"agent_transport,omitempty"`
 	// VirtioFSDaemon is virtiofsd for shared_fs = "virtio-fs". Empty: the
 	// first of /usr/libexec/virtiofsd, /usr/lib/qemu/virtiofsd,
 	// /usr/bin/virtiofsd.
@@ -143,6 +153,8 @@ var vmDefaults = RuntimeHandler{
 	MachineType:      "q35",
 	DefaultVCPUs:     1,
 	DefaultMemoryMiB: 256,
+	VMMUIDBase:       3000000000,
+	VMMUIDCount:      65536,
 	SharedFS:         "9p",
 	AgentTransport:   "auto",
 	VirtioFSCache:    "auto",
@@ -178,6 +190,12 @@ func (h *RuntimeHandler) fillDefaults() {
 	}
 	if h.DefaultMemoryMiB == 0 {
 		h.DefaultMemoryMiB = d.DefaultMemoryMiB
+	}
+	if h.VMMUIDBase == 0 {
+		h.VMMUIDBase = d.VMMUIDBase
+	}
+	if h.VMMUIDCount == 0 {
+		h.VMMUIDCount = d.VMMUIDCount
 	}
 }
 

@@ -191,6 +191,8 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			{"shared_fs", h.SharedFS != ""}, {"agent_transport", h.AgentTransport != ""},
 			{"agent_path", h.AgentPath != ""}, {"virtio_fs_daemon", h.VirtioFSDaemon != ""},
 			{"virtio_fs_cache", h.VirtioFSCache != ""},
+			{"max_vcpus", h.MaxVCPUs != 0}, {"max_memory_mib", h.MaxMemoryMiB != 0},
+			{"vmm_uid_base", h.VMMUIDBase != 0}, {"vmm_uid_count", h.VMMUIDCount != 0},
 		}
 		for _, k := range vmOnly {
 			if k.set {
@@ -220,6 +222,15 @@ func (h *RuntimeHandler) validate(hp string) []error {
 		}
 		if h.DefaultMemoryMiB < 64 {
 			errs = append(errs, keyErr(hp+"default_memory_mib", "%d MiB is below the 64 MiB a guest needs", h.DefaultMemoryMiB))
+		}
+		if h.MaxVCPUs != 0 && (h.MaxVCPUs < h.DefaultVCPUs || h.MaxVCPUs > 255) {
+			errs = append(errs, keyErr(hp+"max_vcpus", "%d is outside default_vcpus (%d)..255", h.MaxVCPUs, h.DefaultVCPUs))
+		}
+		if h.MaxMemoryMiB != 0 && h.MaxMemoryMiB < h.DefaultMemoryMiB {
+			errs = append(errs, keyErr(hp+"max_memory_mib", "%d MiB is below default_memory_mib (%d)", h.MaxMemoryMiB, h.DefaultMemoryMiB))
+		}
+		if h.VMMUIDBase < 1000 || uint64(h.VMMUIDBase)+uint64(h.VMMUIDCount) > 1<<32-2 {
+			errs = append(errs, keyErr(hp+"vmm_uid_base", "uids %d..%d+%d: want a range of unprivileged uids (from 1000, below 4294967294)", h.VMMUIDBase, h.VMMUIDBase, h.VMMUIDCount))
 		}
 		return errs
 	case "":

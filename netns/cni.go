@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/version"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -411,8 +408,4 @@ func toResult(r *types100.Result) *Result {
 	}
 	out.IPs = append(out.IPs, v6...)
 	return out
-}
-
-func newExec() invoke.Exec {
-	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/podns"
 	"github.com/crivm/crivm/internal/steps"
+	"github.com/crivm/crivm/netns"
 )
 
 // Files of a VM inside MachineConfig.Dir.
@@ -109,7 +110,8 @@ type MachineConfig struct {
 	KernelArgs string
 	// Dir is the VM's private directory (created 0700 if missing). It
 	// holds the QMP and agent sockets, the pidfile, console.log and
-	// qemu.log.
+	// qemu.log, all made by the daemon (see launch); QEMU needs no access
+	// to it.
 	// Reconnect finds the VM again from it.
 	Dir string
 	// Name shows in ps and QMP; defaults to the base name of Dir.
@@ -132,6 +134,9 @@ type MachineConfig struct {
 	// Cgroup, when set, is the cgroup QEMU starts in (it must exist; see
 	// Cgroup.Create): the pod's, so its limits and stats cover the VM.
 	Cgroup *Cgroup
+	// User, when set, is who QEMU runs as (see Identity). Nil: the
+	// daemon's uid and capabilities.
+	User *Identity
 }
 
 func (c *MachineConfig) validate() error {
@@ -226,8 +231,16 @@ func (c *MachineConfig) withDefaults() MachineConfig {
 }
 
 // qemuArgs returns QEMU's command line.
-func qemuArgs(c MachineConfig) []string {
-	dir := c.Dir
+// qemuFDs are the descriptor numbers, in QEMU, of what launch opened for
+// it: QEMU opens no socket, log, tap or device node path itself.
+type qemuFDs struct {
+	QMP, Agent, Console int
+	Taps                []int
+	VirtioFS            []int
+	Vhost               int // /dev/vhost-vsock; 0: none
+}
+
+func qemuArgs(c MachineConfig, fds qemuFDs) []string {
 	accel := c.Accel
 	if c.Accel == AccelTCG && c.TBSizeMiB > 0 {
 		accel += ",tb-size=" + strconv.Itoa(c.TBSizeMiB)
@@ -252,14 +265,15 @@ func qemuArgs(c MachineConfig) []string {
 		"-m", strconv.Itoa(c.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-no-reboot",
-		"-pidfile", filepath.Join(dir, PidfileName),
-		"-serial", "file:" + filepath.Join(dir, ConsoleLogName),
-		"-qmp", "unix:" + filepath.Join(dir, QMPSocketName) + ",server=on,wait=off",
+		"-add-fd", fmt.Sprintf("fd=%d,set=1,opaque=console", fds.Console),
+		"-serial", "file:/dev/fdset/1",
+		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", fds.QMP),
+		"-mon", "chardev=qmp,mode=control",
 		"-kernel", c.Kernel,
 		"-initrd", c.Initrd,
 		"-append", appendArgs,
 		"-device", "virtio-serial-pci,id=vser0",
-		"-chardev", "socket,id=agent,path=" + filepath.Join(dir, AgentSocketName) + ",server=on,wait=off",
+		"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", fds.Agent),
 		"-device", "virtserialport,bus=vser0.0,chardev=agent,name=" + AgentPortName,
 	}
 	if !c.NoSandbox {
@@ -277,7 +291,7 @@ func qemuArgs(c MachineConfig) []string {
 		args = append(args, "-object", fmt.Sprintf("memory-backend-memfd,id=mem0,size=%dM,share=on", c.MemoryMiB))
 	}
 	for i, f := range c.VirtioFS {
-		args = append(args, "-chardev", fmt.Sprintf("socket,id=vfs%d,path=%s", i, f.Socket),
+		args = append(args, "-chardev", fmt.Sprintf("socket,id=vfs%d,fd=%d", i, fds.VirtioFS[i]),
 			"-device", fmt.Sprintf("vhost-user-fs-pci,chardev=vfs%d,tag=%s", i, f.Tag))
 	}
 	for i, t := range c.Taps {
@@ -285,10 +299,10 @@ func qemuArgs(c MachineConfig) []string {
 		if t.MAC != "" {
 			dev += ",mac=" + t.MAC
 		}
-		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, t.Name), "-device", dev)
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, fds.Taps[i]), "-device", dev)
 	}
 	if c.VsockCID != 0 {
-		args = append(args, "-device", fmt.Sprintf("vhost-vsock-pci,guest-cid=%d", c.VsockCID))
+		args = append(args, "-device", fmt.Sprintf("vhost-vsock-pci,guest-cid=%d,vhostfd=%d", c.VsockCID, fds.Vhost))
 	}
 	return args
 }
@@ -389,26 +403,42 @@ func Start(ctx context.Context, cfg MachineConfig) (*VM, error) {
 	return vm, nil
 }
 
-// launch starts QEMU in its own session (inside NetNSPath and Cgroup when
-// set) and waits until its QMP socket accepts connections. QEMU is not daemonized:
-// -daemonize needs fork and setsid, which -sandbox's spawn=deny and
-// elevateprivileges=deny forbid. Its stdout and stderr go to qemu.log, not
-// to pipes, so it does not depend on this process staying alive.
+// launch starts QEMU in its own session (inside NetNSPath, MountNS and
+// Cgroup when set, as User when set) and waits until it greets on QMP.
+// QEMU is not daemonized: -daemonize needs fork and setsid, which
+// -sandbox's spawn=deny and elevateprivileges=deny forbid.
+//
+// QEMU opens no path but its kernel and initrd (and 9p shares): the
+// daemon makes the QMP and agent sockets (listening, in Dir), the console
+// log and qemu.log (its stdout and stderr), opens the taps, the virtiofsd
+// connections and /dev/vhost-vsock, and passes them down as descriptors.
+// So QEMU needs no writable directory, no CAP_NET_ADMIN and no device
+// access of its own, and nothing it could plant in Dir is ever followed by
+// the daemon. The pidfile is the daemon's too.
 func launch(ctx context.Context, c MachineConfig) (*VM, error) {
 	ctx, cancel := context.WithTimeout(ctx, DefaultStartTimeout)
 	defer cancel()
+	var files passedFiles
+	defer files.close()
 	logPath := filepath.Join(c.Dir, QEMULogName)
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	logf, err := createLog(logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	cmd := exec.Command(c.QEMUPath, qemuArgs(c)...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
+	files.keep(logf)
+	var fds qemuFDs
+	if fds, err = openForQEMU(c, &files); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(c.QEMUPath, qemuArgs(c, fds)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = files.passed
 	// Its own session: a terminal's or the daemon's signals must not reach
 	// the VM, and it must outlive the daemon (no Pdeathsig).
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	if c.User != nil {
+		c.User.apply(cmd.SysProcAttr)
+	}
 	if c.Cgroup != nil {
 		release, err := c.Cgroup.place(cmd)
 		if err != nil {
@@ -417,8 +447,7 @@ func launch(ctx context.Context, c MachineConfig) (*VM, error) {
 		defer release()
 	}
 	log.G(ctx).Debug("running qemu", "args", cmd.Args)
-	err = podns.Run(podns.Target{MountNS: c.MountNS, NetNS: c.NetNSPath}, cmd.Start)
-	if err != nil {
+	if err := podns.Run(podns.Target{MountNS: c.MountNS, NetNS: c.NetNSPath}, cmd.Start); err != nil {
 		return nil, fmt.Errorf("running %s: %w", c.QEMUPath, err)
 	}
 	pid := cmd.Process.Pid
@@ -436,23 +465,130 @@ func launch(ctx context.Context, c MachineConfig) (*VM, error) {
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- cmd.Wait() }()
 	go vm.watch()
+	// QEMU holds its copies now: a socket whose last listener is QEMU's
+	// resets its pending connections when QEMU dies.
+	files.close()
+	if err := writePidfile(c.Dir, pid); err != nil {
+		vm.Kill(context.WithoutCancel(ctx))
+		return nil, err
+	}
 
-	qmpSock := filepath.Join(c.Dir, QMPSocketName)
-	for {
-		if conn, err := net.Dial("unix", qmpSock); err == nil {
-			conn.Close()
+	greeted := make(chan error, 1)
+	go func() {
+		q, err := DialQMP(ctx, filepath.Join(c.Dir, QMPSocketName))
+		if err == nil {
+			q.Close()
+		}
+		greeted <- err
+	}()
+	select {
+	case err := <-greeted:
+		if err == nil {
 			return vm, nil
 		}
 		select {
 		case <-vm.exited:
-			err := <-waitErr
-			return nil, fmt.Errorf("qemu exited during start-up (%v): %s", err, tailFile(logPath, 2048))
-		case <-ctx.Done():
+		case <-time.After(time.Second):
 			vm.Kill(context.WithoutCancel(ctx))
-			return nil, fmt.Errorf("qemu did not open its qmp socket: %w: %s", ctx.Err(), tailFile(logPath, 2048))
-		case <-time.After(10 * time.Millisecond):
+			return nil, fmt.Errorf("qemu did not answer on qmp: %w: %s", err, tailFile(logPath, 2048))
 		}
+	case <-vm.exited:
 	}
+	err = <-waitErr
+	return nil, fmt.Errorf("qemu exited during start-up (%v): %s", err, tailFile(logPath, 2048))
+}
+
+// openForQEMU makes or opens everything QEMU gets as a descriptor (see
+// launch) and records it in files.
+func openForQEMU(c MachineConfig, files *passedFiles) (qemuFDs, error) {
+	var fds qemuFDs
+	for _, s := range []struct {
+		name string
+		fd   *int
+	}{{QMPSocketName, &fds.QMP}, {AgentSocketName, &fds.Agent}} {
+		f, err := listenUnix(filepath.Join(c.Dir, s.name))
+		if err != nil {
+			return fds, err
+		}
+		*s.fd = files.pass(f)
+	}
+	console, err := createLog(filepath.Join(c.Dir, ConsoleLogName))
+	if err != nil {
+		return fds, err
+	}
+	fds.Console = files.pass(console)
+	for _, t := range c.Taps {
+		f, err := netns.OpenTap(c.NetNSPath, t.Name, true)
+		if err != nil {
+			return fds, err
+		}
+		fds.Taps = append(fds.Taps, files.pass(f))
+	}
+	for _, v := range c.VirtioFS {
+		conn, err := net.Dial("unix", v.Socket)
+		if err != nil {
+			return fds, fmt.Errorf("connecting to virtiofsd for %s: %w", v.Tag, err)
+		}
+		f, err := conn.(*net.UnixConn).File()
+		conn.Close()
+		if err != nil {
+			return fds, err
+		}
+		fds.VirtioFS = append(fds.VirtioFS, files.pass(f))
+	}
+	if c.VsockCID != 0 {
+		f, err := os.OpenFile(VhostVsockDevice, os.O_RDWR, 0)
+		if err != nil {
+			return fds, fmt.Errorf("opening %s: %w", VhostVsockDevice, err)
+		}
+		fds.Vhost = files.pass(f)
+	}
+	return fds, nil
+}
+
+// passedFiles are the files launch hands to QEMU: passed ones become its
+// descriptors 3, 4, ... in order; kept ones (its stdout) are only closed
+// with them.
+type passedFiles struct{ passed, kept []*os.File }
+
+func (p *passedFiles) pass(f *os.File) int {
+	p.passed = append(p.passed, f)
+	return 2 + len(p.passed)
+}
+
+func (p *passedFiles) keep(f *os.File) { p.kept = append(p.kept, f) }
+
+func (p *passedFiles) close() {
+	for _, f := range append(p.passed, p.kept...) {
+		f.Close()
+	}
+	p.passed, p.kept = nil, nil
+}
+
+// listenUnix makes a listening unix socket at path (replacing a stale
+// one) and returns it as a file, for QEMU's chardev fd=.
+func listenUnix(path string) (*os.File, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("making socket %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	f, err := l.File()
+	if err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	return f, nil
+}
+
+// createLog truncates or creates a log file the daemon hands to a VMM,
+// never through a symlink.
+func createLog(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
 }
 
 // tailFile returns up to n trailing bytes of path, trimmed.
@@ -677,12 +813,61 @@ func removeRuntimeFiles(dir string) {
 	}
 }
 
-func readPidfile(dir string) (int, bool) { return readPid(filepath.Join(dir, PidfileName)) }
+// writePidfile records QEMU's pid and its start time (clock ticks since
+// boot, /proc/<pid>/stat field 22), which a recycled pid does not share.
+func writePidfile(dir string, pid int) error {
+	start, err := processStart(pid)
+	if err != nil {
+		return fmt.Errorf("reading qemu's start time: %w", err)
+	}
+	content := fmt.Sprintf("%d %d\n", pid, start)
+	return writeAtomic(dir, filepath.Join(dir, PidfileName), 0o600, func(f *os.File) error {
+		_, err := f.WriteString(content)
+		return err
+	})
+}
 
-// processRunsQEMUFor reports whether pid's command line names dir's
-// pidfile, which only the QEMU started for dir has.
+// readPidfile returns the pid written by writePidfile, if the process
+// with that pid is still the one that was started.
+func readPidfile(dir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, PidfileName))
+	if err != nil {
+		return 0, false
+	}
+	var pid int
+	var start uint64
+	if n, _ := fmt.Sscanf(string(b), "%d %d", &pid, &start); n != 2 || pid <= 0 {
+		return 0, false
+	}
+	if now, err := processStart(pid); err != nil || now != start {
+		return 0, false
+	}
+	return pid, true
+}
+
+// processStart is pid's start time from /proc/<pid>/stat.
+func processStart(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// comm (field 2) may hold spaces and parentheses: count from the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// processRunsQEMUFor reports whether pid is the process dir's pidfile
+// names (same start time).
 func processRunsQEMUFor(pid int, dir string) bool {
-	return cmdlineHas(pid, "\x00"+filepath.Join(dir, PidfileName)+"\x00")
+	p, ok := readPidfile(dir)
+	return ok && p == pid
 }
 
 // cmdlineHas reports whether pid's command line (NUL-separated) holds s.

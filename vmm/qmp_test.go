@@ -176,22 +176,26 @@ func TestQEMUArgs(t *testing.T) {
 		Taps:       []Tap{{Name: "tap0", MAC: "02:00:00:00:00:01"}},
 		VsockCID:   7,
 	}).withDefaults()
-	args := strings.Join(qemuArgs(c), " ")
+	args := strings.Join(qemuArgs(c, qemuFDs{QMP: 3, Agent: 4, Console: 5, Taps: []int{6}, Vhost: 7}), " ")
 	for _, want := range []string{
 		"-M q35", "-accel tcg,tb-size=32", "-cpu qemu64", "-smp 1", "-m 256", "-nodefaults", "-no-user-config",
-		"-display none", "-no-reboot", "-pidfile /run/vm/x/qemu.pid", "-serial file:/run/vm/x/console.log",
-		"-qmp unix:/run/vm/x/qmp.sock,server=on,wait=off", "-kernel /k", "-initrd /i",
+		"-display none", "-no-reboot", "-add-fd fd=5,set=1,opaque=console", "-serial file:/dev/fdset/1",
+		"-chardev socket,id=qmp,fd=3,server=on,wait=off", "-mon chardev=qmp,mode=control", "-kernel /k", "-initrd /i",
 		"-append " + BaseKernelArgs + " crivm.debug",
-		"-chardev socket,id=agent,path=/run/vm/x/agent.sock,server=on,wait=off",
+		"-chardev socket,id=agent,fd=4,server=on,wait=off",
 		"-device virtserialport,bus=vser0.0,chardev=agent,name=crivm.agent",
 		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-fsdev local,id=fs0,path=/srv/r,security_model=none,readonly=on", "-device virtio-9p-pci,fsdev=fs0,mount_tag=rootfs",
-		"-netdev tap,id=net0,ifname=tap0,script=no,downscript=no", "-device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01",
-		"-device vhost-vsock-pci,guest-cid=7",
+		"-netdev tap,id=net0,fd=6", "-device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01",
+		"-device vhost-vsock-pci,guest-cid=7,vhostfd=7",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args lack %q:\n%s", want, args)
 		}
+	}
+	// QEMU opens no path in the VM dir: the daemon passes descriptors.
+	if strings.Contains(args, "/run/vm/x") {
+		t.Errorf("QEMU is given a path in its VM dir:\n%s", args)
 	}
 	if strings.Contains(args, "daemonize") {
 		t.Error("-daemonize conflicts with -sandbox spawn=deny")
@@ -209,11 +213,11 @@ func TestQEMUArgsVirtioFS(t *testing.T) {
 		Kernel: "/k", Initrd: "/i", Dir: "/run/vm/x",
 		VirtioFS: []VirtioFSDevice{{Tag: "crivm-shared", Socket: "/run/vm/x/virtiofsd.sock"}},
 	}).withDefaults()
-	args := strings.Join(qemuArgs(c), " ")
+	args := strings.Join(qemuArgs(c, qemuFDs{QMP: 3, Agent: 4, Console: 5, VirtioFS: []int{6}}), " ")
 	for _, want := range []string{
 		"-M q35,memory-backend=mem0", "-m 320",
 		"-object memory-backend-memfd,id=mem0,size=320M,share=on",
-		"-chardev socket,id=vfs0,path=/run/vm/x/virtiofsd.sock",
+		"-chardev socket,id=vfs0,fd=6",
 		"-device vhost-user-fs-pci,chardev=vfs0,tag=crivm-shared",
 	} {
 		if !strings.Contains(args, want) {
@@ -242,7 +246,7 @@ func TestMachineFor(t *testing.T) {
 		}
 	}
 	c := (&MachineConfig{QEMUPath: "/q", Accel: AccelKVM, MachineType: MachineMicrovm, Kernel: "/k", Initrd: "/i", Dir: "/run/vm/x"}).withDefaults()
-	if args := strings.Join(qemuArgs(c), " "); !strings.Contains(args, "-M microvm,pcie=on ") || !strings.Contains(args, "-device virtio-serial-pci") {
+	if args := strings.Join(qemuArgs(c, qemuFDs{QMP: 3, Agent: 4, Console: 5}), " "); !strings.Contains(args, "-M microvm,pcie=on ") || !strings.Contains(args, "-device virtio-serial-pci") {
 		t.Errorf("microvm args: %s", args)
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"hash/fnv"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -47,10 +49,17 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		started   time.Time
 	)
 	dir := h.vmDir(sb.ID)
+	sh := h.share(sb.ID)
 	bootMAC := bootMACFor(sb.ID)
-	guestMiB := memoryMiB(req.Config, h.cfg.DefaultMemoryMiB)
-	var record vmRecord
-	_, err := steps.Run(ctx, []steps.Step{
+	guestMiB, vcpus, err := h.size(req.Config)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		record vmRecord
+		user   *vmm.Identity
+	)
+	_, err = steps.Run(ctx, []steps.Step{
 		{Name: "preparing guest assets", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
 			assets, err = h.prepareAssets(ctx)
@@ -72,22 +81,32 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			return func(ctx context.Context) error { return cg.Remove(ctx) }, nil
 		}},
 		{Name: "creating VM dir and share", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			sh := h.share(sb.ID)
 			if err := sh.create([]string{h.cfg.HypervisorPath, assets.virtiofsd, assets.vmlinux, assets.initrd}); err != nil {
 				return nil, errors.Join(err, sh.destroy())
 			}
 			return func(context.Context) error { return sh.destroy() }, nil
 		}},
+		{Name: "choosing QEMU's uid", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var release func()
+			var err error
+			if user, release, err = h.claimIdentity(sb.ID, assets.sharedFS != sharedFSVirtio); err != nil {
+				return nil, err
+			}
+			defer release()
+			// Recorded before QEMU starts: the record is the claim.
+			record.VMMUID = user.UID
+			return nil, writeVMRecord(dir, record)
+		}},
 		{Name: "serving the share over virtio-fs", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			if assets.sharedFS != sharedFSVirtio {
 				return nil, nil
 			}
-			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: h.share(sb.ID).export(), Dir: dir, Cache: h.cfg.VirtioFSCache, Cgroup: cg, MountNS: h.share(sb.ID).pin()})
+			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: sh.export(), Dir: sh.virtiofsdDir(), Cache: h.cfg.VirtioFSCache, Cgroup: cg, MountNS: sh.pin()})
 			if err != nil {
 				return nil, err
 			}
 			virtiofsd = fsd
-			return func(ctx context.Context) error { return vmm.StopVirtiofsd(ctx, dir, time.Second) }, nil
+			return func(ctx context.Context) error { return vmm.StopVirtiofsd(ctx, sh.virtiofsdDir(), time.Second) }, nil
 		}},
 		{Name: "creating the tap", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// The VM boots while CNI sets the pod's interface up; the tap is
@@ -104,7 +123,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				QEMUPath:    h.cfg.HypervisorPath,
 				Accel:       assets.accel.Accel,
 				MachineType: assets.machine,
-				VCPUs:       h.cfg.DefaultVCPUs,
+				VCPUs:       vcpus,
 				MemoryMiB:   guestMiB,
 				TBSizeMiB:   tbSizeMiB(assets.accel.Accel),
 				Kernel:      assets.vmlinux,
@@ -114,12 +133,13 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				NetNSPath:   req.NetNSPath,
 				Taps:        []vmm.Tap{{Name: tapName, MAC: bootMAC.String()}},
 				Cgroup:      cg,
-				MountNS:     h.share(sb.ID).pin(),
+				MountNS:     sh.pin(),
+				User:        user,
 			}
 			if virtiofsd != nil {
 				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: sharedTag, Socket: virtiofsd.Socket()}}
 			} else {
-				mc.SharedDirs = []vmm.SharedDir{{Tag: sharedTag, HostPath: h.share(sb.ID).export()}}
+				mc.SharedDirs = []vmm.SharedDir{{Tag: sharedTag, HostPath: sh.export()}}
 			}
 			if assets.transport == vmm.TransportVsock {
 				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + vmm.TransportVsock
@@ -136,7 +156,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if err != nil {
 				return nil, err
 			}
-			record = vmRecord{MemoryMiB: mc.MemoryMiB, VCPUs: max(mc.VCPUs, 1), VsockCID: mc.VsockCID}
+			record = vmRecord{MemoryMiB: mc.MemoryMiB, VCPUs: max(mc.VCPUs, 1), VsockCID: mc.VsockCID, VMMUID: user.UID}
 			return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
 		}},
 		{Name: "recording the VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
@@ -274,7 +294,7 @@ func (h *Handler) StopSandbox(ctx context.Context, sb *store.Sandbox) error {
 		}
 	}
 	// virtiofsd ends by itself once QEMU has gone.
-	if err := vmm.StopVirtiofsd(ctx, h.vmDir(sb.ID), virtiofsdGrace); err != nil {
+	if err := vmm.StopVirtiofsd(ctx, h.share(sb.ID).virtiofsdDir(), virtiofsdGrace); err != nil {
 		return fmt.Errorf("stopping virtiofsd: %w", err)
 	}
 	return nil
@@ -293,8 +313,7 @@ func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 			errs = append(errs, netns.RemoveTap(sb.NetNSPath, vethName, tapName))
 		}
 	}
-	dir := h.vmDir(sb.ID)
-	if err := vmm.StopVirtiofsd(ctx, dir, virtiofsdGrace); err != nil {
+	if err := vmm.StopVirtiofsd(ctx, h.share(sb.ID).virtiofsdDir(), virtiofsdGrace); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
 	errs = append(errs, h.share(sb.ID).destroy())
@@ -431,6 +450,44 @@ func (h *Handler) WatchExits(ctx context.Context, exited func(id string)) error 
 // pod name as the kubelet does (at most 63 bytes, which sethostname takes).
 func podHostname(cfg *runtimeapi.PodSandboxConfig) string {
 	return podhost.Hostname(cfg)
+}
+
+// size is the guest RAM and vCPUs of a pod: memoryMiB and its CPU limit
+// rounded up (at least default_vcpus). Above max_memory_mib or max_vcpus
+// (the host's RAM and CPUs when unset) the pod is InvalidArgument.
+func (h *Handler) size(cfg *runtimeapi.PodSandboxConfig) (memMiB, vcpus int, err error) {
+	memMiB = memoryMiB(cfg, h.cfg.DefaultMemoryMiB)
+	if maxMiB := h.maxMemoryMiB(); memMiB > maxMiB {
+		return 0, 0, errdefs.InvalidArgument("handler %q: the pod's memory limit (%d MiB of guest RAM with %d MiB for the guest itself) is above max_memory_mib (%d MiB)",
+			h.name, memMiB, guestHeadroomMiB, maxMiB)
+	}
+	vcpus = h.cfg.DefaultVCPUs
+	r := cfg.GetLinux().GetResources()
+	if q, p := r.GetCpuQuota(), r.GetCpuPeriod(); q > 0 && p > 0 {
+		vcpus = max(vcpus, int((q+p-1)/p))
+	}
+	if maxV := h.maxVCPUs(); vcpus > maxV {
+		return 0, 0, errdefs.InvalidArgument("handler %q: the pod's CPU limit needs %d vCPUs, above max_vcpus (%d)", h.name, vcpus, maxV)
+	}
+	return memMiB, vcpus, nil
+}
+
+func (h *Handler) maxVCPUs() int {
+	if h.cfg.MaxVCPUs > 0 {
+		return h.cfg.MaxVCPUs
+	}
+	return runtime.NumCPU()
+}
+
+func (h *Handler) maxMemoryMiB() int {
+	if h.cfg.MaxMemoryMiB > 0 {
+		return h.cfg.MaxMemoryMiB
+	}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil {
+		return h.cfg.DefaultMemoryMiB
+	}
+	return int(uint64(si.Totalram) * uint64(si.Unit) >> 20)
 }
 
 // memoryMiB sizes the guest: the containers' limits (the pod's

@@ -29,6 +29,9 @@ import (
 //	                    propagates to the peers of the host mount it is on
 //	  mnt.ns            the pin of the pod's mount namespace
 //	  nsroot/           where that namespace's root was built (empty)
+//	  virtiofsd/        virtiofsd's socket, pidfile and log (0700); the
+//	                    only directory writable in the pod namespace, where
+//	                    the VM dir is read-only
 //	  staging/          the host's writable view of the tree; never exported
 //	  shared/           the export (9p or virtiofsd): in the pod namespace
 //	                    only, a bind of staging, read-only, nosuid, nodev,
@@ -60,6 +63,10 @@ func (s share) export() string  { return filepath.Join(s.dir, "shared") }
 func (s share) pin() string     { return filepath.Join(s.dir, "mnt.ns") }
 func (s share) nsroot() string  { return filepath.Join(s.dir, "nsroot") }
 
+// virtiofsdDir holds virtiofsd's socket, pidfile and log: the only
+// directory writable in the pod namespace (by virtiofsd, root, 0700).
+func (s share) virtiofsdDir() string { return filepath.Join(s.dir, "virtiofsd") }
+
 // inNS runs fn on a thread in the pod's mount namespace.
 func (s share) inNS(fn func() error) error {
 	return podns.Run(podns.Target{MountNS: s.pin()}, fn)
@@ -83,17 +90,21 @@ func (s share) create(vmmFiles []string) error {
 	if err := mountfs.MakePrivateMount(s.dir); err != nil {
 		return fmt.Errorf("isolating the VM dir: %w", err)
 	}
-	for _, d := range []string{s.staging(), s.export(), s.nsroot()} {
+	for _, d := range []string{s.staging(), s.export(), s.nsroot(), s.virtiofsdDir()} {
 		if err := os.Mkdir(d, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
 			return err
 		}
 	}
+	if err := os.Chmod(s.virtiofsdDir(), 0o700); err != nil {
+		return err
+	}
 	root := podns.Root{
-		ReadOnly: slices.Clone(podns.SystemDirs),
-		Devices:  vmmDevices,
-		Writable: []string{s.dir},
-		Tmpfs:    []string{"/var/run"}, // virtiofsd's lock file
-		Scratch:  s.nsroot(),
+		ReadOnly:     slices.Clone(podns.SystemDirs),
+		ReadOnlyDirs: []string{s.dir},
+		Devices:      vmmDevices,
+		Writable:     []string{s.virtiofsdDir()},
+		Tmpfs:        []string{"/var/run"}, // virtiofsd's lock file
+		Scratch:      s.nsroot(),
 	}
 	for _, f := range vmmFiles {
 		if f != "" && !podns.Under(f, root.ReadOnly) {

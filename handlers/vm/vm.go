@@ -104,6 +104,10 @@ type Handler struct {
 	assetsMu sync.Mutex
 	assets   *guestAssets
 
+	// idMu guards pendingIDs (see claimIdentity).
+	idMu       sync.Mutex
+	pendingIDs map[string]uint32 // QEMU uid by sandbox ID, until recorded
+
 	// mu guards vms.
 	mu  sync.Mutex
 	vms map[string]*sandboxVM // by sandbox ID
@@ -148,7 +152,7 @@ func New(opts Options) (*Handler, error) {
 		}
 	}
 	return &Handler{name: opts.Name, cfg: opts.Config, dir: opts.Dir, cache: opts.CacheDir, m: opts.Metrics,
-		seccompDefault: opts.SeccompUseDefaultWhenEmpty, cgroupDriver: opts.CgroupDriver, vms: map[string]*sandboxVM{}}, nil
+		seccompDefault: opts.SeccompUseDefaultWhenEmpty, cgroupDriver: opts.CgroupDriver, vms: map[string]*sandboxVM{}, pendingIDs: map[string]uint32{}}, nil
 }
 
 // AgentPath finds the guest agent binary for cfg.
@@ -281,6 +285,8 @@ type vmRecord struct {
 	// VsockCID is the guest's CID when the agent is reached over vsock;
 	// zero: over the virtio-serial socket.
 	VsockCID uint32 `json:"vsock_cid,omitempty"`
+	// VMMUID is the uid (and gid) QEMU runs as; see claimIdentity.
+	VMMUID uint32 `json:"vmm_uid,omitempty"`
 }
 
 func writeVMRecord(dir string, r vmRecord) error {

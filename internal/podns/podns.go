@@ -44,6 +44,10 @@ type Root struct {
 	// is recreated as the same symlink, and its target is expected among
 	// the other entries (/lib -> usr/lib). Missing paths are skipped.
 	ReadOnly []string
+	// ReadOnlyDirs are directories bound read-only, not recursively
+	// (nosuid, nodev, noexec): the VM dir, whose own mounts are made in
+	// the namespace later.
+	ReadOnlyDirs []string
 	// Devices are host device nodes, bound as they are. Missing ones are
 	// skipped.
 	Devices []string
@@ -118,7 +122,7 @@ func Create(pin string, root Root) error {
 }
 
 func checkPaths(root Root) error {
-	all := slices.Concat([]string{root.Scratch}, root.ReadOnly, root.Devices, root.Writable, root.Tmpfs)
+	all := slices.Concat([]string{root.Scratch}, root.ReadOnly, root.ReadOnlyDirs, root.Devices, root.Writable, root.Tmpfs)
 	for _, p := range all {
 		if !filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/" {
 			return fmt.Errorf("namespace root entry %q: not a clean absolute path below /", p)
@@ -140,6 +144,11 @@ func build(root Root) error {
 	}
 	for _, p := range root.ReadOnly {
 		if err := place(nr, p, mountfs.BindOptions{Recursive: true, RecursiveReadOnly: true}); err != nil {
+			return err
+		}
+	}
+	for _, p := range root.ReadOnlyDirs {
+		if err := place(nr, p, mountfs.BindOptions{ReadOnly: true, NoExec: true}); err != nil {
 			return err
 		}
 	}

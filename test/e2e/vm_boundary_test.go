@@ -59,6 +59,21 @@ func hostMountPoints(t *testing.T, ours ...string) []string {
 	return out
 }
 
+// eachSharedFS runs fn as a subtest for 9p and for virtio-fs (skipped,
+// saying why, where virtiofsd is missing).
+func eachSharedFS(t *testing.T, fn func(t *testing.T, fs string)) {
+	for _, fs := range []string{"9p", "virtio-fs"} {
+		t.Run(fs, func(t *testing.T) {
+			if fs == "virtio-fs" {
+				if _, err := vmm.FindVirtiofsd(""); err != nil {
+					t.Skipf("virtio-fs needs virtiofsd: %v", err)
+				}
+			}
+			fn(t, fs)
+		})
+	}
+}
+
 // TestVMShareBoundary attacks the pod's share as guest root, over 9p and
 // over virtio-fs: the structure the host manipulates cannot be changed,
 // a read-only volume cannot be written, a device node made in the guest
@@ -67,16 +82,7 @@ func hostMountPoints(t *testing.T, ours ...string) []string {
 // mount below a shared host mount it used.
 func TestVMShareBoundary(t *testing.T) {
 	requiresVM(t)
-	for _, fs := range []string{"9p", "virtio-fs"} {
-		t.Run(fs, func(t *testing.T) {
-			if fs == "virtio-fs" {
-				if _, err := vmm.FindVirtiofsd(""); err != nil {
-					t.Skipf("virtio-fs needs virtiofsd: %v", err)
-				}
-			}
-			testShareBoundary(t, fs)
-		})
-	}
+	eachSharedFS(t, testShareBoundary)
 }
 
 func testShareBoundary(t *testing.T, sharedFS string) {
