@@ -22,14 +22,24 @@ const CgroupRoot = "/sys/fs/cgroup"
 var wantControllers = []string{"cpu", "cpuset", "io", "memory", "pids", "hugetlb"}
 
 // CreateCgroup makes the cgroup at path (below CgroupRoot; cgroupfs form
-// as in the spec's cgroupsPath), enabling the controllers on the way, and
-// applies res. It returns the directory.
+// as in the spec's cgroupsPath), enabling the controllers on the way,
+// applies res and attaches the device filter of res.Devices (see
+// AttachDeviceFilter), which stays as it is for the cgroup's life:
+// UpdateCgroup, like `runc update`, leaves devices alone. It returns the
+// directory.
 func CreateCgroup(path string, res *specs.LinuxResources) (string, error) {
 	dir, err := makeCgroup(path, false)
 	if err != nil {
 		return "", err
 	}
 	if err := UpdateCgroup(dir, res); err != nil {
+		return "", err
+	}
+	var devices []specs.LinuxDeviceCgroup
+	if res != nil {
+		devices = res.Devices
+	}
+	if err := AttachDeviceFilter(dir, devices); err != nil {
 		return "", err
 	}
 	return dir, nil

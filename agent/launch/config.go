@@ -5,9 +5,10 @@
 // did in the guest, minus the three Go process starts and the JSON state
 // round trips per container, which cost ~0.6 s under TCG.
 //
-// The parent (the agent) creates the namespaces (clone flags), places the
-// child in the container's cgroup (CLONE_INTO_CGROUP) and, for exec, joins
-// the container's namespaces on a dedicated OS thread before the fork.
+// The parent (the agent) executes the child from a sealed memfd copy of its
+// binary, creates the namespaces (clone flags), places the child in the
+// container's cgroup (CLONE_INTO_CGROUP) and, for exec, joins the
+// container's namespaces on a dedicated OS thread before the fork.
 // Everything that must happen between fork and exec runs in the child,
 // on its locked main thread, which is the thread that finally execs.
 package launch
@@ -68,6 +69,7 @@ const (
 	fdSync    = 4 // write: one message, then close-on-exec carries the exec's success
 	fdStart   = 5 // read: a byte starts a created container; EOF aborts it
 	fdConsole = 6 // unix socket: the pty master goes back on it
+	fdExe     = 7 // the sealed agent binary the child was executed from; closed at once
 )
 
 // syncMsg is what the child reports on fdSync.

@@ -51,6 +51,14 @@ func Init() {
 
 // initChild returns only on failure.
 func initChild(syncFile *os.File) error {
+	// Until its final execve, which resets the flag, the init is not
+	// dumpable: no process of the container it joins may ptrace it or
+	// open its /proc files (its fds, root and cwd lead outside the
+	// container until it has entered the container's mount namespace).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("making the init non-dumpable: %w", err)
+	}
+	unix.Close(fdExe)
 	var phases []Phase
 	last := time.Now()
 	mark := func(name string) {
@@ -152,9 +160,15 @@ func setupRootfs(spec *specs.Spec) error {
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("binding the rootfs %s: %w", rootfs, err)
 	}
+	fd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening the rootfs %s: %w", rootfs, err)
+	}
+	defer unix.Close(fd)
+	root := rootfsDir{path: rootfs, fd: fd}
 	devTmpfs := false
 	for _, m := range spec.Mounts {
-		if err := mountInRootfs(rootfs, m); err != nil {
+		if err := mountInRootfs(root, m); err != nil {
 			return err
 		}
 		if filepath.Clean(m.Destination) == "/dev" && m.Type == "tmpfs" {
@@ -162,7 +176,7 @@ func setupRootfs(spec *specs.Spec) error {
 		}
 	}
 	if devTmpfs {
-		if err := makeDevices(rootfs, l.Devices); err != nil {
+		if err := makeDevices(root, l.Devices); err != nil {
 			return err
 		}
 	}
@@ -255,10 +269,12 @@ func setupConsole(bindConsole bool) error {
 }
 
 // finalize applies the process's attributes and credentials, in runc's
-// order: rlimits and OOM score while privileged; seccomp early when
-// no_new_privs is off (loading it then needs CAP_SYS_ADMIN); bounding
-// set; user and groups with keep-caps; capabilities; no_new_privs;
-// seccomp late when no_new_privs is on; working directory.
+// order: rlimits and OOM score while privileged; every fd but stdio
+// close-on-exec, and the umask; seccomp early when no_new_privs is off
+// (loading it then needs CAP_SYS_ADMIN); bounding set; working
+// directory; user and groups with keep-caps; check of the working
+// directory; capabilities; no_new_privs; seccomp late when no_new_privs
+// is on.
 func finalize(filter *Filter, p *specs.Process) error {
 	for _, r := range p.Rlimits {
 		res, ok := rlimits[r.Type]
@@ -269,6 +285,17 @@ func finalize(filter *Filter, p *specs.Process) error {
 			return fmt.Errorf("setting %s: %w", r.Type, err)
 		}
 	}
+	// Only stdio survives the execve, whatever the agent leaked into the
+	// fork: fdSync, which is close-on-exec already, reports the execve.
+	// Before seccomp, which may deny close_range.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("marking the fds close-on-exec: %w", err)
+	}
+	umask := uint32(0o022)
+	if p.User.Umask != nil {
+		umask = *p.User.Umask
+	}
+	unix.Umask(int(umask))
 	if p.OOMScoreAdj != nil {
 		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(*p.OOMScoreAdj)), 0); err != nil {
 			return fmt.Errorf("setting oom_score_adj: %w", err)
@@ -295,6 +322,16 @@ func finalize(filter *Filter, p *specs.Process) error {
 	if err := caps.Apply(capability.BOUNDS); err != nil {
 		return fmt.Errorf("dropping bounding capabilities: %w", err)
 	}
+	cwd := p.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	// As root first, as runc: a directory the user cannot search works;
+	// as the user if root may not enter it (a volume only its owner can).
+	cwdErr := unix.Chdir(cwd)
+	if cwdErr != nil && !errors.Is(cwdErr, os.ErrPermission) {
+		return precondition("entering the working directory %s: %w", cwd, cwdErr)
+	}
 	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
 		return err
 	}
@@ -302,6 +339,14 @@ func finalize(filter *Filter, p *specs.Process) error {
 		return err
 	}
 	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 0, 0, 0, 0); err != nil {
+		return err
+	}
+	if cwdErr != nil {
+		if err := unix.Chdir(cwd); err != nil {
+			return precondition("entering the working directory %s: %w", cwd, err)
+		}
+	}
+	if err := checkCwd(cwd); err != nil {
 		return err
 	}
 	if err := caps.Apply(capability.CAPS | capability.AMBS); err != nil {
@@ -315,12 +360,18 @@ func finalize(filter *Filter, p *specs.Process) error {
 			return err
 		}
 	}
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	if err := unix.Chdir(cwd); err != nil {
-		return precondition("entering the working directory %s: %w", cwd, err)
+	return nil
+}
+
+// checkCwd checks that the working directory, entered as cwd, is inside
+// the container's root: one reached through an fd of the agent's tree
+// (cwd /proc/self/fd/N) is not, and getcwd then has no absolute path for
+// it (CVE-2024-21626).
+func checkCwd(cwd string) error {
+	if _, err := unix.Getwd(); errors.Is(err, unix.ENOENT) {
+		return precondition("the working directory %s is outside the container's root", cwd)
+	} else if err != nil {
+		return fmt.Errorf("checking the working directory %s: %w", cwd, err)
 	}
 	return nil
 }

@@ -174,9 +174,59 @@ func compileSeccomp(sc *specs.LinuxSeccomp) (*Filter, error) {
 	return f, nil
 }
 
+// sealed is a copy of the agent's binary in a memfd sealed against any
+// change, made once per agent process: the container inits are executed
+// from it, so no container can alter the binary the next container's init
+// runs, as it could with /proc/self/exe (CVE-2019-5736).
+var sealed struct {
+	sync.Mutex
+	exe *os.File
+}
+
+// sealedExe returns the sealed copy, making it on the first call that
+// succeeds.
+func sealedExe() (*os.File, error) {
+	sealed.Lock()
+	defer sealed.Unlock()
+	if sealed.exe != nil {
+		return sealed.exe, nil
+	}
+	src, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return nil, fmt.Errorf("opening the agent binary: %w", err)
+	}
+	defer src.Close()
+	fd, err := unix.MemfdCreate("crivm-agent", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) {
+		// Before Linux 6.3, which knows no MFD_EXEC, a memfd is executable.
+		fd, err = unix.MemfdCreate("crivm-agent", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating the memfd of the agent binary: %w", err)
+	}
+	exe := os.NewFile(uintptr(fd), "crivm-agent")
+	if _, err := io.Copy(exe, src); err != nil {
+		exe.Close()
+		return nil, fmt.Errorf("copying the agent binary: %w", err)
+	}
+	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		exe.Close()
+		return nil, fmt.Errorf("sealing the agent binary: %w", err)
+	}
+	sealed.exe = exe
+	return exe, nil
+}
+
 // Spawn starts the child and waits until it is ready (create: set up and
 // waiting for Start) or has exec'd (exec). On failure nothing runs.
 func Spawn(opts Options) (*Child, error) {
+	// The agent is not dumpable, so neither is a child from its fork
+	// until its execve: the child is in the container's PID namespace
+	// with a copy of the agent's memory and fds from the start.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("making the agent non-dumpable: %w", err)
+	}
 	if spec := opts.Config.Spec; spec != nil && spec.Linux != nil && spec.Linux.Seccomp != nil {
 		f, err := compileSeccomp(spec.Linux.Seccomp)
 		if err != nil {
@@ -187,6 +237,10 @@ func Spawn(opts Options) (*Child, error) {
 		l.Seccomp = nil
 		s.Linux = &l
 		opts.Config.Spec, opts.Config.Seccomp = &s, f
+	}
+	exe, err := sealedExe()
+	if err != nil {
+		return nil, err
 	}
 	files := &fileSet{}
 	defer files.closeChildEnds()
@@ -215,15 +269,11 @@ func Spawn(opts Options) (*Child, error) {
 	files.child = append(files.child, cfgR, syncW, startR)
 	files.parent = append(files.parent, cfgW, syncR, startW)
 
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	cmd := &exec.Cmd{
-		Path:        exe,
+		Path:        procFd(fdExe),
 		Args:        []string{"crivm-agent", InitArg},
 		Env:         []string{},
-		ExtraFiles:  []*os.File{cfgR, syncW, startR, consoleChild},
+		ExtraFiles:  []*os.File{cfgR, syncW, startR, consoleChild, exe},
 		SysProcAttr: &unix.SysProcAttr{Cloneflags: opts.Cloneflags, Setsid: true},
 	}
 	if !opts.Config.Console {

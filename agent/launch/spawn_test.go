@@ -45,7 +45,7 @@ func busyboxRootfs(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "ls", "hostname", "readlink", "grep", "tty", "touch", "mkdir", "wc"} {
+	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "ls", "hostname", "readlink", "grep", "tty", "touch", "mkdir", "wc", "true", "stat", "mknod", "head", "sed"} {
 		os.Symlink("busybox", filepath.Join(root, "bin", a))
 	}
 	return root

@@ -134,7 +134,7 @@ func TestDefaultProfile(t *testing.T) {
 		{"getcwd", x64(t, "getcwd"), allow},
 		{"kexec_load", x64(t, "kexec_load"), errno(unix.EPERM)},
 		{"mount without CAP_SYS_ADMIN", x64(t, "mount"), errno(unix.EPERM)},
-		{"number past every syscall", seccompData{nr: 999, arch: archX86_64}, errno(unix.EPERM)},
+		{"number past every syscall", seccompData{nr: 999, arch: archX86_64}, errno(unix.ENOSYS)},
 		{"clone(SIGCHLD)", x64(t, "clone", uint64(unix.SIGCHLD)), allow},
 		{"clone(CLONE_NEWUSER)", x64(t, "clone", cloneNewUser|uint64(unix.SIGCHLD)), errno(unix.EPERM)},
 		{"clone with a high word the mask ignores", x64(t, "clone", 1<<32|uint64(unix.SIGCHLD)), allow},
@@ -164,7 +164,7 @@ func TestDefaultProfile(t *testing.T) {
 		{"x32 ioctl", x32(t, "ioctl"), allow},
 		{"x32 number of no x32 syscall", seccompData{nr: x32SyscallBit + 16, arch: archX86_64}, errno(unix.EPERM)},
 		{"x32 kexec_load", x32(t, "kexec_load"), errno(unix.EPERM)},
-		{"syscall -1", seccompData{nr: 0xffffffff, arch: archX86_64}, errno(unix.EPERM)},
+		{"syscall -1, past every x32 syscall", seccompData{nr: 0xffffffff, arch: archX86_64}, errno(unix.ENOSYS)},
 
 		{"aarch64", seccompData{nr: 63, arch: archAArch64}, killProcess},
 		{"arch 0", seccompData{nr: 0, arch: 0}, killProcess},
@@ -179,6 +179,87 @@ func TestDefaultProfile(t *testing.T) {
 	})
 }
 
+// TestENOSYS checks runc's -ENOSYS stub semantics: a syscall number above
+// every one the profile names for its ABI answers ENOSYS, so that libc
+// falls back from a syscall the profile predates (glibc 2.39 falls back
+// from fchmodat2 on ENOSYS only); a known syscall the profile denies gets
+// the profile's errno; a default action that lets syscalls through has no
+// stub.
+func TestENOSYS(t *testing.T) {
+	const (
+		fchmodat2 = 452 // Linux 6.6, newer than the tables
+		past      = 999
+	)
+	enosys := errno(unix.ENOSYS)
+	if _, ok := syscallsX86_64["fchmodat2"]; ok {
+		t.Fatal("the tables know fchmodat2: pick a number past them")
+	}
+	// The highest x86_64 syscall named below is kexec_load (246).
+	named := []specs.LinuxSyscall{
+		{Names: []string{"read", "getppid"}, Action: specs.ActAllow},
+		{Names: []string{"kexec_load"}, Action: specs.ActErrno, ErrnoRet: ptr(uint(unix.EXDEV))},
+	}
+	tests := []struct {
+		name    string
+		profile *specs.LinuxSeccomp
+		cases   []actionCase
+	}{
+		{"default profile", seccomp.Default(criOCaps), []actionCase{
+			{"fchmodat2", seccompData{nr: fchmodat2, arch: archX86_64}, enosys},
+			{"past every syscall", seccompData{nr: past, arch: archX86_64}, enosys},
+			{"known, denied: kexec_load", x64(t, "kexec_load"), errno(unix.EPERM)},
+			{"known, denied: keyctl", x64(t, "keyctl"), errno(unix.EPERM)},
+			{"known, allowed: futex_waitv, the highest named", x64(t, "futex_waitv"), allow},
+			{"clone3, named with ENOSYS", x64(t, "clone3"), enosys},
+			{"i386 past every syscall", seccompData{nr: fchmodat2, arch: archI386}, enosys},
+			{"i386 known, denied", i386(t, "kexec_load"), errno(unix.EPERM)},
+			{"x32 past every syscall", seccompData{nr: x32SyscallBit + 600, arch: archX86_64}, enosys},
+			{"x32 known, denied", x32(t, "kexec_load"), errno(unix.EPERM)},
+		}},
+		{"errno default", &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, DefaultErrnoRet: ptr(uint(unix.EACCES)), Syscalls: named}, []actionCase{
+			{"unnamed below the highest", x64(t, "getpid"), errno(unix.EACCES)},
+			{"named", x64(t, "kexec_load"), errno(unix.EXDEV)},
+			{"the number after the highest", seccompData{nr: 247, arch: archX86_64}, enosys},
+			{"fchmodat2", seccompData{nr: fchmodat2, arch: archX86_64}, enosys},
+		}},
+		{"kill default", &specs.LinuxSeccomp{DefaultAction: specs.ActKillProcess, Syscalls: named}, []actionCase{
+			{"unnamed below the highest", x64(t, "getpid"), killProcess},
+			{"fchmodat2", seccompData{nr: fchmodat2, arch: archX86_64}, enosys},
+		}},
+		{"allow default", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: named}, []actionCase{
+			{"fchmodat2", seccompData{nr: fchmodat2, arch: archX86_64}, allow},
+		}},
+		{"log default", &specs.LinuxSeccomp{DefaultAction: specs.ActLog, Syscalls: named}, []actionCase{
+			{"fchmodat2", seccompData{nr: fchmodat2, arch: archX86_64}, unix.SECCOMP_RET_LOG},
+		}},
+		{"trace default", &specs.LinuxSeccomp{DefaultAction: specs.ActTrace, Syscalls: named}, []actionCase{
+			{"fchmodat2", seccompData{nr: fchmodat2, arch: archX86_64}, unix.SECCOMP_RET_TRACE | uint32(unix.EPERM)},
+		}},
+		{"nothing named", &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}, []actionCase{
+			{"fchmodat2", seccompData{nr: fchmodat2, arch: archX86_64}, errno(unix.EPERM)},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runCases(t, mustCompile(t, tt.profile), tt.cases)
+		})
+	}
+}
+
+// The default profile names syscalls newer than the tables (the upstream
+// list follows newer kernels): exactly these, so that a typo in the list,
+// which the compiler would skip as well, fails here.
+func TestDefaultProfileUnknownSyscalls(t *testing.T) {
+	want := []string{
+		"cachestat", "fchmodat2", "futex_requeue", "futex_wait", "futex_wake", "getxattrat", "listmount",
+		"listxattrat", "lsm_get_self_attr", "lsm_list_modules", "lsm_set_self_attr", "map_shadow_stack",
+		"mseal", "recv", "removexattrat", "send", "setxattrat", "statmount", "uretprobe",
+	}
+	if got := UnknownSyscalls(seccomp.Default(allCaps)); !slices.Equal(got, want) {
+		t.Errorf("UnknownSyscalls(default profile) = %q, want %q", got, want)
+	}
+}
+
 func TestArchitectures(t *testing.T) {
 	rules := []specs.LinuxSyscall{{Names: []string{"read", "socketcall"}, Action: specs.ActAllow}}
 	tests := []struct {
@@ -190,7 +271,7 @@ func TestArchitectures(t *testing.T) {
 			name: "native only",
 			cases: []actionCase{
 				{"x86_64 read", x64(t, "read"), allow},
-				{"x86_64 write", x64(t, "write"), errno(unix.EPERM)},
+				{"x86_64 write, past every named syscall", x64(t, "write"), errno(unix.ENOSYS)},
 				{"i386 read", i386(t, "read"), killProcess},
 				{"x32 read", x32(t, "read"), killProcess},
 				{"x32 bit alone", seccompData{nr: x32SyscallBit, arch: archX86_64}, killProcess},
@@ -216,7 +297,7 @@ func TestArchitectures(t *testing.T) {
 			cases: []actionCase{
 				{"x86_64 read", x64(t, "read"), allow},
 				{"x32 read", x32(t, "read"), allow},
-				{"x32 write", x32(t, "write"), errno(unix.EPERM)},
+				{"x32 write, past every named syscall", x32(t, "write"), errno(unix.ENOSYS)},
 				{"i386 read", i386(t, "read"), killProcess},
 			},
 		},
@@ -260,14 +341,16 @@ func TestActions(t *testing.T) {
 				{"getppid", x64(t, "getppid"), allow},
 			})
 
+			// getpid (39) is below getppid (110), the highest named
+			// syscall: the default action, not ENOSYS, answers it.
 			prog = mustCompile(t, &specs.LinuxSeccomp{
 				DefaultAction:   tt.action,
 				DefaultErrnoRet: tt.errnoRet,
-				Syscalls:        []specs.LinuxSyscall{{Names: []string{"getpid"}, Action: specs.ActAllow}},
+				Syscalls:        []specs.LinuxSyscall{{Names: []string{"getppid"}, Action: specs.ActAllow}},
 			})
 			runCases(t, prog, []actionCase{
-				{"getpid", x64(t, "getpid"), allow},
-				{"getppid by default", x64(t, "getppid"), tt.want},
+				{"getppid", x64(t, "getppid"), allow},
+				{"getpid by default", x64(t, "getpid"), tt.want},
 			})
 		})
 	}
@@ -638,6 +721,19 @@ func reference(p *specs.LinuxSeccomp, d seccompData) uint32 {
 		return killProcess
 	}
 	def := referenceAction(p.DefaultAction, p.DefaultErrnoRet)
+	if !slices.Contains([]specs.LinuxSeccompAction{specs.ActAllow, specs.ActLog, specs.ActTrace}, p.DefaultAction) {
+		known, last := false, uint32(0)
+		for _, s := range p.Syscalls {
+			for _, n := range s.Names {
+				if nr, ok := table[n]; ok {
+					known, last = true, max(last, nr)
+				}
+			}
+		}
+		if known && d.nr > last {
+			return unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
+		}
+	}
 	for _, s := range p.Syscalls {
 		ret := referenceAction(s.Action, s.ErrnoRet)
 		if ret == def || !slices.ContainsFunc(s.Names, func(n string) bool { nr, ok := table[n]; return ok && nr == d.nr }) {
@@ -782,11 +878,12 @@ func ExampleCompile() {
 	// 0x15 1 0 0xc000003e
 	// 0x6 0 0 0x80000000
 	// 0x20 0 0 0x0
-	// 0x35 5 0 0x40000000
+	// 0x35 6 0 0x40000000
 	// 0x35 1 0 0xe7
 	// 0x35 2 1 0x2
-	// 0x35 1 0 0xe8
+	// 0x35 2 0 0xe8
 	// 0x6 0 0 0x7fff0000
 	// 0x6 0 0 0x50001
+	// 0x6 0 0 0x50026
 	// 0x6 0 0 0x80000000
 }

@@ -15,7 +15,13 @@
 //     default action does;
 //   - argument conditions compare the full 64-bit argument for x86_64 and
 //     only its low 32 bits for the 32-bit ABIs (i386, x32), as libseccomp
-//     does.
+//     does;
+//   - a syscall number above the highest one the profile names for its ABI
+//     answers ENOSYS, not the default action, unless that action lets
+//     syscalls through (SCMP_ACT_ALLOW, SCMP_ACT_LOG, SCMP_ACT_TRACE): a
+//     syscall newer than the profile is one the kernel might lack, and
+//     libc falls back from it on ENOSYS only (as runc's -ENOSYS stub, which
+//     it prepends to libseccomp's filter, does).
 //
 // The program dispatches on the syscall number with a binary search over
 // number ranges that share an outcome, so it stays short and the kernel's
@@ -159,6 +165,8 @@ type rule struct {
 type compiler struct {
 	def      uint32 // default action
 	rules    []*rule
+	names    []string // every syscall the profile names, rules dropped or not
+	enosys   bool     // numbers above the highest named one answer ENOSYS
 	x32      bool
 	i386     bool
 	a        assembler
@@ -178,20 +186,35 @@ func newCompiler(p *specs.LinuxSeccomp) (*compiler, error) {
 		return nil, fmt.Errorf("compiling default action: %w", err)
 	}
 	c := &compiler{
-		def:  def,
-		x32:  slices.Contains(p.Architectures, specs.ArchX32),
-		i386: slices.Contains(p.Architectures, specs.ArchX86),
+		def:    def,
+		enosys: !slices.Contains([]specs.LinuxSeccompAction{specs.ActAllow, specs.ActLog, specs.ActTrace}, p.DefaultAction),
+		x32:    slices.Contains(p.Architectures, specs.ArchX32),
+		i386:   slices.Contains(p.Architectures, specs.ArchX86),
 	}
 	for i, s := range p.Syscalls {
 		r, err := compileRule(s)
 		if err != nil {
 			return nil, fmt.Errorf("compiling rule %d for %s: %w", i, describe(s.Names), err)
 		}
+		c.names = append(c.names, s.Names...)
 		if r.ret != def {
 			c.rules = append(c.rules, r)
 		}
 	}
 	return c, nil
+}
+
+// lastNamed returns the highest number of the syscalls the profile names
+// that abi knows, and whether it knows any.
+func (c *compiler) lastNamed(abi abi) (uint32, bool) {
+	var last uint32
+	known := false
+	for _, name := range c.names {
+		if nr, ok := abi.table[name]; ok && (!known || nr > last) {
+			last, known = nr, true
+		}
+	}
+	return last, known
 }
 
 // describe names a rule's syscalls in an error message.
@@ -385,6 +408,10 @@ func (c *compiler) section(abi abi) {
 		if nr < ^uint32(0) {
 			add(nr+1, def)
 		}
+	}
+	if last, ok := c.lastNamed(abi); c.enosys && ok && last < ^uint32(0) {
+		// last is at least every rule's number: this segment comes last.
+		add(last+1, outcome{ret: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS), block: -1})
 	}
 
 	c.retLabel, c.rets = map[uint32]label{}, nil
