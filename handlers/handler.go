@@ -127,6 +127,31 @@ type ContainerRequest struct {
 	// and never resolves the path again. The caller closes the files after
 	// CreateContainer returns.
 	Sources map[string]HostSource
+	// ImageVolumes are the container's image volumes, by the index of
+	// their mount in Config.Mounts, for trusted and untrusted pods alike.
+	// The caller closes the files after CreateContainer returns.
+	ImageVolumes map[int]ImageVolume
+}
+
+// ImageVolume is an image volume the server mounted: crivm's own storage,
+// not a hostPath, so the mount policy does not judge it. Path is what the
+// container gets, the image's root or the image_sub_path inside it
+// (resolved without leaving the image), and File its O_PATH descriptor. It
+// is read-only: a handler mounts it read-only, from File where it mounts by
+// descriptor.
+type ImageVolume struct {
+	Path string
+	File *os.File
+}
+
+// ImageVolumePaths maps each image volume's mount index to its Path, for
+// oci.ContainerSpecInput.
+func (r *ContainerRequest) ImageVolumePaths() map[int]string {
+	out := make(map[int]string, len(r.ImageVolumes))
+	for i, v := range r.ImageVolumes {
+		out[i] = v.Path
+	}
+	return out
 }
 
 // HostSource is a mount source checked by the mount policy: Resolved is the

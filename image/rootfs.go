@@ -41,17 +41,28 @@ func (s *Service) CreateRootfsMapped(ctx context.Context, id, name, imageRef str
 	if m != nil {
 		opts = &storage.ContainerOptions{IDMappingOptions: storagetypes.IDMappingOptions{UIDMap: toIDMap(m.UIDs), GIDMap: toIDMap(m.GIDs)}}
 	}
-	if _, err := s.store.CreateContainer(id, []string{name}, img.ID, "", "", opts); err != nil {
-		return "", "", fmt.Errorf("creating storage container: %w", err)
+	mp, err := s.createMounted(ctx, "rootfs", id, name, img.ID, opts)
+	if err != nil {
+		return "", "", err
+	}
+	return mp, img.ID, nil
+}
+
+// createMounted creates the storage container id on the image imageID and
+// mounts it (what names it in errors). On failure nothing is left in
+// storage.
+func (s *Service) createMounted(ctx context.Context, what, id, name, imageID string, opts *storage.ContainerOptions) (string, error) {
+	if _, err := s.store.CreateContainer(id, []string{name}, imageID, "", "", opts); err != nil {
+		return "", fmt.Errorf("creating storage container: %w", err)
 	}
 	mp, err := s.store.Mount(id, "")
 	if err != nil {
 		if derr := s.store.DeleteContainer(id); derr != nil {
 			log.G(ctx).Warn("deleting storage container after a failed mount", "id", id, "err", derr)
 		}
-		return "", "", fmt.Errorf("mounting rootfs: %w", err)
+		return "", fmt.Errorf("mounting %s: %w", what, err)
 	}
-	return mp, img.ID, nil
+	return mp, nil
 }
 
 func toIDMap(ms []specs.LinuxIDMapping) []idtools.IDMap {
@@ -75,8 +86,15 @@ func (s *Service) MountRootfs(id string) (string, error) {
 // RemoveRootfs unmounts and deletes a container's writable layer. A missing
 // container is not an error.
 func (s *Service) RemoveRootfs(ctx context.Context, id string) error {
+	return s.removeMounted("rootfs", id)
+}
+
+// removeMounted unmounts, whatever its mount count, and deletes the storage
+// container id (what names it in errors). A missing one is not an error, so
+// a retried removal never touches another container's mount.
+func (s *Service) removeMounted(what, id string) error {
 	if _, err := s.store.Unmount(id, true); err != nil && !gone(err) {
-		return fmt.Errorf("unmounting rootfs: %w", err)
+		return fmt.Errorf("unmounting %s: %w", what, err)
 	}
 	if err := s.store.DeleteContainer(id); err != nil && !gone(err) {
 		return fmt.Errorf("deleting storage container: %w", err)

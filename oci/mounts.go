@@ -73,58 +73,33 @@ var allowedMountOptions = []string{"nosuid", "nodev", "noexec", "noatime", "nodi
 // resolved, as CRI-O and containerd do; selinux_relabel is ignored. With
 // resolved non-nil (an untrusted pod, whose sources the mount policy has
 // already resolved and checked), each source is taken from it instead and
-// nothing is created or resolved on the host.
-func criMounts(ms []*runtimeapi.Mount, privileged bool, resolved map[string]string) ([]specs.Mount, string, error) {
+// nothing is created or resolved on the host. An image volume's source is
+// imageVolumes[i], i the mount's index (see imageVolumeMount).
+func criMounts(ms []*runtimeapi.Mount, privileged bool, resolved map[string]string, imageVolumes map[int]string) ([]specs.Mount, string, error) {
 	var out []specs.Mount
 	propagation := ""
-	for _, m := range ms {
+	for i, m := range ms {
 		dst := m.GetContainerPath()
 		if !path.IsAbs(dst) || path.Clean(dst) == "/" {
 			return nil, "", errdefs.InvalidArgument("mount destination %q is not an absolute path below /", dst)
 		}
-		if m.GetImage() != nil && m.GetHostPath() == "" {
-			return nil, "", errdefs.Unimplemented("image volume at %q: image volumes are not supported", dst)
-		}
 		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
 			return nil, "", errdefs.Unimplemented("mount at %q: idmapped mounts are not supported", dst)
 		}
-		src, err := mountSource(m.GetHostPath(), resolved)
+		var src string
+		var opts []string
+		var err error
+		if m.GetImage() != nil {
+			src, opts, err = imageVolumeMount(dst, imageVolumes[i])
+		} else {
+			var needs string
+			src, opts, needs, err = hostPathMount(m, privileged, resolved)
+			if needs == "rshared" || (needs == "rslave" && propagation == "") {
+				propagation = needs
+			}
+		}
 		if err != nil {
 			return nil, "", err
-		}
-
-		opts := []string{"rbind"}
-		switch m.GetPropagation() {
-		case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
-			opts = append(opts, "rprivate")
-		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
-			opts = append(opts, "rslave")
-			if propagation == "" {
-				propagation = "rslave"
-			}
-		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
-			if !privileged {
-				return nil, "", errdefs.InvalidArgument("mount at %q: bidirectional propagation needs a privileged container", dst)
-			}
-			opts = append(opts, "rshared")
-			propagation = "rshared"
-		default:
-			return nil, "", errdefs.InvalidArgument("mount at %q: unknown propagation %v", dst, m.GetPropagation())
-		}
-		if err := checkPropagation(src, m.GetPropagation()); err != nil {
-			return nil, "", err
-		}
-		switch {
-		case m.GetRecursiveReadOnly() && !m.GetReadonly():
-			return nil, "", errdefs.InvalidArgument("mount at %q: recursive read-only needs readonly", dst)
-		case m.GetRecursiveReadOnly() && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
-			return nil, "", errdefs.InvalidArgument("mount at %q: recursive read-only needs private propagation", dst)
-		case m.GetRecursiveReadOnly():
-			opts = append(opts, "rro")
-		case m.GetReadonly():
-			opts = append(opts, "ro")
-		default:
-			opts = append(opts, "rw")
 		}
 		for _, o := range m.GetMountOptions() {
 			if !slices.Contains(allowedMountOptions, o) {
@@ -137,6 +112,61 @@ func criMounts(ms []*runtimeapi.Mount, privileged bool, resolved map[string]stri
 		out = append(out, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
 	}
 	return out, propagation, nil
+}
+
+// imageVolumeMount is the source and options of the image volume at dst,
+// whose source src the server mounted ("" when it did not). It is bound
+// read-only, private, nosuid and nodev, executable, whatever the request's
+// propagation: nothing is ever mounted below crivm's read-only mount of an
+// image, so there is nothing to propagate (CRI-O, too, mounts image volumes
+// without propagation), and nothing the container mounts there may reach
+// crivm's storage. It has no submounts, so read-only is recursive.
+func imageVolumeMount(dst, src string) (string, []string, error) {
+	if src == "" {
+		return "", nil, errdefs.FailedPrecondition("image volume at %q was not mounted", dst)
+	}
+	return src, []string{"rbind", "rprivate", "ro", "nosuid", "nodev"}, nil
+}
+
+// hostPathMount is the source and options of the hostPath mount m, and the
+// rootfs propagation it needs ("rshared", "rslave" or "").
+func hostPathMount(m *runtimeapi.Mount, privileged bool, resolved map[string]string) (src string, opts []string, needs string, err error) {
+	dst := m.GetContainerPath()
+	if src, err = mountSource(m.GetHostPath(), resolved); err != nil {
+		return "", nil, "", err
+	}
+	opts = []string{"rbind"}
+	switch m.GetPropagation() {
+	case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+		opts = append(opts, "rprivate")
+	case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+		opts = append(opts, "rslave")
+		needs = "rslave"
+	case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+		if !privileged {
+			return "", nil, "", errdefs.InvalidArgument("mount at %q: bidirectional propagation needs a privileged container", dst)
+		}
+		opts = append(opts, "rshared")
+		needs = "rshared"
+	default:
+		return "", nil, "", errdefs.InvalidArgument("mount at %q: unknown propagation %v", dst, m.GetPropagation())
+	}
+	if err := checkPropagation(src, m.GetPropagation()); err != nil {
+		return "", nil, "", err
+	}
+	switch {
+	case m.GetRecursiveReadOnly() && !m.GetReadonly():
+		return "", nil, "", errdefs.InvalidArgument("mount at %q: recursive read-only needs readonly", dst)
+	case m.GetRecursiveReadOnly() && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+		return "", nil, "", errdefs.InvalidArgument("mount at %q: recursive read-only needs private propagation", dst)
+	case m.GetRecursiveReadOnly():
+		opts = append(opts, "rro")
+	case m.GetReadonly():
+		opts = append(opts, "ro")
+	default:
+		opts = append(opts, "rw")
+	}
+	return src, opts, needs, nil
 }
 
 // mountSource resolves a CRI mount's host path, creating it as a directory

@@ -45,7 +45,7 @@ func TestCRIMounts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, prop, err := criMounts([]*runtimeapi.Mount{tt.m}, tt.privileged, nil)
+			got, prop, err := criMounts([]*runtimeapi.Mount{tt.m}, tt.privileged, nil, nil)
 			if tt.invalid {
 				if !errors.Is(err, errdefs.ErrInvalidArgument) {
 					t.Fatalf("err = %v, want InvalidArgument", err)
@@ -75,7 +75,7 @@ func TestCRIMountsPropagationAndSources(t *testing.T) {
 		{ContainerPath: "/b", HostPath: link, Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
 		{ContainerPath: "/c", HostPath: dir, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
 	}
-	got, prop, err := criMounts(ms, true, nil)
+	got, prop, err := criMounts(ms, true, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +88,33 @@ func TestCRIMountsPropagationAndSources(t *testing.T) {
 	if got[1].Source != dir {
 		t.Errorf("symlinked source = %q, want %q", got[1].Source, dir)
 	}
-	if _, _, err := criMounts([]*runtimeapi.Mount{{ContainerPath: "/i", Image: &runtimeapi.ImageSpec{Image: "x"}}}, false, nil); !errors.Is(err, errdefs.ErrUnimplemented) {
-		t.Errorf("image volume: err = %v, want Unimplemented", err)
+}
+
+func TestCRIMountsImageVolumes(t *testing.T) {
+	img := &runtimeapi.ImageSpec{Image: "sha256:0123"}
+	hostDir := t.TempDir()
+	ms := []*runtimeapi.Mount{
+		{ContainerPath: "/data", HostPath: hostDir},
+		{ContainerPath: "/vol", Image: img, Readonly: true},
+		{ContainerPath: "/slave", Image: img, Readonly: true, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER, MountOptions: []string{"noexec"}},
+	}
+	vols := map[int]string{1: "/storage/overlay/l1/merged", 2: "/storage/overlay/l2/merged/etc"}
+	for _, resolved := range []map[string]string{nil, {hostDir: hostDir}} {
+		got, prop, err := criMounts(ms, false, resolved, vols)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []specs.Mount{
+			{Destination: "/data", Type: "bind", Source: hostDir, Options: []string{"rbind", "rprivate", "rw"}},
+			{Destination: "/vol", Type: "bind", Source: vols[1], Options: []string{"rbind", "rprivate", "ro", "nosuid", "nodev"}},
+			{Destination: "/slave", Type: "bind", Source: vols[2], Options: []string{"rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"}},
+		}
+		if !reflect.DeepEqual(got, want) || prop != "" {
+			t.Errorf("resolved %v:\n got %+v %q\nwant %+v \"\"", resolved, got, prop, want)
+		}
+	}
+	if _, _, err := criMounts(ms, false, nil, map[int]string{1: vols[1]}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("image volume not mounted: err = %v, want FailedPrecondition", err)
 	}
 }
 

@@ -132,6 +132,10 @@ type ContainerSpecInput struct {
 	// policy resolved and checked (untrusted pods). When non-nil, sources
 	// are taken from it: none is created or resolved again.
 	ResolvedSources map[string]string
+	// ImageVolumes maps the index of each image mount in Config.Mounts to
+	// its source: the image mount the caller made (read-only, crivm's own
+	// storage), or the image_sub_path inside it.
+	ImageVolumes map[int]string
 }
 
 // Annotation keys, as containerd's CRI plugin sets them (Kata and other
@@ -386,7 +390,7 @@ func ContainerSpec(in ContainerSpecInput) (*specs.Spec, error) {
 	}
 	mounts := defaultMounts(shm, privileged)
 	mounts = append(mounts, etcMounts(in.ResolvConfPath, in.HostsPath, in.HostnamePath, readonly)...)
-	user2, propagation, err := criMounts(cfg.GetMounts(), privileged, in.ResolvedSources)
+	user2, propagation, err := criMounts(cfg.GetMounts(), privileged, in.ResolvedSources, in.ImageVolumes)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/image"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/steps"
@@ -20,9 +21,10 @@ import (
 	"github.com/crivm/crivm/trust"
 )
 
-// CreateContainer checks the image against the trust policy, creates the
-// container's rootfs from it and hands the container to the sandbox's
-// handler. Each step is undone if a later one fails.
+// CreateContainer checks the image, and those of its image volumes, against
+// the trust policy, creates the container's rootfs from it, mounts its image
+// volumes and hands the container to the sandbox's handler. Each step is
+// undone if a later one fails.
 func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 	cfg := req.GetConfig()
 	if err := validateContainerConfig(cfg); err != nil {
@@ -57,13 +59,17 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	if err != nil {
 		return nil, err
 	}
-	if err := s.deps.Trust.DecideImage(ctx, v, trust.PodInputFromConfig(sbCfg, sb.RuntimeHandler), imageName); err != nil {
+	in := trust.PodInputFromConfig(sbCfg, sb.RuntimeHandler)
+	if err := s.deps.Trust.DecideImage(ctx, v, in, imageName); err != nil {
 		return nil, fmt.Errorf("container %q refused: %w", cfg.GetMetadata().GetName(), err)
+	}
+	if err := s.decideImageVolumes(ctx, v, in, cfg); err != nil {
+		return nil, err
 	}
 	// The mount policy, before any rootfs, handler or mount work: an
 	// untrusted pod's hostPath sources are opened and checked here, and the
 	// handler mounts from these descriptors only.
-	srcs, err := s.deps.Trust.DecideMounts(ctx, v, trust.PodInputFromConfig(sbCfg, sb.RuntimeHandler), cfg.GetMetadata().GetName(), cfg.GetMounts(), cfg.GetDevices())
+	srcs, err := s.deps.Trust.DecideMounts(ctx, v, in, cfg.GetMetadata().GetName(), cfg.GetMounts(), cfg.GetDevices())
 	if err != nil {
 		return nil, fmt.Errorf("container %q refused: %w", cfg.GetMetadata().GetName(), err)
 	}
@@ -114,22 +120,35 @@ func hostSources(srcs map[string]trust.MountSource) map[string]handlers.HostSour
 // are the pod's typed trust verdict and the mount policy's sources.
 func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimeapi.PodSandboxConfig, c *store.Container, cfg *runtimeapi.ContainerConfig, h handlers.Handler, untrusted bool, sources map[string]handlers.HostSource) []steps.Step {
 	var rootfs string
+	var mappings *image.IDMappings
+	var volumes map[int]handlers.ImageVolume
 	files := podFilesIn(sb.Extra["pod_dir"])
 	return []steps.Step{
 		{Name: "creating rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			// In a pod with its own user namespace, the rootfs is owned by
-			// the mapped ids.
+			// In a pod with its own user namespace, the rootfs (and the
+			// image volumes) are owned by the mapped ids.
 			userns, err := oci.PodUserNamespace(sbCfg.GetLinux().GetSecurityContext().GetNamespaceOptions())
 			if err != nil {
 				return nil, err
 			}
-			rootfs, c.ImageRef, err = s.deps.Images.CreateRootfsMapped(ctx, c.ID, c.Name, c.Image, idMappings(userns))
+			mappings = idMappings(userns)
+			rootfs, c.ImageRef, err = s.deps.Images.CreateRootfsMapped(ctx, c.ID, c.Name, c.Image, mappings)
 			if err != nil {
 				return nil, err
 			}
 			return func(ctx context.Context) error { return s.deps.Images.RemoveRootfs(ctx, c.ID) }, nil
 		}},
+		{Name: "mounting image volumes", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			if volumes, err = s.mountImageVolumes(ctx, c, cfg, mappings); err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context) error { return s.removeImageVolumes(ctx, c) }, nil
+		}},
 		{Name: "creating container", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			// The handler has mounted what it needs from the volumes'
+			// descriptors once it returns.
+			defer closeImageVolumes(volumes)
 			img, err := s.deps.Images.Status(ctx, c.ImageRef)
 			if err != nil {
 				return nil, err
@@ -137,7 +156,7 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 			req := &handlers.ContainerRequest{
 				Container: c, Config: cfg, SandboxConfig: sbCfg, Rootfs: rootfs, LogPath: c.LogPath,
 				ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
-				Untrusted: untrusted, Sources: sources,
+				Untrusted: untrusted, Sources: sources, ImageVolumes: volumes,
 			}
 			c.RepoDigest = repoDigest(img.RepoDigests, cfg.GetImage().GetUserSpecifiedImage(), c.Image)
 			if img.Config != nil {

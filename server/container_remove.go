@@ -13,7 +13,7 @@ import (
 )
 
 // RemoveContainer kills the container if it still runs and removes it with
-// its rootfs. Idempotent.
+// its rootfs and image volumes. Idempotent.
 func (s *RuntimeService) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
 	c, _, h, unlock, err := s.lockedContainer(req.GetContainerId())
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -38,6 +38,9 @@ func (s *RuntimeService) removeContainer(ctx context.Context, h handlers.Handler
 	}
 	if err := s.deps.Images.RemoveRootfs(ctx, c.ID); err != nil {
 		return fmt.Errorf("removing rootfs of %s: %w", c.ID, err)
+	}
+	if err := s.removeImageVolumes(ctx, c); err != nil {
+		return fmt.Errorf("removing image volumes of %s: %w", c.ID, err)
 	}
 	if c, err := s.deps.Store.Containers.Get(c.ID); err == nil {
 		defer s.emitContainer(ctx, c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)

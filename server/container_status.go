@@ -22,7 +22,7 @@ func (s *RuntimeService) ContainerStatus(ctx context.Context, req *runtimeapi.Co
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: st}
 	if req.GetVerbose() {
-		b, err := json.Marshal(map[string]any{"sandboxID": c.SandboxID, "process": c.Process, "exitFile": c.ExitFile})
+		b, err := json.Marshal(map[string]any{"sandboxID": c.SandboxID, "process": c.Process, "exitFile": c.ExitFile, "imageVolumes": c.ImageVolumes})
 		if err != nil {
 			return nil, fmt.Errorf("encoding info: %w", err)
 		}
@@ -47,7 +47,7 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *store.Container
 		User:        containerUser(c.User),
 		Labels:      c.Labels,
 		Annotations: c.Annotations,
-		Mounts:      cfg.GetMounts(),
+		Mounts:      statusMounts(cfg.GetMounts(), c.ImageVolumes),
 		LogPath:     c.LogPath,
 	}
 	if !c.StartedAt.IsZero() {

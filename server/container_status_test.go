@@ -112,3 +112,18 @@ func TestStatusRuntimeFeatures(t *testing.T) {
 		t.Errorf("features %v: supplemental_groups_policy not advertised", resp.GetFeatures())
 	}
 }
+
+// TestStatusMounts: an image volume's mount reports the mounted image's ID as
+// image_ref; other mounts are reported as given.
+func TestStatusMounts(t *testing.T) {
+	hostPath := &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/srv/data"}
+	volume := &runtimeapi.Mount{ContainerPath: "/vol", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "registry.example/data:1"}}
+	got := statusMounts([]*runtimeapi.Mount{hostPath, volume}, []store.ImageVolume{{Mount: 1, ImageID: id64, StorageID: "s1"}})
+	want := []*runtimeapi.Mount{hostPath, {ContainerPath: "/vol", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "registry.example/data:1", ImageRef: id64}}}
+	if len(got) != len(want) || !proto.Equal(got[0], want[0]) || !proto.Equal(got[1], want[1]) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if volume.Image.ImageRef != "" {
+		t.Errorf("the config's mount was changed: %v", volume)
+	}
+}

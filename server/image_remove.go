@@ -8,11 +8,13 @@ import (
 	"github.com/crivm/crivm/store"
 )
 
-// RemoveImage is idempotent; it refuses an image that a container uses.
+// RemoveImage is idempotent; it refuses an image that a container uses, as
+// its image or as an image volume (FailedPrecondition: a mounted image is
+// never removed).
 func (s *ImageService) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	inUse := func(id string) []string {
 		var users []string
-		for _, c := range s.deps.Store.Containers.List(func(c *store.Container) bool { return c.ImageRef == id }) {
+		for _, c := range s.deps.Store.Containers.List(func(c *store.Container) bool { return usesImage(c, id) }) {
 			users = append(users, c.ID)
 		}
 		return users

@@ -87,7 +87,46 @@ func validateContainerConfig(cfg *runtimeapi.ContainerConfig) error {
 	if err := checkLogPath(cfg.GetLogPath()); err != nil {
 		return err
 	}
+	if err := checkImageVolumes(cfg.GetMounts()); err != nil {
+		return err
+	}
 	return checkMetadataSize("container", cfg.GetLabels(), cfg.GetAnnotations())
+}
+
+// checkImageVolumes: an image volume (a mount with image set) names an
+// image and no host_path; it is readonly (image volumes are read-only by
+// definition: containerd and CRI-O refuse readonly false too); it does not
+// ask for bidirectional propagation (nothing a container mounts may reach
+// crivm's storage); its image_sub_path, when set, is a relative path that
+// stays inside the image. A mount without an image has no image_sub_path.
+func checkImageVolumes(ms []*runtimeapi.Mount) error {
+	for _, m := range ms {
+		dst, sub := m.GetContainerPath(), m.GetImageSubPath()
+		if m.GetImage() == nil {
+			if sub != "" {
+				return errdefs.InvalidArgument("mount at %q: image_sub_path %q is set without an image", dst, sub)
+			}
+			continue
+		}
+		switch {
+		case m.GetImage().GetImage() == "":
+			return errdefs.InvalidArgument("image volume at %q: image.image is empty", dst)
+		case m.GetHostPath() != "":
+			return errdefs.InvalidArgument("image volume at %q: host_path %q must be empty when an image is set", dst, m.GetHostPath())
+		case !m.GetReadonly():
+			return errdefs.InvalidArgument("image volume at %q: readonly must be true: image volumes are read-only", dst)
+		case m.GetPropagation() == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			return errdefs.InvalidArgument("image volume at %q: bidirectional propagation is not allowed: an image volume propagates no mount", dst)
+		case sub == "":
+		case len(sub) > maxPathBytes:
+			return errdefs.InvalidArgument("image volume at %q: image_sub_path is %d bytes, more than %d", dst, len(sub), maxPathBytes)
+		case hasControl(sub):
+			return errdefs.InvalidArgument("image volume at %q: image_sub_path %q may not contain control characters", dst, sub)
+		case !filepath.IsLocal(sub):
+			return errdefs.InvalidArgument("image volume at %q: image_sub_path %q must be a relative path inside the image", dst, sub)
+		}
+	}
+	return nil
 }
 
 // checkName refuses a name the host would misread: a path separator, a

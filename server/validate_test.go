@@ -206,6 +206,50 @@ func TestValidateContainerConfig(t *testing.T) {
 	}
 }
 
+func TestValidateImageVolumes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*runtimeapi.Mount)
+		// want is "" for an accepted mount, else a word the
+		// InvalidArgument message must hold.
+		want string
+	}{
+		{"kubelet image volume", func(*runtimeapi.Mount) {}, ""},
+		{"sub path", func(m *runtimeapi.Mount) { m.ImageSubPath = "etc" }, ""},
+		{"nested sub path", func(m *runtimeapi.Mount) { m.ImageSubPath = "usr/share/doc" }, ""},
+		{"sub path with dotdot inside", func(m *runtimeapi.Mount) { m.ImageSubPath = "etc/../usr" }, ""},
+		{"host to container", func(m *runtimeapi.Mount) { m.Propagation = runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER }, ""},
+		{"recursive read-only", func(m *runtimeapi.Mount) { m.RecursiveReadOnly = true }, ""},
+
+		{"readonly false", func(m *runtimeapi.Mount) { m.Readonly = false }, "readonly"},
+		{"bidirectional", func(m *runtimeapi.Mount) { m.Propagation = runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL }, "bidirectional"},
+		{"sub path escaping", func(m *runtimeapi.Mount) { m.ImageSubPath = "../../etc" }, "image_sub_path"},
+		{"sub path escaping midway", func(m *runtimeapi.Mount) { m.ImageSubPath = "etc/../../x" }, "image_sub_path"},
+		{"sub path dotdot", func(m *runtimeapi.Mount) { m.ImageSubPath = ".." }, "image_sub_path"},
+		{"sub path absolute", func(m *runtimeapi.Mount) { m.ImageSubPath = "/etc" }, "image_sub_path"},
+		{"sub path with NUL", func(m *runtimeapi.Mount) { m.ImageSubPath = "etc\x00" }, "image_sub_path"},
+		{"sub path of 4097 bytes", func(m *runtimeapi.Mount) { m.ImageSubPath = strings.Repeat("s", 4097) }, "image_sub_path"},
+		{"host path too", func(m *runtimeapi.Mount) { m.HostPath = "/var/lib/crivm" }, "host_path"},
+		{"empty image", func(m *runtimeapi.Mount) { m.Image = &runtimeapi.ImageSpec{} }, "image.image"},
+		{"sub path without image", func(m *runtimeapi.Mount) { m.Image, m.HostPath, m.ImageSubPath = nil, "/srv", "etc" }, "image_sub_path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vol := &runtimeapi.Mount{
+				ContainerPath: "/vol",
+				Readonly:      true,
+				Image:         &runtimeapi.ImageSpec{Image: "sha256:4f6c", UserSpecifiedImage: "registry.example/data:1"},
+			}
+			tc.mutate(vol)
+			cfg := &runtimeapi.ContainerConfig{
+				Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
+				Image:    &runtimeapi.ImageSpec{Image: "busybox"},
+				Mounts:   []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data"}, vol},
+			}
+			checkValidation(t, validateContainerConfig(cfg), tc.want)
+		})
+	}
+}
+
 // checkValidation wants err nil when wantField is "", else InvalidArgument
 // naming wantField.
 func checkValidation(t *testing.T, err error, wantField string) {

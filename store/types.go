@@ -108,6 +108,23 @@ type Container struct {
 	User   *User             `json:"user,omitempty"`
 	Config []byte            `json:"config,omitempty"`
 	Extra  map[string]string `json:"extra,omitempty"`
+	// ImageVolumes are the container's image volumes, mounted from its
+	// creation until its removal.
+	ImageVolumes []ImageVolume `json:"image_volumes,omitempty"`
+}
+
+// ImageVolume is an image mounted read-only as a container's volume
+// (Kubernetes image volume source). Each is a storage container of its own:
+// removing it by StorageID releases this volume's mount and no other's.
+type ImageVolume struct {
+	// Mount is the index of the image mount in the container config's
+	// mounts.
+	Mount int `json:"mount"`
+	// ImageID is the mounted image's ID.
+	ImageID   string `json:"image_id"`
+	StorageID string `json:"storage_id"`
+	// MountPoint is where the image's rootfs is mounted on the host.
+	MountPoint string `json:"mount_point"`
 }
 
 // User is a process's uid, primary gid and supplementary groups.
@@ -147,6 +164,7 @@ func (c *Container) clone() *Container {
 		u.AdditionalGids = slices.Clone(c.User.AdditionalGids)
 		n.User = &u
 	}
+	n.ImageVolumes = slices.Clone(c.ImageVolumes)
 	n.Config = slices.Clone(c.Config)
 	n.Extra = maps.Clone(c.Extra)
 	return &n

@@ -89,7 +89,7 @@ func (c *Classifier) JudgeMounts(v Verdict, in PodInput, mounts []*runtimeapi.Mo
 	for _, m := range mounts {
 		hp := m.GetHostPath()
 		if hp == "" && m.GetImage() != nil {
-			continue // an image volume: no host path (oci refuses it)
+			continue // an image volume: crivm's own storage, mounted by the server
 		}
 		if seen[hp] {
 			continue

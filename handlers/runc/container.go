@@ -42,6 +42,7 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		HostsPath:      req.HostsPath,
 		HostnamePath:   req.HostnamePath,
 		ShmPath:        req.ShmPath,
+		ImageVolumes:   req.ImageVolumePaths(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("generating spec: %w", err)
@@ -50,7 +51,11 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	failed := true
 	if spec.Linux.UIDMappings != nil {
 		// Staged for runc (userns.go): the bind sources until create returns.
-		if err := h.stageUserns(ctx, c.ID, spec, fmt.Sprintf("/proc/%d/ns/user", sb.Process.Pid)); err != nil {
+		mapped := map[string]bool{}
+		for _, v := range req.ImageVolumes {
+			mapped[v.Path] = true
+		}
+		if err := h.stageUserns(ctx, c.ID, spec, fmt.Sprintf("/proc/%d/ns/user", sb.Process.Pid), mapped); err != nil {
 			return nil, fmt.Errorf("preparing mounts for the user namespace: %w", err)
 		}
 		defer func() {

@@ -41,7 +41,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 	if spec.Linux.UIDMappings != nil {
 		// The sandbox creates the pod's user namespace: only its rootfs is
 		// staged (userns.go), until RemoveSandbox.
-		if err := h.stageUserns(ctx, sb.ID, spec, ""); err != nil {
+		if err := h.stageUserns(ctx, sb.ID, spec, "", nil); err != nil {
 			return nil, fmt.Errorf("preparing the infra rootfs for the user namespace: %w", err)
 		}
 	}

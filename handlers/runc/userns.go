@@ -28,7 +28,7 @@ import (
 // every bind source as that uid, inside the user namespace:
 //   - the rootfs: containers/storage mounts it with the pod's mappings
 //     (idmapped image layers, the writable layer owned by the mapped root;
-//     the server asks for it);
+//     the server asks for it), and image volumes likewise;
 //   - bind sources (volumes, /etc/hosts, /etc/resolv.conf, the hostname,
 //     /dev/shm): the handler clones each as an idmapped mount in the
 //     sandbox's user namespace, so the container's root owns what the
@@ -158,9 +158,11 @@ func (h *Handler) ensureStagingRoot() error {
 // stageUserns stages spec's rootfs and, when usernsPath (the sandbox's user
 // namespace) is set, an idmapped clone of each bind source, and points spec
 // at them. Sources on a filesystem that cannot be idmapped are staged as
-// plain clones: the container sees their files as owned by nobody. On
-// failure it leaves nothing staged.
-func (h *Handler) stageUserns(ctx context.Context, id string, spec *specs.Spec, usernsPath string) (err error) {
+// plain clones: the container sees their files as owned by nobody. The
+// sources in mapped (image volumes, which containers/storage mounts with the
+// pod's mappings, as the rootfs) are owned by the mapped ids already and are
+// staged as plain clones. On failure it leaves nothing staged.
+func (h *Handler) stageUserns(ctx context.Context, id string, spec *specs.Spec, usernsPath string, mapped map[string]bool) (err error) {
 	if err := h.ensureStagingRoot(); err != nil {
 		return err
 	}
@@ -216,11 +218,15 @@ func (h *Handler) stageUserns(ctx context.Context, id string, spec *specs.Spec, 
 		if err != nil {
 			return err
 		}
-		idmapped, err := cloneMount(m.Source, dst, ns, slices.Contains(m.Options, "rbind"))
+		userns := ns
+		if mapped[m.Source] {
+			userns = nil
+		}
+		idmapped, err := cloneMount(m.Source, dst, userns, slices.Contains(m.Options, "rbind"))
 		if err != nil {
 			return fmt.Errorf("staging bind source %s for %s: %w", m.Source, m.Destination, err)
 		}
-		if !idmapped {
+		if !idmapped && userns != nil {
 			log.G(ctx).Warn("bind source cannot be idmapped: the container sees its files as owned by nobody", "source", m.Source, "destination", m.Destination)
 		}
 		m.Source = dst

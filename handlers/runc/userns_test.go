@@ -70,14 +70,15 @@ func TestStageUserns(t *testing.T) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 
 	src := t.TempDir()
-	rootfs, vol := filepath.Join(src, "rootfs"), filepath.Join(src, "vol")
+	rootfs, vol, img := filepath.Join(src, "rootfs"), filepath.Join(src, "vol"), filepath.Join(src, "img")
 	hosts := filepath.Join(src, "hosts")
-	for _, d := range []string{rootfs, vol} {
+	for _, d := range []string{rootfs, vol, img} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
 	os.WriteFile(filepath.Join(vol, "f"), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(img, "f"), []byte("x"), 0o600)
 	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644)
 
 	h := &Handler{dir: filepath.Join(searchableTempDir(t), "handlers", "runc")}
@@ -92,10 +93,11 @@ func TestStageUserns(t *testing.T) {
 			{Destination: "/proc", Type: "proc", Source: "proc"},
 			{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}},
 			{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"bind", "ro"}},
+			{Destination: "/img", Type: "bind", Source: img, Options: []string{"rbind", "ro"}},
 		},
 	}
 	const id = "c1"
-	if err := h.stageUserns(context.Background(), id, spec, "/proc/"+strconv.Itoa(cmd.Process.Pid)+"/ns/user"); err != nil {
+	if err := h.stageUserns(context.Background(), id, spec, "/proc/"+strconv.Itoa(cmd.Process.Pid)+"/ns/user", map[string]bool{img: true}); err != nil {
 		t.Fatal(err)
 	}
 	dir := h.staging(id)
@@ -116,9 +118,10 @@ func TestStageUserns(t *testing.T) {
 		t.Errorf("staging dir: %v, owner %d:%d mode %o, want %d:%d 0700", err, dst.Uid, dst.Gid, dst.Mode&0o777, base, base)
 	}
 	// Through the idmapped clone, what host root owns belongs to the
-	// mapped root; the rootfs is a plain bind.
+	// mapped root; the rootfs and the source already mapped are plain
+	// binds.
 	for p, want := range map[string]uint32{
-		filepath.Join(dir, "1", "f"): base, filepath.Join(dir, "2"): base, filepath.Join(dir, "rootfs"): 0,
+		filepath.Join(dir, "1", "f"): base, filepath.Join(dir, "2"): base, filepath.Join(dir, "rootfs"): 0, filepath.Join(dir, "3", "f"): 0,
 	} {
 		var st unix.Stat_t
 		if err := unix.Stat(p, &st); err != nil || st.Uid != want {
@@ -152,7 +155,7 @@ func TestStageUserns(t *testing.T) {
 
 	// A failed staging leaves nothing: a missing bind source.
 	spec = &specs.Spec{Root: &specs.Root{Path: rootfs}, Linux: &specs.Linux{UIDMappings: maps, GIDMappings: maps}, Mounts: []specs.Mount{{Destination: "/v", Type: "bind", Source: filepath.Join(src, "missing"), Options: []string{"rbind"}}}}
-	if err := h.stageUserns(context.Background(), "c2", spec, "/proc/"+strconv.Itoa(cmd.Process.Pid)+"/ns/user"); err == nil {
+	if err := h.stageUserns(context.Background(), "c2", spec, "/proc/"+strconv.Itoa(cmd.Process.Pid)+"/ns/user", nil); err == nil {
 		t.Fatal("staging a missing source succeeded")
 	}
 	if _, err := os.Stat(h.staging("c2")); !os.IsNotExist(err) {

@@ -80,6 +80,7 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		NamespacePaths: agentproxy.GuestNamespacePaths(req.SandboxConfig.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD),
 		ResolvConfPath: req.ResolvConfPath, HostsPath: req.HostsPath, HostnamePath: req.HostnamePath, ShmPath: req.ShmPath,
 		ResolvedSources: resolved,
+		ImageVolumes:    req.ImageVolumePaths(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("generating spec: %w", err)

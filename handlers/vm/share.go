@@ -292,12 +292,18 @@ func validID(id string) bool {
 
 // shareBinds opens the sources of binds. An untrusted pod's sources are
 // the mount policy's descriptors (by the resolved path the spec names);
-// one the policy did not check is refused. A trusted pod's are opened
-// here. The caller closes what it opened (the returned closers).
+// one the policy did not check is refused. Image volumes, in any pod, are
+// the server's descriptors of its read-only image mounts (by the path the
+// spec names), which the spec binds read-only. A trusted pod's other
+// sources are opened here. The caller closes what it opened (the returned
+// closers).
 func shareBinds(spec *specs.Spec, binds []agentproxy.HostBind, req *handlers.ContainerRequest) ([]shareBind, func(), error) {
 	checked := map[string]*os.File{}
 	for _, src := range req.Sources {
 		checked[src.Resolved] = src.File
+	}
+	for _, v := range req.ImageVolumes {
+		checked[v.Path] = v.File
 	}
 	var opened []*os.File
 	closeAll := func() {
