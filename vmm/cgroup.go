@@ -203,7 +203,9 @@ func unescapeMountinfo(s string) string {
 }
 
 var hostCgroupLayout = sync.OnceValues(func() (*cgroupLayout, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	// The calling thread's view: the host's (only podns's discarded
+	// threads see another).
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
 	}

@@ -16,11 +16,11 @@
 //     when both are gone every mount in it goes with it. Release drops the
 //     pin.
 //   - A goroutine that enters the namespace (Run) does so on a locked
-//     thread with its own fs struct (unshare(CLONE_FS): setns to a mount
-//     namespace refuses a thread that shares it), and that thread is never
-//     unlocked: it ends with the goroutine, so no other goroutine ever runs
-//     in the pod's namespace. Processes forked there (os/exec on that
-//     thread) are born in it.
+//     thread, never the main one, with its own fs struct (unshare(CLONE_FS):
+//     setns to a mount namespace refuses a thread that shares it), and that
+//     thread is never unlocked: it ends with the goroutine, so no other
+//     goroutine ever runs in the pod's namespace. Processes forked there
+//     (os/exec on that thread) are born in it.
 package podns
 
 import (
@@ -87,10 +87,9 @@ func Create(pin string, root Root) error {
 		nsfd int
 		err  error
 	}
-	res := make(chan made)
+	res := make(chan made, 1)
 	hold := make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // never unlocked: see the package doc
+	go onSpareThread(func() {
 		if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
 			res <- made{err: fmt.Errorf("unsharing the mount namespace: %w", err)}
 			return
@@ -106,7 +105,7 @@ func Create(pin string, root Root) error {
 		}
 		res <- made{nsfd: fd}
 		<-hold
-	}()
+	})
 	m := <-res
 	defer close(hold)
 	if m.err != nil {
@@ -253,11 +252,29 @@ func place(newRoot, p string, opts mountfs.BindOptions) error {
 // goroutines that expect to stay there.
 func Run(t Target, fn func() error) error {
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked
-		errc <- enter(t, fn)
-	}()
+	onSpareThread(func() { errc <- enter(t, fn) })
 	return <-errc
+}
+
+// onSpareThread runs fn on a goroutine locked to an OS thread that is not
+// the process's main thread, and never unlocks it: the thread ends with
+// the goroutine, and whatever fn changed about it (its namespaces, its fs
+// struct) with it. The main thread is handed over because Go parks it
+// instead of ending it, and /proc/self (the daemon's own mountinfo, for
+// one) names it.
+func onSpareThread(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			onSpareThread(fn) // another thread: this one is held
+			runtime.UnlockOSThread()
+			return
+		}
+		fn()
+	}()
+	<-done
 }
 
 func enter(t Target, fn func() error) error {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
@@ -151,6 +152,39 @@ func TestCreateRefusesBadRoot(t *testing.T) {
 		}
 		if _, err := os.Stat(pin); !os.IsNotExist(err) {
 			t.Errorf("Create(%+v) left its pin: %v", root, err)
+		}
+	}
+}
+
+// Run never leaves a thread of the daemon in the namespace: not the main
+// thread either, which /proc/self describes and Go parks instead of
+// ending when its locked goroutine exits.
+func TestRunLeavesNoThreadInside(t *testing.T) {
+	_, pin := newPod(t)
+	self := func() string {
+		s, err := os.Readlink("/proc/self/ns/mnt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	host := self()
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			Run(Target{MountNS: pin}, func() error { return nil })
+		}()
+	}
+	wg.Wait()
+	if got := self(); got != host {
+		t.Errorf("the main thread is in %s after Run, want the host's %s", got, host)
+	}
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		if ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/mnt"); err == nil && ns != host {
+			t.Errorf("thread %s stayed in %s", task.Name(), ns)
 		}
 	}
 }
