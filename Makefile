@@ -10,7 +10,7 @@ COMMIT  := $(shell git describe --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/crivm/crivm/internal/version.Commit=$(COMMIT)
 GOFLAGS_BUILD := -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 
-.PHONY: all deps build test unit e2e critest demo lint clean generate bench-pull bench-pods bench-peer bench-vm node-e2e
+.PHONY: all deps build test-bins test unit e2e critest demo lint clean generate bench-pull bench-pods bench-peer bench-vm node-e2e
 
 all: build
 
@@ -45,14 +45,19 @@ critest: deps build
 
 # Every test: unit tests and e2e tests against the real daemon, under -race,
 # then critest (see above; not strict yet).
-test: deps build lint
+# A daemon that can kill itself after a named step (internal/crashpoint),
+# for the crash-consistency e2e test only.
+test-bins: build
+	$(GO) build -tags "$(TAGS) crivm_crashpoints" -ldflags "$(LDFLAGS)" -o bin/crivm-crashpoints ./cmd/crivm
+
+test: deps build test-bins lint
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -race -count=1 -timeout 25m -tags "$(TAGS)" ./...
 	$(CRITEST_RUN) -strict=$(TEST_CRITEST_STRICT)
 
 unit: build
 	$(GO) test -race -count=1 -tags "$(TAGS)" $$($(GO) list ./... | grep -v /test/)
 
-e2e: build
+e2e: build test-bins
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -v -timeout 25m -tags "$(TAGS)" ./test/...
 
 demo: deps build

@@ -70,6 +70,14 @@ func NewFromPID(dir, name string, pid int) (*NetNS, error) {
 }
 
 // newAt creates the file dir/name and has create bind a namespace on it.
+// PathIn is where New(dir, name) pins its namespace.
+func PathIn(dir, name string) string {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	return filepath.Join(dir, name)
+}
+
 func newAt(dir, name string, create func(p string) error) (*NetNS, error) {
 	if dir == "" {
 		dir = DefaultDir

@@ -7,6 +7,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/store"
@@ -36,16 +37,8 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.R
 			return nil, err
 		}
 	}
-	if err := h.RemoveSandbox(ctx, sb); err != nil {
-		return nil, fmt.Errorf("removing sandbox: %w", err)
-	}
-	if err := s.deps.Images.RemoveRootfs(ctx, sb.ID); err != nil {
-		return nil, fmt.Errorf("removing infra rootfs: %w", err)
-	}
-	if dir := sb.Extra["pod_dir"]; dir != "" {
-		if err := podFilesIn(dir).remove(); err != nil {
-			return nil, fmt.Errorf("removing pod files: %w", err)
-		}
+	if err := s.releaseSandbox(ctx, sb, h); err != nil {
+		return nil, err
 	}
 	if cur, err := s.deps.Store.Sandboxes.Get(sb.ID); err == nil {
 		s.emitSandbox(ctx, cur, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
@@ -55,4 +48,21 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.R
 	}
 	log.G(ctx).Info("pod sandbox removed")
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}
+
+// releaseSandbox removes what sb holds once its boundary is released: the
+// handler's state, the infra rootfs and the pod's files. Idempotent.
+func (s *RuntimeService) releaseSandbox(ctx context.Context, sb *store.Sandbox, h handlers.Handler) error {
+	if err := h.RemoveSandbox(ctx, sb); err != nil {
+		return fmt.Errorf("removing sandbox: %w", err)
+	}
+	if err := s.deps.Images.RemoveRootfs(ctx, sb.ID); err != nil {
+		return fmt.Errorf("removing infra rootfs: %w", err)
+	}
+	if dir := sb.Extra["pod_dir"]; dir != "" {
+		if err := podFilesIn(dir).remove(); err != nil {
+			return fmt.Errorf("removing pod files: %w", err)
+		}
+	}
+	return nil
 }

@@ -212,7 +212,7 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 			return errors.Join(entry.StopSandbox(ctx, sb), entry.RemoveSandbox(ctx, sb))
 		}, nil
 	}}
-	waitNetwork := steps.Step{Name: "setting up pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
+	waitNetwork := steps.Step{Name: "joining the pod network", Do: func(ctx context.Context) (steps.Cleanup, error) {
 		if network == nil {
 			return nil, nil
 		}
@@ -231,10 +231,28 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 		log.G(ctx).Debug("sandbox recorded", "took", time.Since(start))
 		return func(context.Context) error { return s.deps.Store.Sandboxes.Delete(sb.ID) }, nil
 	}}
+	// The intent names everything the steps may make (the netns and pod
+	// dir by their fixed paths; the handler's resources by the sandbox's
+	// ID), so that a sweep after a crash can undo any prefix of them.
+	intent := steps.Step{Name: "recording the intent", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		p := *sb
+		p.State = store.SandboxNotReady
+		p.Extra = map[string]string{"pod_dir": files.Dir}
+		if !hostNet {
+			p.NetNSPath = netns.PathIn(s.deps.NetNSDir, "crivm-"+sb.ID[:32])
+		}
+		if err := s.deps.Store.PendingSandboxes.Add(&p); err != nil {
+			return nil, err
+		}
+		return func(context.Context) error { return s.deps.Store.PendingSandboxes.Delete(sb.ID) }, nil
+	}}
+	done := steps.Step{Name: "dropping the intent", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		return nil, s.deps.Store.PendingSandboxes.Delete(sb.ID)
+	}}
 	if userns != nil {
-		return []steps.Step{writeFiles, pauseRootfs, startSandbox, pinNetNS, startNetwork, waitNetwork, record}
+		return []steps.Step{intent, writeFiles, pauseRootfs, startSandbox, pinNetNS, startNetwork, waitNetwork, record, done}
 	}
-	return []steps.Step{writeFiles, createNetNS, startNetwork, pauseRootfs, startSandbox, waitNetwork, record}
+	return []steps.Step{intent, writeFiles, createNetNS, startNetwork, pauseRootfs, startSandbox, waitNetwork, record, done}
 }
 
 // idMappings are the rootfs mappings of a pod with its own user namespace

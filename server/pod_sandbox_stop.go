@@ -7,6 +7,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/netns"
@@ -54,6 +55,23 @@ func (s *RuntimeService) stopSandbox(ctx context.Context, sb *store.Sandbox) err
 	if err := s.stopContainers(ctx, sb, h); err != nil {
 		return err
 	}
+	if err := s.releaseBoundary(ctx, sb, h); err != nil {
+		return err
+	}
+	if sb.State != store.SandboxNotReady {
+		if _, _, err := s.setSandboxNotReady(ctx, sb.ID); err != nil {
+			return err
+		}
+		log.G(ctx).Info("pod sandbox stopped")
+	}
+	return nil
+}
+
+// releaseBoundary stops sb's handler boundary and tears its network down:
+// the part of stopping a sandbox that does not concern its containers.
+// Every piece tolerates what is already gone, so it also undoes any prefix
+// of RunPodSandbox (the sweep).
+func (s *RuntimeService) releaseBoundary(ctx context.Context, sb *store.Sandbox, h handlers.Handler) error {
 	if err := h.StopSandbox(ctx, sb); err != nil {
 		return fmt.Errorf("stopping sandbox: %w", err)
 	}
@@ -73,12 +91,6 @@ func (s *RuntimeService) stopSandbox(ctx context.Context, sb *store.Sandbox) err
 		if err := podFilesIn(dir).unmountShm(); err != nil {
 			return err
 		}
-	}
-	if sb.State != store.SandboxNotReady {
-		if _, _, err := s.setSandboxNotReady(ctx, sb.ID); err != nil {
-			return err
-		}
-		log.G(ctx).Info("pod sandbox stopped")
 	}
 	return nil
 }

@@ -21,6 +21,11 @@ type Store struct {
 	db         *bolt.DB
 	Sandboxes  *Table[Sandbox]
 	Containers *Table[Container]
+	// PendingSandboxes are intents: a RunPodSandbox records its sandbox
+	// here before its first side effect and deletes it once the sandbox
+	// is in Sandboxes (or undone). What a crash leaves here, the next
+	// daemon sweeps. Nothing CRI-facing reads it.
+	PendingSandboxes *Table[Sandbox]
 }
 
 // Open opens (creating if needed) the store in dir and loads every record.
@@ -40,8 +45,11 @@ func Open(dir string) (*Store, error) {
 		Containers: &Table[Container]{db: db, bucket: []byte("containers"), kind: "container",
 			id: func(r *Container) string { return r.ID }, name: func(r *Container) string { return r.Name },
 			clone: (*Container).clone},
+		PendingSandboxes: &Table[Sandbox]{db: db, bucket: []byte("sandbox-intents"), kind: "sandbox intent",
+			id: func(r *Sandbox) string { return r.ID }, name: func(r *Sandbox) string { return r.Name },
+			clone: (*Sandbox).clone},
 	}
-	for _, load := range []func() error{s.Sandboxes.load, s.Containers.load} {
+	for _, load := range []func() error{s.Sandboxes.load, s.Containers.load, s.PendingSandboxes.load} {
 		if err := load(); err != nil {
 			db.Close()
 			return nil, err

@@ -421,6 +421,34 @@ func (c *Cgroup) Remove(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// KillAll SIGKILLs every process in the cgroup: the VMM processes of a
+// sandbox whose daemon died before it could record them (a crash between
+// QEMU's start and its pidfile). The cgroup is the sandbox's own, so
+// whatever is in it is the VM's. It does not wait; Remove does.
+func (c *Cgroup) KillAll() error {
+	var errs []error
+	for _, d := range c.Dirs() {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil || pid <= 0 {
+				continue
+			}
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("killing pid %d in cgroup %s: %w", pid, d, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // MemoryLimit is the tightest memory limit above the cgroup: the lowest
 // of its ancestors' memory.limit_in_bytes (v1) or memory.max (v2), which
 // bounds everything in the cgroup. Zero: none. at is the cgroup path that

@@ -105,6 +105,7 @@ func runDaemon(g globalFlags) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
+	rs.Sweep(ctx)
 	rs.Restore(ctx)
 	if err := rs.WatchExits(watchCtx); err != nil {
 		logger.Warn("exits are found by polling only", "err", err)

@@ -110,14 +110,26 @@ func (h *Handler) stop(ctx context.Context, id string, opts handlers.StopOptions
 	if sig == 0 {
 		sig = int(syscall.SIGTERM)
 	}
+	// runc has no such container (it was never created, or a crash came
+	// between its creation and its record): there is nothing to stop.
+	gone := &handlers.ContainerState{State: store.ContainerExited, ExitCode: 137, Reason: "Error",
+		FinishedAt: time.Now(), Message: "the OCI runtime has no such container"}
 	if opts.Timeout > 0 {
-		if err := h.rt.kill(ctx, id, sig, false); err != nil && !errors.Is(err, errNotExist) {
+		err := h.rt.kill(ctx, id, sig, false)
+		switch {
+		case errors.Is(err, errNotExist):
+			return gone, nil
+		case err != nil:
 			log.G(ctx).Warn("stop signal failed; killing", "signal", sig, "err", err)
-		} else if st, ok, err := h.waitExit(ctx, id, opts.Timeout); ok || err != nil {
-			return st, err
+		default:
+			if st, ok, err := h.waitExit(ctx, id, opts.Timeout); ok || err != nil {
+				return st, err
+			}
 		}
 	}
-	if err := h.rt.kill(ctx, id, int(syscall.SIGKILL), true); err != nil && !errors.Is(err, errNotExist) {
+	if err := h.rt.kill(ctx, id, int(syscall.SIGKILL), true); errors.Is(err, errNotExist) {
+		return gone, nil
+	} else if err != nil {
 		return nil, fmt.Errorf("killing container: %w", err)
 	}
 	st, ok, err := h.waitExit(ctx, id, 30*time.Second)

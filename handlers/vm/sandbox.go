@@ -347,6 +347,11 @@ func (h *Handler) removeCgroup(ctx context.Context, sb *store.Sandbox) error {
 	if err != nil {
 		return nil // refused at start: no cgroup was made
 	}
+	// Anything still in it (QEMU or virtiofsd that no pidfile recorded) is
+	// the sandbox's and goes with it.
+	if err := cg.KillAll(); err != nil {
+		return err
+	}
 	return cg.Remove(ctx)
 }
 

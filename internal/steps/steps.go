@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/crivm/crivm/internal/crashpoint"
 	"github.com/crivm/crivm/internal/log"
 )
 
@@ -49,6 +50,7 @@ func Run(ctx context.Context, steps []Step) (*Undo, error) {
 		}
 		u.names = append(u.names, s.Name)
 		u.cleanups = append(u.cleanups, c)
+		crashpoint.After(s.Name)
 	}
 	return u, nil
 }

@@ -12,6 +12,11 @@ import (
 	"sync"
 )
 
+// CrashpointBinary is crivm built with the crivm_crashpoints tag (make
+// test-bins): set Daemon.Binary to it and crashpoint.EnvVar in
+// Daemon.Env to have the daemon kill itself after a step.
+const CrashpointBinary = "crivm-crashpoints"
+
 // BuildTags are the tags crivm is built with (containers/image and storage).
 const BuildTags = "containers_image_openpgp exclude_graphdriver_btrfs"
 
@@ -46,6 +51,11 @@ func BinDir() (string, error) {
 				binErr = fmt.Errorf("building %s: %v\n%s", cmd, err, out)
 				return
 			}
+		}
+		b := exec.Command("go", "build", "-tags", BuildTags+" crivm_crashpoints", "-o", filepath.Join(binDir, CrashpointBinary), "./cmd/crivm")
+		b.Dir = repo
+		if out, err := b.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("building %s: %v\n%s", CrashpointBinary, err, out)
 		}
 	})
 	return binDir, binErr

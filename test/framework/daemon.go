@@ -30,6 +30,11 @@ type Daemon struct {
 	LogPath string
 	// AuditLog is the trust audit log, set by a drop-in 00-test.conf.
 	AuditLog string
+	// Binary is the daemon binary in BinDir for the next Start: "crivm"
+	// when empty, or CrashpointBinary.
+	Binary string
+	// Env is added to the next Start's environment.
+	Env []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -106,12 +111,18 @@ func tail(b []byte, lines int) string {
 
 // Command returns an exec.Cmd for crivm with this daemon's config flags.
 func (d *Daemon) Command(args ...string) *exec.Cmd {
-	bin, err := Bin("crivm")
+	name := d.Binary
+	if name == "" {
+		name = "crivm"
+	}
+	bin, err := Bin(name)
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	full := append([]string{"--config", d.Config, "--config-dir", d.DropIn}, args...)
-	return exec.Command(bin, full...)
+	cmd := exec.Command(bin, full...)
+	cmd.Env = append(os.Environ(), d.Env...)
+	return cmd
 }
 
 // Start starts the daemon and waits until Version answers on its socket.

@@ -1,0 +1,6 @@
+//go:build !crivm_crashpoints
+
+package crashpoint
+
+// After does nothing outside test builds.
+func After(string) {}
