@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -124,6 +125,16 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 	var volumes map[int]handlers.ImageVolume
 	files := podFilesIn(sb.Extra["pod_dir"])
 	return []steps.Step{
+		// The intent names everything the steps below make (the rootfs
+		// and the handler's state by the container's ID, the image
+		// volumes once mounted), so that a sweep after a crash can undo
+		// any prefix of them.
+		{Name: "recording the container intent", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if err := s.deps.Store.PendingContainers.Add(c); err != nil {
+				return nil, err
+			}
+			return func(context.Context) error { return s.deps.Store.PendingContainers.Delete(c.ID) }, nil
+		}},
 		{Name: "creating rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// In a pod with its own user namespace, the rootfs (and the
 			// image volumes) are owned by the mapped ids.
@@ -143,7 +154,16 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 			if volumes, err = s.mountImageVolumes(ctx, c, cfg, mappings); err != nil {
 				return nil, err
 			}
-			return func(ctx context.Context) error { return s.removeImageVolumes(ctx, c) }, nil
+			undo := func(ctx context.Context) error { return s.removeImageVolumes(ctx, c) }
+			if len(c.ImageVolumes) > 0 {
+				if _, err := s.deps.Store.PendingContainers.Update(c.ID, func(p *store.Container) error {
+					p.ImageVolumes = c.ImageVolumes
+					return nil
+				}); err != nil {
+					return nil, errors.Join(err, undo(ctx))
+				}
+			}
+			return undo, nil
 		}},
 		{Name: "creating container", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// The handler has mounted what it needs from the volumes'
@@ -183,6 +203,9 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 			}
 			s.emitContainer(ctx, c, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 			return nil, nil
+		}},
+		{Name: "dropping the container intent", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			return nil, s.deps.Store.PendingContainers.Delete(c.ID)
 		}},
 	}
 }

@@ -33,6 +33,20 @@ func (s *RuntimeService) removeContainer(ctx context.Context, h handlers.Handler
 	if err := s.stopContainer(ctx, h, c, 0); err != nil {
 		return err
 	}
+	if err := s.releaseContainer(ctx, h, c); err != nil {
+		return err
+	}
+	if c, err := s.deps.Store.Containers.Get(c.ID); err == nil {
+		defer s.emitContainer(ctx, c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+	}
+	return s.deps.Store.Containers.Delete(c.ID)
+}
+
+// releaseContainer removes what c holds once it is stopped: the handler's
+// state, its rootfs and its image volumes. Each piece tolerates what is
+// already gone, so it also undoes any prefix of CreateContainer (the
+// sweep).
+func (s *RuntimeService) releaseContainer(ctx context.Context, h handlers.Handler, c *store.Container) error {
 	if err := h.RemoveContainer(ctx, c); err != nil {
 		return fmt.Errorf("removing container %s: %w", c.ID, err)
 	}
@@ -42,8 +56,5 @@ func (s *RuntimeService) removeContainer(ctx context.Context, h handlers.Handler
 	if err := s.removeImageVolumes(ctx, c); err != nil {
 		return fmt.Errorf("removing image volumes of %s: %w", c.ID, err)
 	}
-	if c, err := s.deps.Store.Containers.Get(c.ID); err == nil {
-		defer s.emitContainer(ctx, c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
-	}
-	return s.deps.Store.Containers.Delete(c.ID)
+	return nil
 }

@@ -2,32 +2,46 @@ package server
 
 import (
 	"context"
+	"fmt"
 
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/store"
 )
 
 // Sweep finishes what a crash interrupted, before the daemon serves: every
-// sandbox intent left behind (store.PendingSandboxes) is either a sandbox
+// container intent left behind (store.PendingContainers) is a container
+// that made it into the store (the intent is dropped) or one whose
+// CreateContainer died midway, whose process, handler state, rootfs and
+// image volumes are released; then every sandbox intent left behind (store.PendingSandboxes) is either a sandbox
 // that made it into the store (the intent is dropped) or one whose
 // RunPodSandbox died midway, whose resources are released as a stop and
 // remove would: its VM or infra container, network (CNI DEL from the
 // cache, which frees its IP), netns, cgroup, rootfs and pod dir. An intent
 // whose release fails stays for the next start. Run it before Restore.
 func (s *RuntimeService) Sweep(ctx context.Context) {
-	for _, p := range s.deps.Store.PendingSandboxes.List(nil) {
-		l := log.G(ctx).With("sandbox", p.ID, "name", p.Name)
-		if _, err := s.deps.Store.Sandboxes.Get(p.ID); err == nil {
-			if err := s.deps.Store.PendingSandboxes.Delete(p.ID); err != nil {
-				l.Warn("dropping a finished sandbox's intent", "err", err)
+	sweepIntents(ctx, "container", s.deps.Store.PendingContainers, s.deps.Store.Containers,
+		func(c *store.Container) string { return c.ID }, s.sweepContainer)
+	sweepIntents(ctx, "sandbox", s.deps.Store.PendingSandboxes, s.deps.Store.Sandboxes,
+		func(sb *store.Sandbox) string { return sb.ID }, s.sweepSandbox)
+}
+
+// sweepIntents drops each intent in pending whose object made it into
+// done, and releases (with sweep) each other one.
+func sweepIntents[T any](ctx context.Context, kind string, pending, done *store.Table[T], id func(*T) string, sweep func(context.Context, *T) error) {
+	for _, p := range pending.List(nil) {
+		l := log.G(ctx).With(kind, id(p))
+		if _, err := done.Get(id(p)); err == nil {
+			if err := pending.Delete(id(p)); err != nil {
+				l.Warn("dropping the intent of a finished "+kind, "err", err)
 			}
 			continue
 		}
-		if err := s.sweepSandbox(log.With(ctx, "sandbox", p.ID), p); err != nil {
-			l.Warn("a sandbox a crash left half-made could not be released: retrying at the next start", "err", err)
+		if err := sweep(log.With(ctx, kind, id(p)), p); err != nil {
+			l.Warn("a "+kind+" a crash left half-made could not be released: retrying at the next start", "err", err)
 			continue
 		}
-		l.Info("released a sandbox a crash left half-made")
+		l.Info("released a " + kind + " a crash left half-made")
 	}
 }
 
@@ -43,4 +57,25 @@ func (s *RuntimeService) sweepSandbox(ctx context.Context, sb *store.Sandbox) er
 		return err
 	}
 	return s.deps.Store.PendingSandboxes.Delete(sb.ID)
+}
+
+// sweepContainer kills and releases a container CreateContainer did not
+// finish. Its sandbox is in the store (CreateContainer needs one); if it
+// is gone since, so is everything it held.
+func (s *RuntimeService) sweepContainer(ctx context.Context, c *store.Container) error {
+	if sb, err := s.deps.Store.Sandboxes.Get(c.SandboxID); err == nil {
+		h, err := s.sandboxHandler(sb)
+		if err != nil {
+			return err
+		}
+		if _, err := h.StopContainer(ctx, c, handlers.StopOptions{}); err != nil {
+			return fmt.Errorf("stopping: %w", err)
+		}
+		if err := s.releaseContainer(ctx, h, c); err != nil {
+			return err
+		}
+	} else if err := s.deps.Images.RemoveRootfs(ctx, c.ID); err != nil {
+		return err
+	}
+	return s.deps.Store.PendingContainers.Delete(c.ID)
 }

@@ -26,6 +26,9 @@ type Store struct {
 	// is in Sandboxes (or undone). What a crash leaves here, the next
 	// daemon sweeps. Nothing CRI-facing reads it.
 	PendingSandboxes *Table[Sandbox]
+	// PendingContainers are CreateContainer's intents, as
+	// PendingSandboxes are RunPodSandbox's.
+	PendingContainers *Table[Container]
 }
 
 // Open opens (creating if needed) the store in dir and loads every record.
@@ -48,8 +51,11 @@ func Open(dir string) (*Store, error) {
 		PendingSandboxes: &Table[Sandbox]{db: db, bucket: []byte("sandbox-intents"), kind: "sandbox intent",
 			id: func(r *Sandbox) string { return r.ID }, name: func(r *Sandbox) string { return r.Name },
 			clone: (*Sandbox).clone},
+		PendingContainers: &Table[Container]{db: db, bucket: []byte("container-intents"), kind: "container intent",
+			id: func(r *Container) string { return r.ID }, name: func(r *Container) string { return r.Name },
+			clone: (*Container).clone},
 	}
-	for _, load := range []func() error{s.Sandboxes.load, s.Containers.load, s.PendingSandboxes.load} {
+	for _, load := range []func() error{s.Sandboxes.load, s.Containers.load, s.PendingSandboxes.load, s.PendingContainers.load} {
 		if err := load(); err != nil {
 			db.Close()
 			return nil, err

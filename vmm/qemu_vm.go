@@ -845,6 +845,13 @@ func readPidfile(dir string) (int, bool) {
 	return pid, true
 }
 
+// Running reports whether the QEMU the pidfile in dir names still runs
+// (same pid, same start time).
+func Running(dir string) bool {
+	_, ok := readPidfile(dir)
+	return ok
+}
+
 // processStart is pid's start time from /proc/<pid>/stat.
 func processStart(pid int) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

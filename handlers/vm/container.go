@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -125,11 +126,9 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 			return nil, err
 		}
 	}
-	lw := newLogWriter(req.LogPath)
-	h.logs.Store(c.ID, lw)
-	go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw, [2]uint64{})
-	go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
-	extra := map[string]string{"sandbox_vm": sb.ID}
+	h.logs.Store(c.ID, newLogWriter(req.LogPath))
+	h.sandbox(sb.ID).add(context.WithoutCancel(ctx), h, c.ID)
+	extra := map[string]string{}
 	if req.Config.GetStdinOnce() {
 		extra[extraStdinOnce] = "true"
 	}
@@ -147,28 +146,32 @@ func checkPropagation(cfg *runtimeapi.ContainerConfig) error {
 	return nil
 }
 
-// outputStreams are the streams pumpOutput copies, in the order of their
-// offsets in the offsets file.
+// outputStreams are the streams pumpOutput copies, in the order of
+// readOffsets' result.
 var outputStreams = []struct {
 	api  api.Stream
 	name string
 }{{api.Stream_STDOUT, "stdout"}, {api.Stream_STDERR, "stderr"}}
 
-// offsetsPath holds, per stream, the offset up to which the container's
-// output is in its CRI log (8 bytes each, little-endian), so that a
-// restarted daemon resumes there: nothing is logged twice, and only a
+// offsetPath holds, for one stream, the offset up to which the
+// container's output is in its CRI log (8 bytes, little-endian), so that
+// a restarted daemon resumes there: nothing is logged twice, and only a
 // line still waiting for its newline at the restart can be lost (the
-// agent reports those bytes as dropped).
-func (h *Handler) offsetsPath(id string) string { return h.exitPath(id) + ".offsets" }
+// agent reports those bytes as dropped). Each stream has its own record:
+// a container that writes to one stream only has no other.
+func (h *Handler) offsetPath(id, stream string) string {
+	return h.exitPath(id) + ".offset-" + stream
+}
 
-// readOffsets returns the persisted offsets of id; zero when none.
+// readOffsets returns the persisted offsets of id, in outputStreams'
+// order; zero for a stream without a record.
 func (h *Handler) readOffsets(id string) [2]uint64 {
 	var off [2]uint64
-	b, err := os.ReadFile(h.offsetsPath(id))
-	if err != nil || len(b) < 16 {
-		return off
+	for i, st := range outputStreams {
+		if b, err := os.ReadFile(h.offsetPath(id, st.name)); err == nil && len(b) == 8 {
+			off[i] = binary.LittleEndian.Uint64(b)
+		}
 	}
-	off[0], off[1] = binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[8:])
 	return off
 }
 
@@ -176,13 +179,8 @@ func (h *Handler) readOffsets(id string) [2]uint64 {
 // the CRI log until both end, from the offsets given, persisting how far
 // the log got.
 func (h *Handler) pumpOutput(ctx context.Context, c *agentproxy.Client, id string, lw *logWriter, from [2]uint64) {
-	f, err := os.OpenFile(h.offsetsPath(id), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		log.G(ctx).Warn("persisting log offsets", "container", id, "error", err)
-	} else {
-		defer f.Close()
-	}
 	var wg sync.WaitGroup
+	var complete atomic.Int32
 	for i, st := range outputStreams {
 		w := &streamWriter{lw: lw, stream: st.name}
 		wg.Go(func() {
@@ -191,20 +189,29 @@ func (h *Handler) pumpOutput(ctx context.Context, c *agentproxy.Client, id strin
 					log.G(ctx).Warn("guest dropped container output", "container", id, "stream", st.name, "bytes", n)
 				},
 			}
-			if f != nil {
+			f, err := os.OpenFile(h.offsetPath(id, st.name), os.O_CREATE|os.O_RDWR, 0o600)
+			if err != nil {
+				log.G(ctx).Warn("persisting log offsets", "container", id, "stream", st.name, "error", err)
+			} else {
+				defer f.Close()
 				var b [8]byte
 				out.Progress = func(off uint64) {
 					binary.LittleEndian.PutUint64(b[:], off-uint64(lw.partialLen(st.name)))
-					f.WriteAt(b[:], int64(8*i))
+					f.WriteAt(b[:], 0)
 				}
 			}
 			if _, err := agentproxy.CopyOutput(ctx, c, out, w); err == nil {
 				lw.flush(st.name)
+				complete.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	lw.endOutput()
+	// A stream cut short by a broken connection resumes on the next one
+	// (sandboxVM): only output that reached its end ends attach.
+	if int(complete.Load()) == len(outputStreams) {
+		lw.endOutput()
+	}
 }
 
 // streamWriter feeds one stream into a logWriter.
@@ -272,7 +279,7 @@ func (h *Handler) StopContainer(ctx context.Context, c *store.Container, opts ha
 	if st, ok := h.readExit(c.ID); ok {
 		return st, nil
 	}
-	sb := &store.Sandbox{ID: c.Extra["sandbox_vm"]}
+	sb := &store.Sandbox{ID: c.SandboxID}
 	v, err := h.connection(ctx, sb)
 	if err != nil {
 		return vmExited(), nil // no VM: nothing runs
@@ -311,7 +318,7 @@ func vmExited() *handlers.ContainerState {
 // RemoveContainer deletes the container in the guest and its share
 // entries. Idempotent; a VM that is gone has nothing left to delete.
 func (h *Handler) RemoveContainer(ctx context.Context, c *store.Container) error {
-	sbID := c.Extra["sandbox_vm"]
+	sbID := c.SandboxID
 	if sbID == "" {
 		return nil
 	}
@@ -320,11 +327,14 @@ func (h *Handler) RemoveContainer(ctx context.Context, c *store.Container) error
 			log.G(ctx).Warn("deleting container in the guest", "container", c.ID, "err", err)
 		}
 	}
+	h.forget(sbID, c.ID)
 	if lw, ok := h.logs.LoadAndDelete(c.ID); ok {
 		lw.(*logWriter).close()
 	}
 	os.Remove(h.exitPath(c.ID))
-	os.Remove(h.offsetsPath(c.ID))
+	for _, st := range outputStreams {
+		os.Remove(h.offsetPath(c.ID, st.name))
+	}
 	return h.share(sbID).unexpose(c.ID)
 }
 
@@ -334,10 +344,10 @@ func (h *Handler) ContainerState(ctx context.Context, c *store.Container) (*hand
 	if st, ok := h.readExit(c.ID); ok {
 		return st, nil
 	}
-	if c.State == store.ContainerRunning || c.State == store.ContainerCreated {
-		if _, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]}); err != nil {
-			return vmExited(), nil
-		}
+	// From the daemon's state only, no I/O to the guest: this runs for
+	// every container of the node on each list.
+	if (c.State == store.ContainerRunning || c.State == store.ContainerCreated) && !h.vmRunning(c.SandboxID) {
+		return vmExited(), nil
 	}
 	return &handlers.ContainerState{State: c.State, StartedAt: c.StartedAt}, nil
 }
@@ -347,7 +357,7 @@ func (h *Handler) ExecSync(ctx context.Context, c *store.Container, req handlers
 	if len(req.Cmd) == 0 {
 		return nil, errdefs.InvalidArgument("exec command is empty")
 	}
-	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
+	v, err := h.connection(ctx, &store.Sandbox{ID: c.SandboxID})
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +373,7 @@ func (h *Handler) ExecSync(ctx context.Context, c *store.Container, req handlers
 
 // Stats asks the agent for the container's cgroup usage in the guest.
 func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.ContainerStats, error) {
-	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
+	v, err := h.connection(ctx, &store.Sandbox{ID: c.SandboxID})
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +389,7 @@ func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.Cont
 // UpdateResources applies new limits in the guest. VMs are not resized:
 // limits beyond the VM's memory or vCPUs are refused.
 func (h *Handler) UpdateResources(ctx context.Context, c *store.Container, res *specs.LinuxResources) error {
-	sbID := c.Extra["sandbox_vm"]
+	sbID := c.SandboxID
 	v, err := h.connection(ctx, &store.Sandbox{ID: sbID})
 	if err != nil {
 		return err

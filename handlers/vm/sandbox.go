@@ -217,10 +217,10 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 	if err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	h.vms[sb.ID] = &sandboxVM{vm: vm, client: client}
-	h.mu.Unlock()
-	go h.watchOOM(context.WithoutCancel(ctx), sb.ID, client)
+	owner := h.sandbox(sb.ID)
+	owner.mu.Lock()
+	owner.adopt(context.WithoutCancel(ctx), h, &conn{vm: vm, client: client})
+	owner.mu.Unlock()
 	p := &store.Process{Pid: vm.PID(), BootID: proc.BootID()}
 	p.StartTime, _ = proc.StartTime(vm.PID())
 	extra := map[string]string{
@@ -283,9 +283,9 @@ func (h *Handler) StopSandbox(ctx context.Context, sb *store.Sandbox) error {
 	h.mu.Unlock()
 	var vm *vmm.VM
 	if v != nil {
-		v.client.Close()
-		vm = v.vm
-	} else {
+		vm = v.close()
+	}
+	if vm == nil {
 		vm, _ = vmm.Reconnect(ctx, h.vmDir(sb.ID)) // nil: no VM runs for this sandbox
 	}
 	if vm != nil {
@@ -307,6 +307,13 @@ const virtiofsdGrace = 2 * time.Second
 // RemoveSandbox removes the tap (when the netns still exists) and the VM
 // dir. Idempotent.
 func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
+	h.mu.Lock()
+	v := h.vms[sb.ID]
+	delete(h.vms, sb.ID)
+	h.mu.Unlock()
+	if v != nil {
+		v.close()
+	}
 	var errs []error
 	if sb.NetNSPath != "" {
 		if _, err := os.Stat(sb.NetNSPath); err == nil {
@@ -428,12 +435,12 @@ func (h *Handler) WatchExits(ctx context.Context, exited func(id string)) error 
 				vm *vmm.VM
 			}
 			for id, v := range h.vms {
-				if !seen[v.vm] {
-					seen[v.vm] = true
+				if vm := v.vm.Load(); vm != nil && !seen[vm] {
+					seen[vm] = true
 					watch = append(watch, struct {
 						id string
 						vm *vmm.VM
-					}{id, v.vm})
+					}{id, vm})
 				}
 			}
 			h.mu.Unlock()
@@ -512,18 +519,19 @@ func memoryMiB(cfg *runtimeapi.PodSandboxConfig, def int) int {
 // copying its containers' output (from the offsets the previous daemon
 // persisted) and waiting for their exits.
 func (h *Handler) Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.Container) error {
-	v, err := h.connection(ctx, sb)
+	owner := h.sandbox(sb.ID)
+	owner.mu.Lock()
+	for _, c := range ctrs {
+		h.logs.Store(c.ID, newLogWriter(c.LogPath))
+		owner.track(context.WithoutCancel(ctx), h, c.ID)
+	}
+	owner.mu.Unlock()
+	v, err := owner.get(ctx, h)
 	if err != nil {
 		return err
 	}
 	if _, err := v.client.WaitHealthy(ctx, 5*time.Second); err != nil {
 		return fmt.Errorf("agent of %s after the restart: %w", sb.ID, err)
-	}
-	for _, c := range ctrs {
-		lw := newLogWriter(c.LogPath)
-		h.logs.Store(c.ID, lw)
-		go h.pumpOutput(context.WithoutCancel(ctx), v.client, c.ID, lw, h.readOffsets(c.ID))
-		go h.awaitExit(context.WithoutCancel(ctx), v.client, c.ID)
 	}
 	log.G(ctx).Info("reattached to a running VM", "sandbox", sb.ID, "pid", v.vm.PID(), "containers", len(ctrs))
 	return nil

@@ -24,7 +24,7 @@ func (h *Handler) Exec(ctx context.Context, c *store.Container, req handlers.Str
 	if len(req.Cmd) == 0 {
 		return errdefs.InvalidArgument("exec command is empty")
 	}
-	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
+	v, err := h.connection(ctx, &store.Sandbox{ID: c.SandboxID})
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ const extraStdinOnce = "stdin_once"
 // when the output ends, the caller goes away, or the caller falls too far
 // behind (then with an error).
 func (h *Handler) Attach(ctx context.Context, c *store.Container, req handlers.StreamRequest) error {
-	v, err := h.connection(ctx, &store.Sandbox{ID: c.Extra["sandbox_vm"]})
+	v, err := h.connection(ctx, &store.Sandbox{ID: c.SandboxID})
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,7 @@ import (
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/crashpoint"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/metrics"
@@ -108,7 +109,8 @@ type Handler struct {
 	idMu       sync.Mutex
 	pendingIDs map[string]uint32 // QEMU uid by sandbox ID, until recorded
 
-	// mu guards vms.
+	// mu guards vms. It is never held across I/O, and never taken while
+	// a sandboxVM's mu is held.
 	mu  sync.Mutex
 	vms map[string]*sandboxVM // by sandbox ID
 
@@ -116,11 +118,6 @@ type Handler struct {
 	logs sync.Map
 	// exited is the WatchExits callback, set once.
 	exited atomic.Pointer[func(string)]
-}
-
-type sandboxVM struct {
-	vm     *vmm.VM
-	client *agentproxy.Client
 }
 
 // guestAssets are what every VM boots from.
@@ -151,8 +148,10 @@ func New(opts Options) (*Handler, error) {
 			return nil, fmt.Errorf("creating %s: %w", d, err)
 		}
 	}
-	return &Handler{name: opts.Name, cfg: opts.Config, dir: opts.Dir, cache: opts.CacheDir, m: opts.Metrics,
-		seccompDefault: opts.SeccompUseDefaultWhenEmpty, cgroupDriver: opts.CgroupDriver, vms: map[string]*sandboxVM{}, pendingIDs: map[string]uint32{}}, nil
+	h := &Handler{name: opts.Name, cfg: opts.Config, dir: opts.Dir, cache: opts.CacheDir, m: opts.Metrics,
+		seccompDefault: opts.SeccompUseDefaultWhenEmpty, cgroupDriver: opts.CgroupDriver, vms: map[string]*sandboxVM{}, pendingIDs: map[string]uint32{}}
+	crashpoint.OnDrop(h.dropConnections)
+	return h, nil
 }
 
 // AgentPath finds the guest agent binary for cfg.
@@ -247,32 +246,6 @@ const (
 	tapName     = "tap0"
 	vethName    = "eth0"
 )
-
-// connection returns the agent client of sb's VM, reattaching to a VM that
-// a previous daemon started.
-func (h *Handler) connection(ctx context.Context, sb *store.Sandbox) (*sandboxVM, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if v, ok := h.vms[sb.ID]; ok {
-		select {
-		case <-v.client.Done():
-		default:
-			return v, nil
-		}
-	}
-	vm, err := vmm.Reconnect(ctx, h.vmDir(sb.ID))
-	if err != nil {
-		return nil, errdefs.FailedPrecondition("sandbox %s: its VM is gone: %w", sb.ID, err)
-	}
-	c, err := agentproxy.Connect(ctx, agentDialer(vm.Dir()))
-	if err != nil {
-		return nil, fmt.Errorf("reconnecting to the agent of %s: %w", sb.ID, err)
-	}
-	v := &sandboxVM{vm: vm, client: c}
-	h.vms[sb.ID] = v
-	go h.watchOOM(context.WithoutCancel(ctx), sb.ID, c)
-	return v, nil
-}
 
 // vmRecordFile in a VM's dir records how it was started (vmRecord as
 // JSON), for the daemon that reattaches to it and for resource updates.

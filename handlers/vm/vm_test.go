@@ -2,6 +2,8 @@ package vm
 
 import (
 	"context"
+	"encoding/binary"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -179,5 +181,41 @@ func TestPodShare(t *testing.T) {
 		if !m.AllowSuid || m.ReadOnly || m.FsType != fs.guest || m.Tag != sharedTag || m.MountPoint != guestShared {
 			t.Errorf("share over %s: %+v, want suid allowed, writable, fs %s", fs.shared, m, fs.guest)
 		}
+	}
+}
+
+// Each stream's offset is its own record: a container that wrote to one
+// stream only resumes that stream where it was, not from 0.
+func TestReadOffsets(t *testing.T) {
+	h := &Handler{dir: t.TempDir()}
+	os.MkdirAll(filepath.Dir(h.exitPath("c")), 0o700)
+	le := func(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+	tests := []struct {
+		name           string
+		stdout, stderr []byte // nil: no record
+		want           [2]uint64
+	}{
+		{"none", nil, nil, [2]uint64{}},
+		{"stdout only", le(4096), nil, [2]uint64{4096, 0}},
+		{"stderr only", nil, le(17), [2]uint64{0, 17}},
+		{"both", le(1), le(2), [2]uint64{1, 2}},
+		{"torn record", le(5)[:7], le(9), [2]uint64{0, 9}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, st := range outputStreams {
+				os.Remove(h.offsetPath("c", st.name))
+			}
+			for i, b := range [][]byte{tt.stdout, tt.stderr} {
+				if b != nil {
+					if err := os.WriteFile(h.offsetPath("c", outputStreams[i].name), b, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if got := h.readOffsets("c"); got != tt.want {
+				t.Errorf("readOffsets = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -11,3 +11,7 @@ const EnvVar = "CRIVM_CRASH_AFTER"
 
 // Marker is written to stderr (the daemon log) just before the kill.
 const Marker = "crashpoint: killing the daemon after step"
+
+// DropSignal makes a test build call the OnDrop hooks: the reconnect
+// tests use it to break every agent connection without a restart.
+const DropSignal = "SIGUSR2"
