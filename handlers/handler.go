@@ -54,6 +54,11 @@ type Handler interface {
 
 	UpdateResources(ctx context.Context, c *store.Container, res *specs.LinuxResources) error
 	Stats(ctx context.Context, c *store.Container) (*ContainerStats, error)
+	// SandboxStats is what the pod's boundary itself costs the host, when
+	// that is more than its containers: a VM pod's QEMU and virtiofsd
+	// (guest RAM, device model, translation cache), read from the VM's
+	// cgroup. Nil when the pod is the sum of its containers (runc).
+	SandboxStats(ctx context.Context, sb *store.Sandbox) (*ContainerStats, error)
 	ReopenLog(ctx context.Context, c *store.Container) error
 
 	// Features are what this handler can do beyond the CRI baseline, for

@@ -46,6 +46,7 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.R
 	if err := s.deps.Store.Sandboxes.Delete(sb.ID); err != nil {
 		return nil, err
 	}
+	s.podCPU.Delete(sb.ID)
 	log.G(ctx).Info("pod sandbox removed")
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }

@@ -66,6 +66,9 @@ type RuntimeService struct {
 	// streaming serves exec, attach and port-forward. Set once by
 	// SetStreaming before serving; read-only afterwards.
 	streaming streaming.Server
+	// podCPU holds each pod's last CPU sample (cpuSample, by sandbox ID),
+	// for usage_nano_cores.
+	podCPU sync.Map
 }
 
 // SetStreaming gives the service its streaming server. Call before serving.

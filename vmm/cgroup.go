@@ -18,6 +18,7 @@ import (
 	"go.podman.io/storage/pkg/reexec"
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/internal/cgroupstat"
 	"github.com/crivm/crivm/internal/errdefs"
 )
 
@@ -282,6 +283,26 @@ func (c *Cgroup) memoryMount() string {
 		}
 	}
 	return ""
+}
+
+// Stats reads the cgroup's usage, as cgroupstat reads a container's: the
+// whole VM's (QEMU and virtiofsd), host-side.
+func (c *Cgroup) Stats() (*cgroupstat.Stats, error) {
+	if c.l.v2() {
+		return cgroupstat.ReadV2(filepath.Join(c.l.Unified, c.Path))
+	}
+	d, err := cgroupstat.ReadV1(func(controller string) string {
+		for _, h := range c.l.V1 {
+			if h.has(controller) {
+				return filepath.Join(h.Mount, c.Path)
+			}
+		}
+		return ""
+	})
+	if err == nil && c.l.Unified != "" {
+		d.ReadUnified(filepath.Join(c.l.Unified, c.Path))
+	}
+	return d, err
 }
 
 // v2Controllers are enabled in each ancestor's cgroup.subtree_control (those

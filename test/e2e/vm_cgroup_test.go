@@ -239,6 +239,32 @@ func TestVMCgroup(t *testing.T) {
 		t.Logf("memory.stat: %s", strings.Join(keep, ", "))
 	}
 
+	// 3b. The pod's stats are the VM's, host-side (the kubelet's
+	//     /stats/summary and eviction read them): memory at least the
+	//     cgroup's, CPU cumulative, usage_nano_cores from the second
+	//     sample on.
+	first, err := e.rs.PodSandboxStats(ctx, sbID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	e.exec(t, ctrID, "sh", "-c", "i=0; while [ $i -lt 5000 ]; do i=$((i+1)); done")
+	second, err := e.rs.PodSandboxStats(ctx, sbID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws := second.GetLinux().GetMemory().GetWorkingSetBytes().GetValue(); ws < 100<<20 {
+		t.Errorf("pod working set %d MB, want the VM's (> 100 MB)", ws>>20)
+	}
+	if c0, c1 := first.GetLinux().GetCpu().GetUsageCoreNanoSeconds().GetValue(), second.GetLinux().GetCpu().GetUsageCoreNanoSeconds().GetValue(); c1 <= c0 || c1 < cpu0 {
+		t.Errorf("pod CPU %d then %d ns, want the VM cgroup's, growing (cgroup had %d)", c0, c1, cpu0)
+	}
+	if nc := second.GetLinux().GetCpu().GetUsageNanoCores(); nc == nil || nc.GetValue() == 0 {
+		t.Errorf("pod usage_nano_cores %v on the second sample, want > 0", nc)
+	} else {
+		t.Logf("pod stats: working set %d MB, %.3f cores", second.GetLinux().GetMemory().GetWorkingSetBytes().GetValue()>>20, float64(nc.GetValue())/1e9)
+	}
+
 	// 4. A pod whose cgroup cannot hold its VM (containers' limits of
 	//    64 MiB and no RuntimeClass overhead) is refused up front, with
 	//    the numbers, and leaves no cgroup.
