@@ -8,6 +8,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/crashpoint"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/store"
@@ -37,6 +38,7 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.R
 			return nil, err
 		}
 	}
+	crashpoint.After(crashRemoveCtrs)
 	if err := s.releaseSandbox(ctx, sb, h); err != nil {
 		return nil, err
 	}
@@ -57,9 +59,11 @@ func (s *RuntimeService) releaseSandbox(ctx context.Context, sb *store.Sandbox, 
 	if err := h.RemoveSandbox(ctx, sb); err != nil {
 		return fmt.Errorf("removing sandbox: %w", err)
 	}
+	crashpoint.After(crashRemoveSandbox)
 	if err := s.deps.Images.RemoveRootfs(ctx, sb.ID); err != nil {
 		return fmt.Errorf("removing infra rootfs: %w", err)
 	}
+	crashpoint.After(crashRemoveRootfs)
 	if dir := sb.Extra["pod_dir"]; dir != "" {
 		if err := podFilesIn(dir).remove(); err != nil {
 			return fmt.Errorf("removing pod files: %w", err)

@@ -8,6 +8,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/handlers"
+	"github.com/crivm/crivm/internal/crashpoint"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/netns"
@@ -55,6 +56,7 @@ func (s *RuntimeService) stopSandbox(ctx context.Context, sb *store.Sandbox) err
 	if err := s.stopContainers(ctx, sb, h); err != nil {
 		return err
 	}
+	crashpoint.After(crashStopContainers)
 	if err := s.releaseBoundary(ctx, sb, h); err != nil {
 		return err
 	}
@@ -75,6 +77,7 @@ func (s *RuntimeService) releaseBoundary(ctx context.Context, sb *store.Sandbox,
 	if err := h.StopSandbox(ctx, sb); err != nil {
 		return fmt.Errorf("stopping sandbox: %w", err)
 	}
+	crashpoint.After(crashStopBoundary)
 	if sb.NetNSPath != "" {
 		cfg, err := sandboxConfig(sb)
 		if err != nil {
@@ -83,6 +86,7 @@ func (s *RuntimeService) releaseBoundary(ctx context.Context, sb *store.Sandbox,
 		if err := s.deps.Network.Teardown(ctx, networkRequest(sb, cfg)); err != nil {
 			return fmt.Errorf("tearing down pod network: %w", err)
 		}
+		crashpoint.After(crashStopNetwork)
 		if err := netns.FromPath(sb.NetNSPath).Remove(); err != nil {
 			return fmt.Errorf("removing network namespace: %w", err)
 		}
@@ -94,3 +98,16 @@ func (s *RuntimeService) releaseBoundary(ctx context.Context, sb *store.Sandbox,
 	}
 	return nil
 }
+
+// Crash points of a pod's teardown (internal/crashpoint): StopPodSandbox
+// and RemovePodSandbox run no named steps (each part is idempotent, and a
+// retried call finishes what a crash interrupted), so the crash tests
+// name these points instead.
+const (
+	crashStopContainers = "teardown: containers stopped"
+	crashStopBoundary   = "teardown: boundary stopped"
+	crashStopNetwork    = "teardown: network torn down"
+	crashRemoveCtrs     = "teardown: containers removed"
+	crashRemoveSandbox  = "teardown: handler state removed"
+	crashRemoveRootfs   = "teardown: infra rootfs removed"
+)

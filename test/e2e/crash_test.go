@@ -323,3 +323,53 @@ func waitCount(d *framework.Daemon, s string, n int, timeout time.Duration) erro
 	}
 	return fmt.Errorf("%q not %d times in the daemon log within %v", s, n, timeout)
 }
+
+// TestCrashDuringPodTeardown kills the daemon at each point of a
+// RemovePodSandbox (which stops the pod first) of a pod with a running
+// container, for both handlers; after the restart a second
+// RemovePodSandbox, as the kubelet retries it, succeeds and leaves
+// nothing behind.
+func TestCrashDuringPodTeardown(t *testing.T) {
+	points := []string{
+		"teardown: containers stopped", "teardown: boundary stopped", "teardown: network torn down",
+		"teardown: containers removed", "teardown: handler state removed", "teardown: infra rootfs removed",
+	}
+	for _, handler := range []string{"runc", "vm"} {
+		t.Run(handler, func(t *testing.T) {
+			if handler == "vm" {
+				requiresVM(t)
+			}
+			e := newRuncEnv(t)
+			ctx := context.Background()
+			for i, point := range points {
+				// 1. A pod with a running container.
+				pod := e.podConfig(fmt.Sprintf("teardown-%d", i))
+				sbID, err := e.rs.RunPodSandbox(ctx, pod, handler)
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.startContainer(t, sbID, e.containerConfig("app", "sleep", "3600"), pod)
+
+				// 2. Its removal dies at the point; the daemon restarts.
+				e.crashAfter(t, point, func() error { return e.rs.RemovePodSandbox(ctx, sbID) })
+
+				// 3. The retried removal finishes, and nothing is left.
+				if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
+					t.Fatalf("point %q: RemovePodSandbox after the restart: %v", point, err)
+				}
+				if _, err := e.rs.PodSandboxStatus(ctx, sbID, false); err == nil {
+					t.Errorf("point %q: the pod is still there", point)
+				}
+				e.checkNoLeaks(t, sbID)
+				for _, dir := range []string{filepath.Join(e.d.Runroot, "pods", sbID), filepath.Join(e.d.Runroot, "handlers", "vm", sbID[:32])} {
+					if _, err := os.Stat(dir); !os.IsNotExist(err) {
+						t.Errorf("point %q: %s left behind (%v)", point, dir, err)
+					}
+				}
+				if t.Failed() {
+					t.Fatalf("point %q: leaks (see above)", point)
+				}
+			}
+		})
+	}
+}
