@@ -34,25 +34,27 @@ build:
 # CRITEST_FLAGS passes more flags, e.g. CRITEST_FLAGS='-runs runc -v'.
 CRITEST_STRICT ?= 1
 CRITEST_FLAGS  ?=
-# make test runs critest without failing on failed specs until the suite is
-# green on both handlers (issue 17): set it to 1 then.
+# make test fails on a failed spec of the runc run; the vm run (TCG guests on
+# shared CI cores, where a slow boot can time a spec out) is reported
+# without failing the target. TEST_CRITEST_STRICT=1 makes both strict.
 TEST_CRITEST_STRICT ?= 0
+TEST_CRITEST_STRICT_RUNS ?= runc
 CRITEST_RUN = tools=$$(scripts/critest-tools.sh) && \
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/critest -tools "$$tools" $(CRITEST_FLAGS)
 
 critest: deps build
 	$(CRITEST_RUN) -strict=$(CRITEST_STRICT)
 
-# Every test: unit tests and e2e tests against the real daemon, under -race,
-# then critest (see above; not strict yet).
 # A daemon that can kill itself after a named step (internal/crashpoint),
-# for the crash-consistency e2e test only.
+# for the crash-consistency e2e tests only.
 test-bins: build
 	$(GO) build -tags "$(TAGS) crivm_crashpoints" -ldflags "$(LDFLAGS)" -o bin/crivm-crashpoints ./cmd/crivm
 
+# Every test: unit tests and e2e tests against the real daemon, under -race,
+# then critest (see above; strict for the runc run).
 test: deps build test-bins lint
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -race -count=1 -timeout 25m -tags "$(TAGS)" ./...
-	$(CRITEST_RUN) -strict=$(TEST_CRITEST_STRICT)
+	$(CRITEST_RUN) -strict=$(TEST_CRITEST_STRICT) -strict-runs=$(TEST_CRITEST_STRICT_RUNS)
 
 unit: build
 	$(GO) test -race -count=1 -tags "$(TAGS)" $$($(GO) list ./... | grep -v /test/)
