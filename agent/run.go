@@ -61,6 +61,8 @@ func Run(ctx context.Context, opts Options) error {
 	if err := SetNodeSysctls(); err != nil {
 		l.Warn("setting the kubelet's node sysctls", "error", err)
 	}
+	// Needs /proc; done while the host connects and sets the sandbox up.
+	go launch.PrepareSealed()
 	if _, ok := KernelParam(agentproxy.KernelParamDebug); ok && opts.LogLevel != nil {
 		opts.LogLevel.Set(slog.LevelDebug)
 	}

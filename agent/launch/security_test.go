@@ -240,25 +240,34 @@ func TestSeccompENOSYSInContainer(t *testing.T) {
 	}
 }
 
-// The init runs from the sealed memfd copy of the agent binary, which no
-// one can change: not through the init's /proc/PID/exe, not through the
-// memfd.
+// The init runs from the read-only bind of the agent binary, which no
+// one can change through the init's /proc/PID/exe; where no bind can be
+// made, the sealed memfd copy refuses writes through its own fd.
 func TestSealedInit(t *testing.T) {
 	testutil.RequiresRoot(t)
 	rootfs := busyboxRootfs(t)
 	child, _ := createContainer(t, rootSpec(rootfs, nil, "true"), "")
 	exe := fmt.Sprintf("/proc/%d/exe", child.Pid)
-	if target, err := os.Readlink(exe); err != nil || !strings.HasPrefix(target, "/memfd:crivm-agent") {
-		t.Errorf("the init runs %q (%v), want the memfd crivm-agent", target, err)
+	if target, err := os.Readlink(exe); err != nil || target != filepath.Join(sealedDir, "init") {
+		t.Errorf("the init runs %q (%v), want the read-only bind %s", target, err, filepath.Join(sealedDir, "init"))
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(exe, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("the init's binary is not on a read-only mount (flags %#x, %v)", st.Flags, err)
 	}
 	if f, err := os.OpenFile(exe, os.O_WRONLY, 0); err == nil {
 		f.Close()
 		t.Errorf("%s opened for writing", exe)
+	} else if !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.ETXTBSY) {
+		t.Errorf("opening %s for writing: %v, want EROFS", exe, err)
 	}
-	f, err := sealedExe()
+	child.Abort()
+
+	f, err := sealedMemfd()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
 	want := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
 	if err != nil || seals&want != want {
@@ -271,7 +280,6 @@ func TestSealedInit(t *testing.T) {
 	if err := unix.Ftruncate(int(f.Fd()), 0); !errors.Is(err, unix.EPERM) {
 		t.Errorf("truncating the sealed binary: %v, want EPERM", err)
 	}
-	child.Abort()
 }
 
 // leakFd opens path without close-on-exec at a high fd number, which the

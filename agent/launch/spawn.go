@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
@@ -174,23 +175,71 @@ func compileSeccomp(sc *specs.LinuxSeccomp) (*Filter, error) {
 	return f, nil
 }
 
-// sealed is a copy of the agent's binary in a memfd sealed against any
-// change, made once per agent process: the container inits are executed
-// from it, so no container can alter the binary the next container's init
-// runs, as it could with /proc/self/exe (CVE-2019-5736).
+// sealed is the agent binary the container inits are executed from, made
+// once per agent process, such that no container can alter the binary the
+// next container's init runs, as it could through /proc/self/exe
+// (CVE-2019-5736): a read-only bind mount of the binary (writes through
+// any path to it, /proc/PID/exe included, fail with EROFS), or where no
+// mount can be made, a copy in a memfd sealed against any change. The
+// bind costs nothing; the copy costs ~350 ms per VM under TCG (the
+// agent's 6.5 MB faulted into a memfd), on the first container's path.
 var sealed struct {
 	sync.Mutex
 	exe *os.File
 }
 
-// sealedExe returns the sealed copy, making it on the first call that
-// succeeds.
+// sealedDir is where the read-only bind of the agent binary is made (the
+// guest's /run, which no container sees); tests point it elsewhere.
+var sealedDir = "/run/crivm"
+
+// PrepareSealed makes the sealed binary ahead of the first container; the
+// agent calls it at boot. A failure is left for Spawn to report.
+func PrepareSealed() { sealedExe() }
+
+// sealedExe returns the sealed binary (see sealed), making it on the
+// first call that succeeds.
 func sealedExe() (*os.File, error) {
 	sealed.Lock()
 	defer sealed.Unlock()
 	if sealed.exe != nil {
 		return sealed.exe, nil
 	}
+	exe, err := readOnlyBind(sealedDir)
+	if err != nil {
+		var merr error
+		if exe, merr = sealedMemfd(); merr != nil {
+			return nil, errors.Join(err, merr)
+		}
+	}
+	sealed.exe = exe
+	return exe, nil
+}
+
+// readOnlyBind bind-mounts the agent binary read-only (nosuid, nodev) at
+// dir/init and opens it there.
+func readOnlyBind(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(dir, "init")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, 0o500)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	if err := unix.Mount("/proc/self/exe", p, "", unix.MS_BIND, ""); err != nil {
+		return nil, fmt.Errorf("binding the agent binary: %w", err)
+	}
+	if err := unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		unix.Unmount(p, unix.MNT_DETACH)
+		return nil, fmt.Errorf("making the agent binary's bind read-only: %w", err)
+	}
+	return os.Open(p)
+}
+
+// sealedMemfd copies the agent binary into a memfd sealed against writes,
+// growth, shrinking and new seals.
+func sealedMemfd() (*os.File, error) {
 	src, err := os.Open("/proc/self/exe")
 	if err != nil {
 		return nil, fmt.Errorf("opening the agent binary: %w", err)
@@ -214,7 +263,6 @@ func sealedExe() (*os.File, error) {
 		exe.Close()
 		return nil, fmt.Errorf("sealing the agent binary: %w", err)
 	}
-	sealed.exe = exe
 	return exe, nil
 }
 

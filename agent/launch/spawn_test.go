@@ -23,7 +23,17 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
 		Init()
 	}
-	os.Exit(m.Run())
+	// The read-only bind of the binary goes below a temp dir, not the
+	// host's /run.
+	dir, err := os.MkdirTemp("", "crivm-launch-")
+	if err != nil {
+		panic(err)
+	}
+	sealedDir = dir
+	code := m.Run()
+	unix.Unmount(filepath.Join(dir, "init"), unix.MNT_DETACH)
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // busyboxRootfs makes a rootfs with the static busybox and its applets.

@@ -33,6 +33,7 @@ func main() {
 	n := flag.Int("n", 5, "serial iterations of each measurement")
 	par := flag.Int("parallel", 5, "VM pods started at once")
 	sharedFS := flag.String("shared-fs", "9p", "shared_fs of the vm handler: 9p or virtio-fs")
+	breakdown := flag.Bool("breakdown", false, "run the daemon at debug level and print the median of each step of the measured pod starts")
 	flag.Parse()
 	t := framework.NewMainTB()
 	defer t.Close()
@@ -47,7 +48,11 @@ func main() {
 	if err := os.WriteFile(filepath.Join(d.DropIn, "30-bench.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.Start(ctx, "--log-level", "info")
+	level := "info"
+	if *breakdown {
+		level = "debug"
+	}
+	d.Start(ctx, "--log-level", level)
 	rs := d.RuntimeService(ctx)
 	is := d.ImageService(ctx)
 	img := reg.Ref("busybox", "latest")
@@ -77,6 +82,7 @@ func main() {
 	initrd := newest(t, filepath.Join(assets, "initrd-*"))
 
 	// 2. Floor and pod start, interleaved so both see the same load.
+	logFrom := len(d.Log())
 	var floor, pod, teardown []time.Duration
 	for i := 0; i < *n; i++ {
 		floor = append(floor, bareBoot(t, ctx, accel, vmlinux, initrd))
@@ -96,6 +102,10 @@ func main() {
 	fmt.Printf("VM pod start (→ container running)        %s\n", ps)
 	fmt.Printf("VM pod teardown                           %s\n", td)
 	fmt.Printf("ratio pod start / floor (median)          %s\n", bench.Ratio(ps.Median, f.Median))
+	if *breakdown {
+		fmt.Println("\nwhere a pod start goes (daemon debug log, the serial starts):")
+		bench.PrintBreakdown(os.Stdout, d.Log()[logFrom:], "RunPodSandbox", "CreateContainer", "StartContainer")
+	}
 
 	// 3. Pods at once, and the memory of each.
 	var wg sync.WaitGroup

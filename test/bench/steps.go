@@ -1,0 +1,66 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// stepLog matches a daemon debug line of a finished step, an RPC's end,
+// or the guest's CreateContainer round trip.
+var stepLog = regexp.MustCompile(`msg=(?:step|"rpc done"|"guest created the container") rpc=(\w+)(?:.*? step="([^"]+)" took=(\S+) ok=true| .*?(?:duration|rpc)=([0-9.]+(?:ns|µs|ms|s))\b)`)
+
+// StepBreakdown reads a daemon's debug log and returns, per RPC and step
+// (and per RPC as a whole, as step "(rpc)"), the durations it logged, for
+// a breakdown of where a pod start goes.
+func StepBreakdown(log string) map[[2]string][]time.Duration {
+	out := map[[2]string][]time.Duration{}
+	for _, m := range stepLog.FindAllStringSubmatch(log, -1) {
+		rpc, step, took := m[1], m[2], m[3]
+		switch {
+		case step != "":
+		case strings.Contains(m[0], "guest created the container"):
+			step, took = "(guest CreateContainer round trip)", m[4]
+		default:
+			step, took = "(rpc)", m[4]
+		}
+		d, err := time.ParseDuration(took)
+		if err != nil {
+			continue
+		}
+		k := [2]string{rpc, step}
+		out[k] = append(out[k], d)
+	}
+	return out
+}
+
+// PrintBreakdown writes the median of every step of rpcs, in rpcs' order
+// and each RPC's steps by first appearance in log.
+func PrintBreakdown(w io.Writer, log string, rpcs ...string) {
+	b := StepBreakdown(log)
+	var keys [][2]string
+	for k := range b {
+		if slices.Contains(rpcs, k[0]) {
+			keys = append(keys, k)
+		}
+	}
+	first := func(k [2]string) int {
+		if k[1] == "(rpc)" {
+			return -1
+		}
+		return strings.Index(log, `step="`+k[1]+`"`)
+	}
+	slices.SortFunc(keys, func(a, b [2]string) int {
+		if a[0] != b[0] {
+			return slices.Index(rpcs, a[0]) - slices.Index(rpcs, b[0])
+		}
+		return first(a) - first(b)
+	})
+	for _, k := range keys {
+		s := Summarize(b[k])
+		fmt.Fprintf(w, "  %-16s %-42s median %8v  (n=%d)\n", k[0], k[1], s.Median.Round(100*time.Microsecond), s.N)
+	}
+}
