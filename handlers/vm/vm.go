@@ -241,8 +241,8 @@ func (h *Handler) share(id string) share { return share{dir: h.vmDir(id)} }
 
 // sharedTag and guestShared are the share's tag and its guest mount point.
 const (
-	sharedTag   = "crivm-shared"
-	guestShared = "/run/crivm/shared"
+	sharedTag   = agentproxy.SharedTag
+	guestShared = agentproxy.GuestSharedDir
 	tapName     = "tap0"
 	vethName    = "eth0"
 )
