@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -203,7 +204,56 @@ func decodeStrict(file string, data []byte) error {
 		}
 		return &FileError{File: file, Key: keys[0], Msg: unknownKeyMsg(keys)}
 	}
+	if k, want := MiscasedKey(md.Keys(), reflect.TypeFor[fileConfig]()); k != nil {
+		return &FileError{File: file, Key: k.String(), Msg: fmt.Sprintf("unknown key (keys are case-sensitive: write %s)", want)}
+	}
 	return nil
+}
+
+// MiscasedKey returns the first of keys (a file's, decoded into t) that
+// names a field of t in another case than its toml tag, up to that field,
+// and that key as the tag spells it. BurntSushi/toml decodes "Root" into
+// the root field too, in an order that is random when both are given (it
+// ranges over a map), and merge keeps "Root" and "root" apart: such keys
+// are refused. Keys below a map (handler names, registries) are names,
+// not fields.
+func MiscasedKey(keys []toml.Key, t reflect.Type) (toml.Key, toml.Key) {
+	for _, k := range keys {
+		typ := t
+	parts:
+		for i, part := range k {
+			for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
+				typ = typ.Elem()
+			}
+			switch typ.Kind() {
+			case reflect.Map:
+				typ = typ.Elem()
+				continue
+			case reflect.Struct:
+			default:
+				break parts
+			}
+			var folded *reflect.StructField
+			for j := 0; j < typ.NumField(); j++ {
+				f := typ.Field(j)
+				name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+				if name == part {
+					folded = nil
+					typ = f.Type
+					continue parts
+				}
+				if folded == nil && strings.EqualFold(name, part) {
+					folded = &f
+				}
+			}
+			if folded != nil {
+				name, _, _ := strings.Cut(folded.Tag.Get("toml"), ",")
+				return k[:i+1], append(slices.Clone(k[:i]), name)
+			}
+			break
+		}
+	}
+	return nil, nil
 }
 
 func unknownKeyMsg(keys []string) string {

@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
 	"regexp"
@@ -97,8 +98,8 @@ func (c *Config) Validate() error {
 		checks = append(checks, keyErr("crivm.stream.port", "%d is outside 0..65535", c.Stream.Port))
 	}
 	checks = append(checks, oneOf("crivm.image.storage_driver", c.Image.StorageDriver, "overlay", "vfs"))
-	for reg, mirrors := range c.Image.RegistryMirrors {
-		if len(mirrors) == 0 {
+	for _, reg := range slices.Sorted(maps.Keys(c.Image.RegistryMirrors)) {
+		if len(c.Image.RegistryMirrors[reg]) == 0 {
 			checks = append(checks, keyErr("crivm.image.registry_mirrors."+reg, "lists no mirror"))
 		}
 	}

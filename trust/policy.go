@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -186,6 +187,9 @@ func loadPolicyFile(file string, cfg *configs.Config) ([]*rule, error) {
 			e.Msg += fmt.Sprintf(" (also unknown: %s)", strings.Join(rest, ", "))
 		}
 		return nil, e
+	}
+	if k, want := configs.MiscasedKey(md.Keys(), reflect.TypeFor[ruleFile]()); k != nil {
+		return nil, loc.keyError(file, k.String(), fmt.Sprintf("unknown key (keys are case-sensitive: write %s)", want[len(want)-1]), rf.Rule)
 	}
 	rules := make([]*rule, 0, len(rf.Rule))
 	for i, spec := range rf.Rule {

@@ -434,11 +434,16 @@ func (c *Child) readSync(wantReady bool) error {
 	case err != nil:
 		return fmt.Errorf("reading the container init's report: %w", err)
 	case msg.Error != "":
-		if msg.Class == "precondition" {
+		switch msg.Class {
+		case "precondition":
 			return errdefs.FailedPrecondition("%s", msg.Error)
+		case "invalid":
+			return errdefs.InvalidArgument("%s", msg.Error)
 		}
 		return errors.New(msg.Error)
-	case msg.Ready != wantReady:
+	case !msg.Ready || !wantReady:
+		// Only EOF (the sync fd closed on exec) reports an exec: any other
+		// report while waiting for it is not its success.
 		return fmt.Errorf("the container init reported %+v out of turn", msg)
 	}
 	return nil
