@@ -10,7 +10,7 @@ COMMIT  := $(shell git describe --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/crivm/crivm/internal/version.Commit=$(COMMIT)
 GOFLAGS_BUILD := -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 
-.PHONY: all deps build test-bins test unit e2e critest demo lint clean generate bench-pull bench-pods bench-peer bench-vm node-e2e
+.PHONY: all deps build test-bins test unit e2e critest demo lint clean generate bench-pull bench-pods bench-peer bench-vm node-e2e fuzz
 
 all: build
 
@@ -52,12 +52,30 @@ test-bins: build
 
 # Every test: unit tests and e2e tests against the real daemon, under -race,
 # then critest (see above; strict for the runc run).
-test: deps build test-bins lint
+test: deps build test-bins lint fuzz
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -race -count=1 -timeout 25m -tags "$(TAGS)" ./...
 	$(CRITEST_RUN) -strict=$(TEST_CRITEST_STRICT) -strict-runs=$(TEST_CRITEST_STRICT_RUNS)
 
 unit: build
 	$(GO) test -race -count=1 -tags "$(TAGS)" $$($(GO) list ./... | grep -v /test/)
+
+# Each fuzz target for FUZZTIME (go test -fuzz runs one target at a time):
+# the config loader, the trust policy loader, the CRI request validators
+# and the agent's sync-pipe reader. Their seed corpora (f.Add, and
+# testdata/fuzz/ for the inputs that found bugs) run in every plain go test.
+# A failure leaves the input in the package's testdata/fuzz/. An input
+# that finds new coverage is minimized for at most FUZZMINIMIZETIME:
+# at go test's default (60 s) a short run can spend all its time there.
+FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 2s
+FUZZFLAGS = -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) -tags "$(TAGS)"
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' $(FUZZFLAGS) ./configs
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadPolicy$$' $(FUZZFLAGS) ./trust
+	$(GO) test -run '^$$' -fuzz '^FuzzValidatePodSandboxConfig$$' $(FUZZFLAGS) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateContainerConfig$$' $(FUZZFLAGS) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzReadSync$$' $(FUZZFLAGS) ./agent/launch
+	$(GO) test -run '^$$' -fuzz '^FuzzSyncRoundTrip$$' $(FUZZFLAGS) ./agent/launch
 
 e2e: build test-bins
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -v -timeout 25m -tags "$(TAGS)" ./test/...

@@ -114,6 +114,15 @@ func capabilities(c *runtimeapi.Capability, held []string) (*specs.LinuxCapabili
 	return caps, nil
 }
 
+// CheckCapabilities is ContainerSpec's check of a capability request
+// (known names, no "ALL" in add_ambient_capabilities, ambient ones in the
+// resulting set), for a caller that validates a request before any spec
+// is made. "ALL" in add counts as every capability Linux defines.
+func CheckCapabilities(c *runtimeapi.Capability) error {
+	_, err := capabilities(c, nil)
+	return err
+}
+
 // privilegedCapabilities is every capability the runtime holds (held, see
 // grantable) in bounding, effective and permitted. As for other
 // containers, inheritable and ambient stay empty, so a privileged

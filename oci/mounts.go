@@ -66,6 +66,17 @@ func etcMounts(resolvConf, hosts, hostname string, readonly bool) []specs.Mount 
 // rights away from a bind mount.
 var allowedMountOptions = []string{"nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime", "strictatime", "ro"}
 
+// CheckMountOptions refuses a CRI mount option that is not one of
+// allowedMountOptions.
+func CheckMountOptions(m *runtimeapi.Mount) error {
+	for _, o := range m.GetMountOptions() {
+		if !slices.Contains(allowedMountOptions, o) {
+			return errdefs.InvalidArgument("mount at %q: mount option %q is not allowed", m.GetContainerPath(), o)
+		}
+	}
+	return nil
+}
+
 // criMounts converts the CRI mounts into bind mounts and returns the rootfs
 // propagation they need: "rshared" when any mount is BIDIRECTIONAL, else
 // "rslave" when any is HOST_TO_CONTAINER, else "" (runc's default).
@@ -101,10 +112,10 @@ func criMounts(ms []*runtimeapi.Mount, privileged bool, resolved map[string]stri
 		if err != nil {
 			return nil, "", err
 		}
+		if err := CheckMountOptions(m); err != nil {
+			return nil, "", err
+		}
 		for _, o := range m.GetMountOptions() {
-			if !slices.Contains(allowedMountOptions, o) {
-				return nil, "", errdefs.InvalidArgument("mount at %q: mount option %q is not allowed", dst, o)
-			}
 			if !slices.Contains(opts, o) {
 				opts = append(opts, o)
 			}

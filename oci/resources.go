@@ -48,6 +48,14 @@ func cgroupsPath(parent, driver, id string) (string, error) {
 	}
 }
 
+// CheckCgroupParent is the generator's check of a pod's cgroup parent
+// against the cgroup driver, for a caller that validates a request before
+// any spec is made.
+func CheckCgroupParent(parent, driver string) error {
+	_, err := cgroupsPath(parent, driver, "id")
+	return err
+}
+
 // linuxResources maps CRI resources to OCI ones. The result is never nil:
 // the caller adds the device rules.
 //

@@ -170,6 +170,10 @@ func sysctls(m map[string]string, hostNet, hostIPC bool) (map[string]string, err
 		if !validSysctlName(k) {
 			return nil, errdefs.InvalidArgument("invalid sysctl name %q", k)
 		}
+		// The runtime writes v to /proc/sys, where a NUL ends it early.
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, errdefs.InvalidArgument("sysctl %q: the value %q contains NUL", k, v)
+		}
 		switch {
 		case strings.HasPrefix(k, "net."):
 			if hostNet {
@@ -185,6 +189,21 @@ func sysctls(m map[string]string, hostNet, hostIPC bool) (map[string]string, err
 		out[k] = v
 	}
 	return out, nil
+}
+
+// CheckSysctls is the check SandboxSpec and ContainerSpec make of a pod's
+// sysctls, for a caller that validates a request before any spec is made.
+func CheckSysctls(m map[string]string, hostNet, hostIPC bool) error {
+	_, err := sysctls(m, hostNet, hostIPC)
+	return err
+}
+
+// CheckSecurityProfile is the generator's check of a seccomp or AppArmor
+// request (what is "seccomp" or "apparmor"): a known profile type, or a
+// known legacy string.
+func CheckSecurityProfile(what string, typed *runtimeapi.SecurityProfile, legacy string) error {
+	_, _, err := profileRequest(typed, legacy, what, what == "seccomp")
+	return err
 }
 
 // validSysctlName accepts dot-separated segments of letters, digits, '_',

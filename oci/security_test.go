@@ -165,6 +165,8 @@ func TestSysctls(t *testing.T) {
 		{name: "bad name", in: map[string]string{"net..core": "1"}, invalid: true},
 		{name: "path traversal", in: map[string]string{"net./../../kernel/panic": "1"}, invalid: true},
 		{name: "shell chars", in: map[string]string{"net.core.x;y": "1"}, invalid: true},
+		{name: "value with NUL", in: map[string]string{"net.core.somaxconn": "1\x00"}, invalid: true},
+		{name: "value with spaces", in: map[string]string{"net.ipv4.ip_local_port_range": "1024\t65535"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

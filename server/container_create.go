@@ -44,12 +44,18 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	if sb.State != store.SandboxReady {
 		return nil, errdefs.FailedPrecondition("sandbox %s is not ready", sb.ID)
 	}
+	if err := checkLogFile(sb.LogDirectory, cfg.GetLogPath()); err != nil {
+		return nil, err
+	}
 	h, err := s.sandboxHandler(sb)
 	if err != nil {
 		return nil, err
 	}
 	sbCfg, err := sandboxConfig(sb)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkContainerInPod(cfg, sbCfg); err != nil {
 		return nil, err
 	}
 	imageName, err := s.imageName(ctx, cfg.GetImage())

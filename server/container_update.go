@@ -15,6 +15,9 @@ import (
 // UpdateContainerResources applies new cgroup limits to a running or
 // created container.
 func (s *RuntimeService) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	if err := checkResources("linux", req.GetLinux()); err != nil {
+		return nil, err
+	}
 	c, h, err := s.liveContainer(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, err

@@ -12,6 +12,9 @@ import (
 // ExecSync runs a command in a running container and returns its output and
 // exit code; a timeout that passes kills it and returns DeadlineExceeded.
 func (s *RuntimeService) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+	if err := checkExecCmd(req.GetCmd()); err != nil {
+		return nil, err
+	}
 	c, h, err := s.liveContainer(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, err

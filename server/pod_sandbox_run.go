@@ -40,6 +40,9 @@ func (s *RuntimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunP
 	if err := validatePodConfig(cfg); err != nil {
 		return nil, err
 	}
+	if err := oci.CheckCgroupParent(cfg.GetLinux().GetCgroupParent(), s.deps.Config().Runtime.CgroupManager); err != nil {
+		return nil, fmt.Errorf("pod sandbox linux.cgroup_parent: %w", err)
+	}
 	in := trust.PodInputFromConfig(cfg, req.GetRuntimeHandler())
 	v, err := s.deps.Trust.Decide(ctx, in)
 	if err != nil {

@@ -9,17 +9,16 @@ import (
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 
 	"github.com/crivm/crivm/handlers"
-	"github.com/crivm/crivm/internal/errdefs"
 )
 
 // Exec, Attach and PortForward hand out URLs on the streaming server; the
 // streams themselves come back through StreamRuntime.
 func (s *RuntimeService) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	if _, _, err := s.liveContainer(ctx, req.GetContainerId()); err != nil {
+	if err := checkExecCmd(req.GetCmd()); err != nil {
 		return nil, err
 	}
-	if len(req.GetCmd()) == 0 {
-		return nil, errdefs.InvalidArgument("exec command is empty")
+	if _, _, err := s.liveContainer(ctx, req.GetContainerId()); err != nil {
+		return nil, err
 	}
 	return s.streamingServer().GetExec(req)
 }

@@ -2,7 +2,10 @@ package server
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -127,6 +130,84 @@ func TestValidatePodConfig(t *testing.T) {
 		{"label key with NUL", func(c *runtimeapi.PodSandboxConfig) { c.Labels = map[string]string{"a\x00b": "v"} }, "labels"},
 		{"annotation key with NUL", func(c *runtimeapi.PodSandboxConfig) { c.Annotations = map[string]string{"a\x00b": "v"} }, "annotations"},
 		{"annotation value with newline", func(c *runtimeapi.PodSandboxConfig) { c.Annotations = map[string]string{"a": "line1\nline2"} }, ""},
+
+		// Names and log directories are in conmon's command line: ASCII.
+		{"name not ASCII", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "ünïcode" }, "metadata.name"},
+		{"namespace not ASCII", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Namespace = "nämespace" }, "metadata.namespace"},
+		{"log_directory not ASCII", func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = "/var/log/pods/ü" }, "log_directory"},
+		{"log_directory element of 255 bytes", func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = "/var/log/" + long(255) }, ""},
+		{"log_directory element of 256 bytes", func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = "/var/log/" + long(256) }, "log_directory"},
+
+		// port_mappings.
+		{"port mapping", func(c *runtimeapi.PodSandboxConfig) {
+			c.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_UDP, ContainerPort: 53, HostPort: 5353, HostIp: "127.0.0.1"}}
+		}, ""},
+		{"port without host port", func(c *runtimeapi.PodSandboxConfig) { c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80}} }, ""},
+		{"host port 65536", func(c *runtimeapi.PodSandboxConfig) {
+			c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 65536}}
+		}, "port_mappings[0].host_port"},
+		{"host port negative", func(c *runtimeapi.PodSandboxConfig) {
+			c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: -1}}
+		}, "port_mappings[0].host_port"},
+		{"host port without container port", func(c *runtimeapi.PodSandboxConfig) {
+			c.PortMappings = []*runtimeapi.PortMapping{{HostPort: 8080}}
+		}, "port_mappings[0].container_port"},
+		{"container port 70000", func(c *runtimeapi.PodSandboxConfig) {
+			c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 70000}}
+		}, "port_mappings[0].container_port"},
+		{"unknown protocol", func(c *runtimeapi.PodSandboxConfig) {
+			c.PortMappings = []*runtimeapi.PortMapping{{Protocol: 99, ContainerPort: 80, HostPort: 8080}}
+		}, "port_mappings[0].protocol"},
+		{"host IP not an address", func(c *runtimeapi.PodSandboxConfig) {
+			c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 8080, HostIp: "garbage"}}
+		}, "port_mappings[0].host_ip"},
+
+		// linux.sysctls, as the spec generator checks them.
+		{"sysctl", func(c *runtimeapi.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"} }, ""},
+		{"sysctl with empty element", func(c *runtimeapi.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"net..ipv4": "1"} }, "linux.sysctls"},
+		{"sysctl with NUL", func(c *runtimeapi.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"net.ipv4\x00": "1"} }, "linux.sysctls"},
+		{"sysctl value with NUL", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"net.ipv4.ip_forward": "1\x00"}
+		}, "linux.sysctls"},
+		{"sysctl not namespaced", func(c *runtimeapi.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"vm.swappiness": "1"} }, "linux.sysctls"},
+		{"net sysctl with host network", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}
+			c.Linux.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"}
+		}, "linux.sysctls"},
+
+		// linux.security_context.
+		{"run_as_user 2^31-1", func(c *runtimeapi.PodSandboxConfig) { c.Linux.SecurityContext = podUser(1<<31-1, nil) }, ""},
+		{"run_as_user 2^31", func(c *runtimeapi.PodSandboxConfig) { c.Linux.SecurityContext = podUser(1<<31, nil) }, "run_as_user"},
+		{"run_as_user negative", func(c *runtimeapi.PodSandboxConfig) { c.Linux.SecurityContext = podUser(-1, nil) }, "run_as_user"},
+		{"run_as_group negative", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = podUser(0, &runtimeapi.Int64Value{Value: -1})
+		}, "run_as_group"},
+		{"run_as_group without user", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{RunAsGroup: &runtimeapi.Int64Value{Value: 1}}
+		}, "run_as_group"},
+		{"supplemental group of 2^32", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{SupplementalGroups: []int64{1 << 32}}
+		}, "supplemental_groups[0]"},
+		{"unknown network mode", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: 99}}
+		}, "namespace_options.network"},
+		{"unknown seccomp profile type", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: 99}}
+		}, "seccomp"},
+		{"seccomp profile path with NUL", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/p\x00"}}
+		}, "seccomp"},
+
+		// linux.resources and linux.overhead (checkResources has the rest).
+		{"pod resources", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000, MemoryLimitInBytes: 128 << 20}
+		}, ""},
+		{"pod memory limit negative", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -1 << 20}
+		}, "linux.resources.memory_limit_in_bytes"},
+		{"pod overhead negative", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Overhead = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -5}
+		}, "linux.overhead.memory_limit_in_bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := kubeletPod()
@@ -179,8 +260,112 @@ func TestValidateContainerConfig(t *testing.T) {
 		{"log_path absolute", func(c *runtimeapi.ContainerConfig) { c.LogPath = "/etc/cron.d/x" }, "log_path"},
 		{"log_path the directory itself", func(c *runtimeapi.ContainerConfig) { c.LogPath = "app/.." }, "log_path"},
 		{"log_path with NUL", func(c *runtimeapi.ContainerConfig) { c.LogPath = "app/0.log\x00" }, "log_path"},
-		{"log_path of 4096 bytes", func(c *runtimeapi.ContainerConfig) { c.LogPath = strings.Repeat("l", 4096) }, ""},
-		{"log_path of 4097 bytes", func(c *runtimeapi.ContainerConfig) { c.LogPath = strings.Repeat("l", 4097) }, "log_path"},
+		{"log_path of 4095 bytes", func(c *runtimeapi.ContainerConfig) { c.LogPath = strings.Repeat("l/", 2047) + "l" }, ""},
+		{"log_path of 4096 bytes", func(c *runtimeapi.ContainerConfig) { c.LogPath = strings.Repeat("l/", 2048) }, "log_path"},
+		{"log_path element of 256 bytes", func(c *runtimeapi.ContainerConfig) { c.LogPath = strings.Repeat("l", 256) }, "log_path"},
+		{"log_path not ASCII", func(c *runtimeapi.ContainerConfig) { c.LogPath = "ü.log" }, "log_path"},
+		{"name not ASCII", func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "äpp" }, "metadata.name"},
+
+		// command, args, envs, working_dir: the process runc starts.
+		{"command with NUL", func(c *runtimeapi.ContainerConfig) { c.Command = []string{"sh", "-c\x00"} }, "command[1]"},
+		{"args with NUL", func(c *runtimeapi.ContainerConfig) { c.Args = []string{"a\x00b"} }, "args[0]"},
+		{"arg of MAX_ARG_STRLEN-1 bytes", func(c *runtimeapi.ContainerConfig) { c.Args = []string{strings.Repeat("a", 131071)} }, ""},
+		{"arg of MAX_ARG_STRLEN bytes", func(c *runtimeapi.ContainerConfig) { c.Args = []string{strings.Repeat("a", 131072)} }, "args[0]"},
+		{"env", func(c *runtimeapi.ContainerConfig) { c.Envs = []*runtimeapi.KeyValue{{Key: "A", Value: []byte("b=c")}} }, ""},
+		{"env key empty", func(c *runtimeapi.ContainerConfig) { c.Envs = []*runtimeapi.KeyValue{{Key: "", Value: []byte("v")}} }, "envs[0]"},
+		{"env key with =", func(c *runtimeapi.ContainerConfig) { c.Envs = []*runtimeapi.KeyValue{{Key: "A=B", Value: []byte("v")}} }, "envs[0]"},
+		{"env key with NUL", func(c *runtimeapi.ContainerConfig) {
+			c.Envs = []*runtimeapi.KeyValue{{Key: "A\x00", Value: []byte("v")}}
+		}, "envs[0]"},
+		{"env value with NUL", func(c *runtimeapi.ContainerConfig) {
+			c.Envs = []*runtimeapi.KeyValue{{Key: "A", Value: []byte("v")}, {Key: "B", Value: []byte("v\x00")}}
+		}, "envs[1]"},
+		{"env too long", func(c *runtimeapi.ContainerConfig) {
+			c.Envs = []*runtimeapi.KeyValue{{Key: "A", Value: []byte(strings.Repeat("v", 131070))}}
+		}, "envs[0]"},
+		{"working_dir", func(c *runtimeapi.ContainerConfig) { c.WorkingDir = "/srv/app" }, ""},
+		{"working_dir relative", func(c *runtimeapi.ContainerConfig) { c.WorkingDir = "srv" }, "working_dir"},
+		{"working_dir with NUL", func(c *runtimeapi.ContainerConfig) { c.WorkingDir = "/srv\x00" }, "working_dir"},
+		{"working_dir element of 256 bytes", func(c *runtimeapi.ContainerConfig) { c.WorkingDir = "/" + strings.Repeat("w", 256) }, "working_dir"},
+
+		// mounts and devices.
+		{"mount", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}
+		}, ""},
+		{"mount container path relative", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "data", HostPath: "/srv/data"}}
+		}, "mounts[0].container_path"},
+		{"mount at the root", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/", HostPath: "/srv/data"}}
+		}, "mounts[0].container_path"},
+		{"mount container path with NUL", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data\x00", HostPath: "/srv/data"}}
+		}, "mounts[0].container_path"},
+		{"mount host path empty", func(c *runtimeapi.ContainerConfig) { c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data"}} }, "mounts[0].host_path"},
+		{"mount host path with NUL", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv\x00"}}
+		}, "mounts[0].host_path"},
+		{"mount propagation unknown", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data", Propagation: 99}}
+		}, "mounts[0].propagation"},
+		{"mount bidirectional", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL}}
+		}, "mounts[0].propagation"},
+		{"mount bidirectional, privileged", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL}}
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{Privileged: true})
+		}, ""},
+		{"mount options", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data", MountOptions: []string{"ro", "nosuid"}}}
+		}, ""},
+		{"mount option not allowed", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data", MountOptions: []string{"rbind"}}}
+		}, "mounts[0].mount_options"},
+		{"device", func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{ContainerPath: "/dev/fuse", HostPath: "/dev/fuse", Permissions: "rw"}}
+		}, ""},
+		{"device permissions", func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/fuse", Permissions: "rwx"}}
+		}, "devices[0].permissions"},
+		{"device host path relative", func(c *runtimeapi.ContainerConfig) { c.Devices = []*runtimeapi.Device{{HostPath: "dev/fuse"}} }, "devices[0].host_path"},
+		{"device container path with NUL", func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{ContainerPath: "/dev/x\x00", HostPath: "/dev/fuse"}}
+		}, "devices[0].container_path"},
+
+		// linux: resources (checkResources has the rest) and security.
+		{"resources", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2, MemoryLimitInBytes: 6 << 20, OomScoreAdj: -997}}
+		}, ""},
+		{"cpuset garbage", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpusetCpus: "garbage-9999"}}
+		}, "linux.resources.cpuset_cpus"},
+		{"run_as_user 2^31", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: 1 << 31}})
+		}, "run_as_user"},
+		{"run_as_username with colon", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "a:b"})
+		}, "run_as_username"},
+		{"run_as_username with NUL", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "a\x00"})
+		}, "run_as_username"},
+		{"masked path relative", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{MaskedPaths: []string{"/proc/kcore", "proc/x"}})
+		}, "masked_paths[1]"},
+		{"readonly path with NUL", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{ReadonlyPaths: []string{"/proc/sys\x00"}})
+		}, "readonly_paths[0]"},
+		{"capabilities", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"NET_ADMIN"}, DropCapabilities: []string{"ALL"}}})
+		}, ""},
+		{"unknown capability", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"CAP_GARBAGE"}}})
+		}, "capabilities"},
+		{"unknown apparmor profile type", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: 99}})
+		}, "apparmor"},
+		{"unknown pid mode", func(c *runtimeapi.ContainerConfig) {
+			c.Linux = ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: 99}})
+		}, "namespace_options.pid"},
 
 		{"metadata of 256 KiB", func(c *runtimeapi.ContainerConfig) {
 			c.Labels = map[string]string{"k": strings.Repeat("v", 256<<10-1)}
@@ -248,6 +433,209 @@ func TestValidateImageVolumes(t *testing.T) {
 			checkValidation(t, validateContainerConfig(cfg), tc.want)
 		})
 	}
+}
+
+func podUser(uid int64, gid *runtimeapi.Int64Value) *runtimeapi.LinuxSandboxSecurityContext {
+	return &runtimeapi.LinuxSandboxSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: uid}, RunAsGroup: gid}
+}
+
+func ctrSecurity(sc *runtimeapi.LinuxContainerSecurityContext) *runtimeapi.LinuxContainerConfig {
+	return &runtimeapi.LinuxContainerConfig{SecurityContext: sc}
+}
+
+// The total of command, args and envs is bounded: ResourceExhausted.
+func TestValidateArgvTotal(t *testing.T) {
+	// Each arg counts with its NUL: 128 KiB.
+	arg := strings.Repeat("a", 128<<10-1)
+	for _, tc := range []struct {
+		name string
+		args int
+		want error
+	}{
+		{"2 MiB", 16, nil},
+		{"over 2 MiB", 17, errdefs.ErrResourceExhausted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "app"}, Args: repeat(arg, tc.args)}
+			err := validateContainerConfig(cfg)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckResources(t *testing.T) {
+	res := func(mutate func(*runtimeapi.LinuxContainerResources)) *runtimeapi.LinuxContainerResources {
+		// What the kubelet sends for a burstable container.
+		r := &runtimeapi.LinuxContainerResources{CpuShares: 102, CpuPeriod: 100000, CpuQuota: 50000, MemoryLimitInBytes: 128 << 20, OomScoreAdj: 968}
+		mutate(r)
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		r    *runtimeapi.LinuxContainerResources
+		// want is "" for accepted resources, else the field the
+		// InvalidArgument message must name.
+		want string
+	}{
+		{"none", nil, ""},
+		{"all zero", &runtimeapi.LinuxContainerResources{}, ""},
+		{"kubelet burstable", res(func(*runtimeapi.LinuxContainerResources) {}), ""},
+		{"every field", res(func(r *runtimeapi.LinuxContainerResources) {
+			r.MemorySwapLimitInBytes, r.CpusetCpus, r.CpusetMems = 256<<20, "0-3,6", "0"
+			r.HugepageLimits = []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}, {PageSize: "1GB"}, {PageSize: "64KB"}}
+			r.Unified = map[string]string{"memory.high": "max", "hugetlb.2MB.max": "0", "memory.swap.max": "0"}
+		}), ""},
+
+		{"cpu_shares 1", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuShares = 1 }), "linux.cpu_shares"},
+		{"cpu_shares 2", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuShares = 2 }), ""},
+		{"cpu_shares 262144", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuShares = 262144 }), ""},
+		{"cpu_shares 262145", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuShares = 262145 }), "linux.cpu_shares"},
+		{"cpu_shares negative", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuShares = -5 }), "linux.cpu_shares"},
+		{"cpu_period 999", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuPeriod = 999 }), "linux.cpu_period"},
+		{"cpu_period 1000", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuPeriod = 1000 }), ""},
+		{"cpu_period 1000000", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuPeriod = 1000000 }), ""},
+		{"cpu_period 1000001", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuPeriod = 1000001 }), "linux.cpu_period"},
+		{"cpu_period negative", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuPeriod = -1 }), "linux.cpu_period"},
+		{"cpu_quota -1", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuQuota = -1 }), ""},
+		{"cpu_quota -5", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuQuota = -5 }), "linux.cpu_quota"},
+		{"cpu_quota 999", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuQuota = 999 }), "linux.cpu_quota"},
+		{"cpu_quota 1000", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuQuota = 1000 }), ""},
+		{"cpu_quota 2^44-1", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuQuota = 1<<44 - 1 }), ""},
+		{"cpu_quota 2^44", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuQuota = 1 << 44 }), "linux.cpu_quota"},
+		{"memory negative", res(func(r *runtimeapi.LinuxContainerResources) { r.MemoryLimitInBytes = -1 }), "linux.memory_limit_in_bytes"},
+		{"memory 1 byte", res(func(r *runtimeapi.LinuxContainerResources) { r.MemoryLimitInBytes = 1 }), "linux.memory_limit_in_bytes"},
+		{"memory below 6 MiB", res(func(r *runtimeapi.LinuxContainerResources) { r.MemoryLimitInBytes = 6<<20 - 1 }), "linux.memory_limit_in_bytes"},
+		{"memory 6 MiB", res(func(r *runtimeapi.LinuxContainerResources) { r.MemoryLimitInBytes = 6 << 20 }), ""},
+		{"memory 2^62", res(func(r *runtimeapi.LinuxContainerResources) { r.MemoryLimitInBytes = 1 << 62 }), ""},
+		{"swap unlimited", res(func(r *runtimeapi.LinuxContainerResources) { r.MemorySwapLimitInBytes = -1 }), ""},
+		{"swap negative", res(func(r *runtimeapi.LinuxContainerResources) { r.MemorySwapLimitInBytes = -5 }), "linux.memory_swap_limit_in_bytes"},
+		{"swap equal to memory", res(func(r *runtimeapi.LinuxContainerResources) { r.MemorySwapLimitInBytes = 128 << 20 }), ""},
+		{"swap below memory", res(func(r *runtimeapi.LinuxContainerResources) { r.MemorySwapLimitInBytes = 64 << 20 }), "linux.memory_swap_limit_in_bytes"},
+		{"oom_score_adj -1000", res(func(r *runtimeapi.LinuxContainerResources) { r.OomScoreAdj = -1000 }), ""},
+		{"oom_score_adj -1001", res(func(r *runtimeapi.LinuxContainerResources) { r.OomScoreAdj = -1001 }), "linux.oom_score_adj"},
+		{"oom_score_adj 1001", res(func(r *runtimeapi.LinuxContainerResources) { r.OomScoreAdj = 1001 }), "linux.oom_score_adj"},
+
+		{"cpuset one CPU", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "1" }), ""},
+		{"cpuset up to 8191", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "0-8191" }), ""},
+		{"cpuset garbage", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "garbage-9999" }), "linux.cpuset_cpus"},
+		{"cpuset 8192", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "8192" }), "linux.cpuset_cpus"},
+		{"cpuset reversed range", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "1-0" }), "linux.cpuset_cpus"},
+		{"cpuset trailing comma", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "0," }), "linux.cpuset_cpus"},
+		{"cpuset negative", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "-1" }), "linux.cpuset_cpus"},
+		{"cpuset space", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = " 0" }), "linux.cpuset_cpus"},
+		{"cpuset plus sign", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "+1" }), "linux.cpuset_cpus"},
+		{"cpuset huge", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetCpus = "99999999999999999999" }), "linux.cpuset_cpus"},
+		{"mems newline", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetMems = "0\n" }), "linux.cpuset_mems"},
+		{"mems 1024", res(func(r *runtimeapi.LinuxContainerResources) { r.CpusetMems = "1024" }), "linux.cpuset_mems"},
+
+		{"hugepage size empty", res(func(r *runtimeapi.LinuxContainerResources) {
+			r.HugepageLimits = []*runtimeapi.HugepageLimit{{Limit: 1}}
+		}), "linux.hugepage_limits[0].page_size"},
+		{"hugepage size path", res(func(r *runtimeapi.LinuxContainerResources) {
+			r.HugepageLimits = []*runtimeapi.HugepageLimit{{PageSize: "2MB"}, {PageSize: "../../x"}}
+		}), "linux.hugepage_limits[1].page_size"},
+		{"hugepage size leading zero", res(func(r *runtimeapi.LinuxContainerResources) {
+			r.HugepageLimits = []*runtimeapi.HugepageLimit{{PageSize: "02MB"}}
+		}), "linux.hugepage_limits[0].page_size"},
+		{"unified path", res(func(r *runtimeapi.LinuxContainerResources) { r.Unified = map[string]string{"../memory.max": "1"} }), "linux.unified"},
+		{"unified core file", res(func(r *runtimeapi.LinuxContainerResources) { r.Unified = map[string]string{"cgroup.procs": "1"} }), "linux.unified"},
+		{"unified empty key", res(func(r *runtimeapi.LinuxContainerResources) { r.Unified = map[string]string{"": "1"} }), "linux.unified"},
+		{"unified value with NUL", res(func(r *runtimeapi.LinuxContainerResources) { r.Unified = map[string]string{"memory.high": "1\x00"} }), "linux.unified"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkValidation(t, checkResources("linux", tc.r), tc.want)
+		})
+	}
+}
+
+func TestCheckContainerInPod(t *testing.T) {
+	privileged := func(ctr, pod bool) (*runtimeapi.ContainerConfig, *runtimeapi.PodSandboxConfig) {
+		return &runtimeapi.ContainerConfig{Linux: ctrSecurity(&runtimeapi.LinuxContainerSecurityContext{Privileged: ctr})},
+			&runtimeapi.PodSandboxConfig{Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{Privileged: pod}}}
+	}
+	for _, tc := range []struct {
+		name     string
+		ctr, pod bool
+		want     string
+	}{
+		{"neither", false, false, ""},
+		{"both", true, true, ""},
+		{"pod only", false, true, ""},
+		{"container only", true, false, "privileged"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkValidation(t, checkContainerInPod(privileged(tc.ctr, tc.pod)), tc.want)
+		})
+	}
+}
+
+func TestCheckExecCmd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cmd  []string
+		want string
+	}{
+		{"command", []string{"sh", "-c", "echo hi"}, ""},
+		{"empty argument", []string{"echo", ""}, ""},
+		{"none", nil, "exec cmd"},
+		{"empty command", []string{"", "true"}, "exec cmd"},
+		{"NUL", []string{"true", "a\x00b"}, "exec cmd[1]"},
+		{"argument of MAX_ARG_STRLEN bytes", []string{"echo", strings.Repeat("a", 131072)}, "exec cmd[1]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkValidation(t, checkExecCmd(tc.cmd), tc.want)
+		})
+	}
+	if err := checkExecCmd(repeat(strings.Repeat("a", 128<<10-1), 17)); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Errorf("an exec of more than 2 MiB: got %v, want ResourceExhausted", err)
+	}
+}
+
+func TestCheckLogFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "a-dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a-file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "a-fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, logDir, logPath string
+		want                  string
+	}{
+		{"new file", dir, "app/0.log", ""},
+		{"new dirs", dir, "a/b/c/0.log", ""},
+		{"existing file", dir, "a-file", ""},
+		{"no log directory", "", "app/0.log", ""},
+		{"no log path", dir, "", ""},
+		{"a directory", dir, "a-dir", "is a directory"},
+		{"below a file", dir, "a-file/0.log", "is not a directory"},
+		{"deep below a file", dir, "a-file/x/y/0.log", "is not a directory"},
+		{"a fifo", dir, "a-fifo", "not a regular file"},
+		{"log directory is a file", filepath.Join(dir, "a-file"), "0.log", "is not a directory"},
+		{"full path of 4095 bytes", dir, longPath(4095 - len(dir) - 1), ""},
+		{"full path of 4096 bytes", dir, longPath(4096 - len(dir) - 1), "more than 4095"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkValidation(t, checkLogFile(tc.logDir, tc.logPath), tc.want)
+		})
+	}
+}
+
+// longPath is a relative path of n bytes of short elements.
+func longPath(n int) string {
+	p := strings.Repeat("p/", n/2)
+	if n%2 == 1 {
+		p += "p"
+	} else {
+		p = p[:len(p)-1] + "q"
+	}
+	return p
 }
 
 // checkValidation wants err nil when wantField is "", else InvalidArgument

@@ -39,7 +39,8 @@ type syncInfo struct {
 // createUnderMonitor runs conmon, which runs `runc create` and then stays as
 // the container's monitor: it holds its stdio, writes the CRI log and, when
 // the container exits, the exit file and (on OOM) bundle/oom. It returns
-// the container's init pid and conmon's pid.
+// the container's init pid and conmon's pid. A failure the request caused
+// is classified (runtimeErrorClass).
 func (h *Handler) createUnderMonitor(ctx context.Context, o monitorOptions) (pid, monitorPid int, err error) {
 	syncParent, syncChild, err := socketPair()
 	if err != nil {
@@ -110,7 +111,8 @@ func (h *Handler) createUnderMonitor(ctx context.Context, o monitorOptions) (pid
 	}
 	// The first conmon process exits once its child has taken over.
 	if err := cmd.Wait(); err != nil {
-		return 0, 0, fmt.Errorf("conmon: %w: %s", err, strings.TrimSpace(stderr.String()))
+		msg := strings.TrimSpace(stderr.String())
+		return 0, 0, classify(fmt.Errorf("conmon: %w: %s", err, msg), msg)
 	}
 
 	type result struct {
@@ -144,7 +146,7 @@ func (h *Handler) createUnderMonitor(ctx context.Context, o monitorOptions) (pid
 		if rl := runtimeError(filepath.Join(o.Bundle, "runtime.log")); rl != "" {
 			msg = rl
 		}
-		return 0, 0, fmt.Errorf("runtime create failed: %s", msg)
+		return 0, 0, classify(fmt.Errorf("runtime create failed: %s", msg), msg)
 	}
 	monitorPid, err = readPidFile(filepath.Join(o.Bundle, "conmon.pid"))
 	if err != nil {

@@ -33,7 +33,8 @@ func (r *runtime) globalArgs() []string {
 }
 
 // run runs the runtime with args and returns stdout. A failure's error
-// carries the runtime's stderr.
+// carries the runtime's stderr, and its class when the request caused it
+// (runtimeErrorClass).
 func (r *runtime) run(ctx context.Context, args ...string) ([]byte, error) {
 	full := append(r.globalArgs(), args...)
 	cmd := exec.CommandContext(ctx, r.path, full...)
@@ -48,7 +49,7 @@ func (r *runtime) run(ctx context.Context, args ...string) ([]byte, error) {
 		if errors.Is(err, exec.ErrNotFound) {
 			return nil, errdefs.FailedPrecondition("runtime %s: %w", r.path, err)
 		}
-		return nil, fmt.Errorf("%s %s: %w: %s", r.path, args[0], err, msg)
+		return nil, classify(fmt.Errorf("%s %s: %w: %s", r.path, args[0], err, msg), msg)
 	}
 	return stdout.Bytes(), nil
 }
