@@ -51,7 +51,7 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	if err != nil {
 		return nil, err
 	}
-	sbCfg, err := sandboxConfig(sb)
+	sbCfg, err := handlers.SandboxConfig(sb)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/store"
 )
 
@@ -52,7 +53,7 @@ func (s *RuntimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 }
 
 func (s *RuntimeService) sandboxStatus(sb *store.Sandbox) (*runtimeapi.PodSandboxStatus, error) {
-	cfg, err := sandboxConfig(sb)
+	cfg, err := handlers.SandboxConfig(sb)
 	if err != nil {
 		return nil, err
 	}

@@ -79,7 +79,7 @@ func (s *RuntimeService) releaseBoundary(ctx context.Context, sb *store.Sandbox,
 	}
 	crashpoint.After(crashStopBoundary)
 	if sb.NetNSPath != "" {
-		cfg, err := sandboxConfig(sb)
+		cfg, err := handlers.SandboxConfig(sb)
 		if err != nil {
 			return err
 		}

@@ -17,15 +17,6 @@ import (
 	"github.com/crivm/crivm/trust"
 )
 
-// sandboxConfig decodes the config recorded at RunPodSandbox.
-func sandboxConfig(sb *store.Sandbox) (*runtimeapi.PodSandboxConfig, error) {
-	cfg := &runtimeapi.PodSandboxConfig{}
-	if err := proto.Unmarshal(sb.Config, cfg); err != nil {
-		return nil, fmt.Errorf("decoding pod config of %s: %w", sb.ID, err)
-	}
-	return cfg, nil
-}
-
 func containerConfig(c *store.Container) (*runtimeapi.ContainerConfig, error) {
 	cfg := &runtimeapi.ContainerConfig{}
 	if err := proto.Unmarshal(c.Config, cfg); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/podns"
+	"github.com/crivm/crivm/internal/proc"
 	"github.com/crivm/crivm/internal/steps"
 	"github.com/crivm/crivm/netns"
 )
@@ -816,7 +817,7 @@ func removeRuntimeFiles(dir string) {
 // writePidfile records QEMU's pid and its start time (clock ticks since
 // boot, /proc/<pid>/stat field 22), which a recycled pid does not share.
 func writePidfile(dir string, pid int) error {
-	start, err := processStart(pid)
+	start, err := proc.StartTime(pid)
 	if err != nil {
 		return fmt.Errorf("reading qemu's start time: %w", err)
 	}
@@ -839,7 +840,7 @@ func readPidfile(dir string) (int, bool) {
 	if n, _ := fmt.Sscanf(string(b), "%d %d", &pid, &start); n != 2 || pid <= 0 {
 		return 0, false
 	}
-	if now, err := processStart(pid); err != nil || now != start {
+	if now, err := proc.StartTime(pid); err != nil || now != start {
 		return 0, false
 	}
 	return pid, true
@@ -850,24 +851,6 @@ func readPidfile(dir string) (int, bool) {
 func Running(dir string) bool {
 	_, ok := readPidfile(dir)
 	return ok
-}
-
-// processStart is pid's start time from /proc/<pid>/stat.
-func processStart(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// comm (field 2) may hold spaces and parentheses: count from the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // processRunsQEMUFor reports whether pid is the process dir's pidfile

@@ -113,7 +113,7 @@ func StartVirtiofsd(ctx context.Context, c VirtiofsdConfig) (*Virtiofsd, error) 
 	}
 	sock := filepath.Join(c.Dir, VirtiofsdSocketName)
 	os.Remove(sock)
-	logf, err := os.OpenFile(filepath.Join(c.Dir, VirtiofsdLogName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	logf, err := createLog(filepath.Join(c.Dir, VirtiofsdLogName))
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -58,12 +57,7 @@ func (h *Handler) Stats(ctx context.Context, c *store.Container) (*handlers.Cont
 		initPid = c.Process.Pid
 	}
 	d.ReadProcs("/proc", initPid)
-	st := &handlers.ContainerStats{Timestamp: time.Now(), Detail: d}
-	st.CPUUsageNanos, _ = d.Get(cgroupstat.CPUUsage)
-	st.MemoryUsageBytes, _ = d.Get(cgroupstat.MemoryUsage)
-	st.MemoryWorkingSetBytes, _ = d.Get(cgroupstat.MemoryWorkingSet)
-	st.Processes, _ = d.Get(cgroupstat.Threads)
-	return st, nil
+	return handlers.StatsFrom(d), nil
 }
 
 // UpdateResources applies new limits with `runc update` and records them in

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/agentproxy"
@@ -346,9 +345,9 @@ func (h *Handler) sandboxCgroup(cfg *runtimeapi.PodSandboxConfig, id string) (*v
 // removeCgroup removes sb's cgroup, found again from its stored config
 // (so after a daemon restart too). Nothing to do when none was made.
 func (h *Handler) removeCgroup(ctx context.Context, sb *store.Sandbox) error {
-	cfg := &runtimeapi.PodSandboxConfig{}
-	if err := proto.Unmarshal(sb.Config, cfg); err != nil {
-		return fmt.Errorf("decoding the config of sandbox %s: %w", sb.ID, err)
+	cfg, err := handlers.SandboxConfig(sb)
+	if err != nil {
+		return err
 	}
 	cg, err := h.sandboxCgroup(cfg, sb.ID)
 	if err != nil {

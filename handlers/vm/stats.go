@@ -4,10 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
-
-	"google.golang.org/protobuf/proto"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/handlers"
@@ -74,9 +70,9 @@ func labelSafe(s string) bool {
 // SandboxStats reads the VM's cgroup on the host: guest RAM the guest
 // touched, QEMU's own memory and virtiofsd, and their CPU time.
 func (h *Handler) SandboxStats(ctx context.Context, sb *store.Sandbox) (*handlers.ContainerStats, error) {
-	cfg := &runtimeapi.PodSandboxConfig{}
-	if err := proto.Unmarshal(sb.Config, cfg); err != nil {
-		return nil, fmt.Errorf("decoding the config of sandbox %s: %w", sb.ID, err)
+	cfg, err := handlers.SandboxConfig(sb)
+	if err != nil {
+		return nil, err
 	}
 	cg, err := h.sandboxCgroup(cfg, sb.ID)
 	if err != nil {
@@ -86,10 +82,5 @@ func (h *Handler) SandboxStats(ctx context.Context, sb *store.Sandbox) (*handler
 	if err != nil {
 		return nil, fmt.Errorf("reading the VM's cgroup %s: %w", cg.Path, err)
 	}
-	st := &handlers.ContainerStats{Timestamp: time.Now(), Detail: d}
-	st.CPUUsageNanos, _ = d.Get(cgroupstat.CPUUsage)
-	st.MemoryUsageBytes, _ = d.Get(cgroupstat.MemoryUsage)
-	st.MemoryWorkingSetBytes, _ = d.Get(cgroupstat.MemoryWorkingSet)
-	st.Processes, _ = d.Get(cgroupstat.Threads)
-	return st, nil
+	return handlers.StatsFrom(d), nil
 }
