@@ -87,27 +87,22 @@ func Create(pin string, root Root) error {
 		nsfd int
 		err  error
 	}
-	res := make(chan made, 1)
-	hold := make(chan struct{})
-	go onSpareThread(func() {
+	// The descriptor of the new namespace keeps it alive once the
+	// thread that made it is gone, until the pin does.
+	var m made
+	onSpareThread(func() {
 		if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
-			res <- made{err: fmt.Errorf("unsharing the mount namespace: %w", err)}
+			m.err = fmt.Errorf("unsharing the mount namespace: %w", err)
 			return
 		}
 		if err := build(root); err != nil {
-			res <- made{err: err}
+			m.err = err
 			return
 		}
-		fd, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			res <- made{err: fmt.Errorf("opening the new namespace: %w", err)}
-			return
+		if m.nsfd, m.err = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0); m.err != nil {
+			m.err = fmt.Errorf("opening the new namespace: %w", m.err)
 		}
-		res <- made{nsfd: fd}
-		<-hold
 	})
-	m := <-res
-	defer close(hold)
 	if m.err != nil {
 		return errors.Join(m.err, os.Remove(pin))
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 
@@ -181,10 +182,21 @@ func TestRunLeavesNoThreadInside(t *testing.T) {
 	if got := self(); got != host {
 		t.Errorf("the main thread is in %s after Run, want the host's %s", got, host)
 	}
-	tasks, _ := os.ReadDir("/proc/self/task")
-	for _, task := range tasks {
-		if ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/mnt"); err == nil && ns != host {
-			t.Errorf("thread %s stayed in %s", task.Name(), ns)
+	// A discarded thread ends just after its goroutine: give the last
+	// ones a moment, then none may be left inside.
+	inside := func() (stayed []string) {
+		tasks, _ := os.ReadDir("/proc/self/task")
+		for _, task := range tasks {
+			if ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/mnt"); err == nil && ns != host {
+				stayed = append(stayed, task.Name()+" in "+ns)
+			}
 		}
+		return stayed
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(inside()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if stayed := inside(); len(stayed) > 0 {
+		t.Errorf("threads stayed in the pod namespace: %q", stayed)
 	}
 }
