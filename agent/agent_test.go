@@ -17,11 +17,12 @@ import (
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/assets"
 )
 
 func TestConstantsMatchTheHost(t *testing.T) {
-	if ModulesOrder != vmm.GuestModulesOrder {
-		t.Errorf("ModulesOrder %q, vmm writes %q", ModulesOrder, vmm.GuestModulesOrder)
+	if ModulesOrder != assets.GuestModulesOrder {
+		t.Errorf("ModulesOrder %q, vmm writes %q", ModulesOrder, assets.GuestModulesOrder)
 	}
 	if TransportSerial != vmm.TransportSerial || TransportVsock != vmm.TransportVsock {
 		t.Error("transport names differ from vmm's")

@@ -28,7 +28,7 @@ const (
 	TransportVsock  = "vsock"
 )
 
-// ModulesOrder is the initrd's list of modules to load (vmm.GuestModulesOrder).
+// ModulesOrder is the initrd's list of modules to load (assets.GuestModulesOrder).
 const ModulesOrder = "/modules.order"
 
 // portWait bounds the wait for the agent's virtio-serial port after

@@ -22,6 +22,7 @@ import (
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/oci"
 	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/assets"
 )
 
 const (
@@ -73,19 +74,19 @@ func guestAssets(t *testing.T) (vmlinux, initrd string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building agent: %v: %s", err, out)
 	}
-	kernel, err := vmm.FindKernel("")
+	kernel, err := assets.FindKernel("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if vmlinux, err = vmm.Vmlinux(ctx, kernel, dir); err != nil {
+	if vmlinux, err = assets.Vmlinux(ctx, kernel, dir); err != nil {
 		t.Fatal(err)
 	}
-	release, err := vmm.KernelRelease(kernel)
+	release, err := assets.KernelRelease(kernel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{
+	initrd, err = assets.Initrd(ctx, assets.InitrdOptions{
 		AgentBinary: agent, KernelRelease: release, CacheDir: dir,
 	})
 	if err != nil {

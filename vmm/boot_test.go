@@ -20,6 +20,7 @@ import (
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/assets"
 )
 
 const qemuPath = "/usr/bin/qemu-system-x86_64"
@@ -33,7 +34,7 @@ var bootMu sync.Mutex
 var (
 	assetsOnce sync.Once
 	assetsDir  string
-	assets     struct {
+	built      struct {
 		vmlinux, initrd, release string
 		err                      error
 	}
@@ -73,7 +74,7 @@ func buildAssets(t *testing.T) (vmlinux, initrd, release string) {
 	assetsOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "crivm-vmm-test-assets-")
 		if err != nil {
-			assets.err = err
+			built.err = err
 			return
 		}
 		assetsDir = dir
@@ -82,35 +83,35 @@ func buildAssets(t *testing.T) (vmlinux, initrd, release string) {
 		cmd := exec.Command("go", "build", "-trimpath", "-tags", "crivm_guestroot", "-ldflags", "-s -w", "-o", agent, "github.com/crivm/crivm/cmd/crivm-agent")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			assets.err = fmt.Errorf("building agent: %v: %s", err, out)
+			built.err = fmt.Errorf("building agent: %v: %s", err, out)
 			return
 		}
-		kernel, err := vmm.FindKernel("")
+		kernel, err := assets.FindKernel("")
 		if err != nil {
-			assets.err = err
+			built.err = err
 			return
 		}
 		ctx := context.Background()
-		if assets.vmlinux, err = vmm.Vmlinux(ctx, kernel, dir); err != nil {
-			assets.err = err
+		if built.vmlinux, err = assets.Vmlinux(ctx, kernel, dir); err != nil {
+			built.err = err
 			return
 		}
-		if assets.release, err = vmm.KernelRelease(kernel); err != nil {
-			assets.err = err
+		if built.release, err = assets.KernelRelease(kernel); err != nil {
+			built.err = err
 			return
 		}
-		assets.initrd, assets.err = vmm.Initrd(ctx, vmm.InitrdOptions{
+		built.initrd, built.err = assets.Initrd(ctx, assets.InitrdOptions{
 			AgentBinary:   agent,
-			KernelRelease: assets.release,
-			Modules:       vmm.BaseGuestModules,
+			KernelRelease: built.release,
+			Modules:       assets.BaseGuestModules,
 			CacheDir:      dir,
 			Compression:   os.Getenv("CRIVM_TEST_INITRD_COMPRESSION"),
 		})
 	})
-	if assets.err != nil {
-		t.Fatalf("building guest assets: %v", assets.err)
+	if built.err != nil {
+		t.Fatalf("building guest assets: %v", built.err)
 	}
-	return assets.vmlinux, assets.initrd, assets.release
+	return built.vmlinux, built.initrd, built.release
 }
 
 // shortDir returns a fresh directory with a path short enough for unix

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/internal/atomicfile"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/podns"
@@ -822,7 +823,7 @@ func writePidfile(dir string, pid int) error {
 		return fmt.Errorf("reading qemu's start time: %w", err)
 	}
 	content := fmt.Sprintf("%d %d\n", pid, start)
-	return writeAtomic(dir, filepath.Join(dir, PidfileName), 0o600, func(f *os.File) error {
+	return atomicfile.Write(dir, filepath.Join(dir, PidfileName), 0o600, func(f *os.File) error {
 		_, err := f.WriteString(content)
 		return err
 	})

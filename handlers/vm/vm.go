@@ -66,6 +66,8 @@ import (
 	"github.com/crivm/crivm/internal/metrics"
 	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/assets"
+	"github.com/crivm/crivm/vmm/hostprobe"
 )
 
 var _ handlers.Handler = (*Handler)(nil)
@@ -118,12 +120,18 @@ type Handler struct {
 	logs sync.Map
 	// exited is the WatchExits callback, set once.
 	exited atomic.Pointer[func(string)]
+
+	// dialer, when set, is how a reconnect reaches a VM's agent instead
+	// of agentDialer of its dir, and reconnectTimeout, when set, bounds
+	// it instead of defaultReconnectTimeout: tests set both, New neither.
+	dialer           func(*vmm.VM) agentproxy.Dialer
+	reconnectTimeout time.Duration
 }
 
 // guestAssets are what every VM boots from.
 type guestAssets struct {
 	vmlinux, initrd, release string
-	accel                    vmm.AccelVerdict
+	accel                    hostprobe.AccelVerdict
 	machine, transport       string
 	// sharedFS is sharedFS9p or sharedFSVirtio (then virtiofsd is its
 	// daemon).
@@ -180,7 +188,7 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if h.assets != nil {
 		return h.assets, nil
 	}
-	kernel, err := vmm.FindKernel(h.cfg.Kernel)
+	kernel, err := assets.FindKernel(h.cfg.Kernel)
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: %w", h.name, err)
 	}
@@ -189,7 +197,7 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 		return nil, err
 	}
 	a := &guestAssets{sharedFS: sharedFS9p}
-	modules := vmm.BaseGuestModules
+	modules := assets.BaseGuestModules
 	if h.cfg.SharedFS == sharedFSVirtio {
 		if a.virtiofsd, err = vmm.FindVirtiofsd(h.cfg.VirtioFSDaemon); err != nil {
 			if h.cfg.VirtioFSDaemon != "" {
@@ -198,16 +206,16 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 			log.G(ctx).Warn("shared_fs is virtio-fs but no virtiofsd is installed: pods share files over 9p", "reason", err)
 		} else {
 			a.sharedFS = sharedFSVirtio
-			modules = slices.Concat(modules, vmm.VirtioFSGuestModules)
+			modules = slices.Concat(modules, assets.VirtioFSGuestModules)
 		}
 	}
-	if a.vmlinux, err = vmm.Vmlinux(ctx, kernel, h.cache); err != nil {
+	if a.vmlinux, err = assets.Vmlinux(ctx, kernel, h.cache); err != nil {
 		return nil, errdefs.FailedPrecondition("extracting vmlinux from %s: %w", kernel, err)
 	}
-	if a.release, err = vmm.KernelRelease(kernel); err != nil {
+	if a.release, err = assets.KernelRelease(kernel); err != nil {
 		return nil, errdefs.FailedPrecondition("reading the release of %s: %w", kernel, err)
 	}
-	if a.accel, err = vmm.ProbeAccel(ctx, vmm.ProbeOptions{QEMUPath: h.cfg.HypervisorPath, Kernel: kernel, CacheDir: h.cache, Requested: h.cfg.Accel}); err != nil {
+	if a.accel, err = hostprobe.ProbeAccel(ctx, hostprobe.ProbeOptions{QEMUPath: h.cfg.HypervisorPath, Kernel: kernel, CacheDir: h.cache, Requested: h.cfg.Accel}); err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: %w", h.name, err)
 	}
 	if a.accel.Accel == vmm.AccelTCG {
@@ -217,15 +225,15 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if a.machine, why = vmm.MachineFor(h.cfg.MachineType, a.accel.Accel); why != "" {
 		log.G(ctx).Warn(why, "handler", h.name)
 	}
-	transport, why, err := vmm.ChooseTransport(h.cfg.AgentTransport)
+	transport, why, err := hostprobe.ChooseTransport(h.cfg.AgentTransport)
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: %w", h.name, err)
 	}
 	if transport == vmm.TransportVsock {
-		modules = slices.Concat(modules, vmm.VsockGuestModules)
+		modules = slices.Concat(modules, assets.VsockGuestModules)
 	}
 	log.G(ctx).Info("agent transport chosen", "transport", transport, "why", why)
-	if a.initrd, err = vmm.Initrd(ctx, vmm.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, Modules: modules}); err != nil {
+	if a.initrd, err = assets.Initrd(ctx, assets.InitrdOptions{AgentBinary: agent, KernelRelease: a.release, CacheDir: h.cache, Modules: modules}); err != nil {
 		return nil, errdefs.FailedPrecondition("building the guest initrd: %w", err)
 	}
 	a.transport = transport

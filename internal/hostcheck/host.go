@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/internal/log"
-	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/hostprobe"
 )
 
 // checkExecutable requires path to resolve to a regular file the caller may
@@ -251,7 +251,7 @@ func overlayMountTest(base string) (err error) {
 }
 
 func checkVhostVsock() Item {
-	ok, why := vmm.VhostVsockAvailable()
+	ok, why := hostprobe.VhostVsockAvailable()
 	it := Item{Name: ItemVhostVsock, OK: ok, Value: yesNo(ok, "present", "missing"), Detail: why}
 	if !ok {
 		it.Detail += ": vm handlers use virtio-serial for the agent"

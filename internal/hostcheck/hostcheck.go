@@ -46,7 +46,7 @@ type Options struct {
 	// CacheDir holds the accel probe verdict. Empty: cfg.Runroot when it is
 	// writable, else a temporary directory removed before Run returns.
 	CacheDir string
-	// ProbeTimeout bounds the probe boot. Zero: vmm.DefaultProbeTimeout.
+	// ProbeTimeout bounds the probe boot. Zero: hostprobe.DefaultProbeTimeout.
 	ProbeTimeout time.Duration
 }
 

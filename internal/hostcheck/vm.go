@@ -11,6 +11,8 @@ import (
 
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/assets"
+	"github.com/crivm/crivm/vmm/hostprobe"
 )
 
 // vmItems are the per-handler items of a vm handler and what its verdict
@@ -30,14 +32,14 @@ func (c *checker) vmHandler(name string, h *configs.RuntimeHandler) vmItems {
 	if err := checkExecutable(h.HypervisorPath); err != nil {
 		v.qemu.Value = "missing"
 		v.qemu.Detail = fmt.Sprintf("hypervisor_path %s: %v", h.HypervisorPath, err)
-	} else if ver, err := vmm.QEMUVersion(c.ctx, h.HypervisorPath); err != nil {
+	} else if ver, err := hostprobe.QEMUVersion(c.ctx, h.HypervisorPath); err != nil {
 		v.qemu.Value = "broken"
 		v.qemu.Detail = err.Error()
 	} else {
 		v.qemu.OK, v.qemu.Value = true, ver
 	}
 
-	kernel, err := vmm.FindKernel(h.Kernel)
+	kernel, err := assets.FindKernel(h.Kernel)
 	v.kernel = Item{Name: ItemGuestKernel, Handler: name}
 	if err != nil {
 		v.kernel.Value, v.kernel.Detail = "missing", err.Error()
@@ -49,7 +51,7 @@ func (c *checker) vmHandler(name string, h *configs.RuntimeHandler) vmItems {
 	c.accel(name, h, v.qemu.OK, kernel, &v)
 
 	v.transport = Item{Name: ItemTransport, Handler: name}
-	t, why, err := vmm.ChooseTransport(h.AgentTransport)
+	t, why, err := hostprobe.ChooseTransport(h.AgentTransport)
 	if err != nil {
 		v.transport.Value, v.transport.Detail = "none", err.Error()
 	} else {
@@ -88,7 +90,7 @@ func (c *checker) accel(name string, h *configs.RuntimeHandler, qemuOK bool, ker
 	defer func() { v.kvm = it }()
 	tcgFallback := func(reason string) {
 		it.Value = vmm.AccelTCG
-		it.Detail = "TCG FALLBACK: KVM not usable (" + reason + "): " + vmm.TCGWarning
+		it.Detail = "TCG FALLBACK: KVM not usable (" + reason + "): " + hostprobe.TCGWarning
 		v.accelText = "TCG (KVM not usable: " + reason + ")"
 		if h.Accel == vmm.AccelKVM {
 			it.Value = "none"
@@ -99,12 +101,12 @@ func (c *checker) accel(name string, h *configs.RuntimeHandler, qemuOK bool, ker
 
 	if h.Accel == vmm.AccelTCG {
 		it.OK, it.Value = true, vmm.AccelTCG
-		it.Detail = "accel = tcg configured: " + vmm.TCGWarning
+		it.Detail = "accel = tcg configured: " + hostprobe.TCGWarning
 		v.accelText = "TCG (configured)"
 		return
 	}
-	if _, err := os.Stat(vmm.KVMDevice); err != nil {
-		reason := vmm.KVMDevice + " missing"
+	if _, err := os.Stat(hostprobe.KVMDevice); err != nil {
+		reason := hostprobe.KVMDevice + " missing"
 		if !errors.Is(err, fs.ErrNotExist) {
 			reason = err.Error()
 		}
@@ -113,8 +115,8 @@ func (c *checker) accel(name string, h *configs.RuntimeHandler, qemuOK bool, ker
 	}
 	if !c.opts.Probe {
 		it.OK, it.Value = true, "present (not probed)"
-		it.Detail = vmm.KVMDevice + " exists; only a probe boot shows whether KVM can run a guest (accel = auto falls back to TCG when it cannot)"
-		v.accelText = "KVM if a guest boots on it (" + vmm.KVMDevice + " present, not probed), else TCG"
+		it.Detail = hostprobe.KVMDevice + " exists; only a probe boot shows whether KVM can run a guest (accel = auto falls back to TCG when it cannot)"
+		v.accelText = "KVM if a guest boots on it (" + hostprobe.KVMDevice + " present, not probed), else TCG"
 		return
 	}
 	if !qemuOK || kernel == "" {
@@ -123,7 +125,7 @@ func (c *checker) accel(name string, h *configs.RuntimeHandler, qemuOK bool, ker
 		v.accelText = "unknown (KVM not probed)"
 		return
 	}
-	verdict, err := vmm.ProbeAccel(c.ctx, vmm.ProbeOptions{
+	verdict, err := hostprobe.ProbeAccel(c.ctx, hostprobe.ProbeOptions{
 		QEMUPath:  h.HypervisorPath,
 		Kernel:    kernel,
 		CacheDir:  c.probeCacheDir(),

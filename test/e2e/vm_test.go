@@ -25,6 +25,7 @@ import (
 	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/testutil"
 	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/hostprobe"
 )
 
 // requiresVM skips unless QEMU and a guest kernel are installed. KVM is not
@@ -556,7 +557,7 @@ func TestVMVirtioFS(t *testing.T) {
 // over vhost-vsock: the pod boots, its container runs, exec and logs work.
 func TestVMVsock(t *testing.T) {
 	requiresVM(t)
-	if ok, why := vmm.VhostVsockAvailable(); !ok {
+	if ok, why := hostprobe.VhostVsockAvailable(); !ok {
 		t.Skipf("the vsock transport cannot run here: %s", why)
 	}
 	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `agent_transport = "vsock"`)

@@ -1,6 +1,7 @@
-package vmm
+package hostprobe
 
 import (
+	"github.com/crivm/crivm/vmm"
 	"strings"
 	"testing"
 )
@@ -12,13 +13,13 @@ func TestChooseTransport(t *testing.T) {
 		want      string
 		wantErr   string
 	}{
-		{requested: "auto", vsockOK: true, want: TransportVsock},
-		{requested: "auto", vsockOK: false, want: TransportSerial},
-		{requested: "", vsockOK: false, want: TransportSerial},
-		{requested: "vsock", vsockOK: true, want: TransportVsock},
+		{requested: "auto", vsockOK: true, want: vmm.TransportVsock},
+		{requested: "auto", vsockOK: false, want: vmm.TransportSerial},
+		{requested: "", vsockOK: false, want: vmm.TransportSerial},
+		{requested: "vsock", vsockOK: true, want: vmm.TransportVsock},
 		{requested: "vsock", vsockOK: false, wantErr: "/dev/vhost-vsock"},
-		{requested: "serial", vsockOK: true, want: TransportSerial},
-		{requested: "serial", vsockOK: false, want: TransportSerial},
+		{requested: "serial", vsockOK: true, want: vmm.TransportSerial},
+		{requested: "serial", vsockOK: false, want: vmm.TransportSerial},
 		{requested: "tcp", vsockOK: true, wantErr: `unknown agent_transport "tcp"`},
 	}
 	for _, tt := range tests {
@@ -49,10 +50,10 @@ func TestVhostVsockAvailableAgrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[bool]string{true: TransportVsock, false: TransportSerial}[ok]; got != want {
+	if want := map[bool]string{true: vmm.TransportVsock, false: vmm.TransportSerial}[ok]; got != want {
 		t.Errorf("vhost-vsock %v (%s) but auto chose %s", ok, why, got)
 	}
-	if !strings.Contains(why, VhostVsockDevice) {
-		t.Errorf("reason %q does not name %s", why, VhostVsockDevice)
+	if !strings.Contains(why, vmm.VhostVsockDevice) {
+		t.Errorf("reason %q does not name %s", why, vmm.VhostVsockDevice)
 	}
 }

@@ -1,4 +1,4 @@
-package vmm
+package hostprobe
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/assets"
 )
 
 // quietCtx drops the fallback warnings the probe logs.
@@ -35,7 +37,7 @@ func fakeProber(t *testing.T, kvmPresent bool, bootID *string, result *bootResul
 		bootID: func() (string, error) { return *bootID, nil },
 		boot: func(ctx context.Context, qemu, kernel, accel string, timeout time.Duration) (bootResult, error) {
 			*boots++
-			if accel != AccelKVM {
+			if accel != vmm.AccelKVM {
 				t.Errorf("probe booted with accel %q, want kvm", accel)
 			}
 			return *result, *bootErr
@@ -60,15 +62,15 @@ func TestProbeAccelModes(t *testing.T) {
 		wantReason string // substring
 		wantErr    string // substring; empty: no error
 	}{
-		{name: "tcg never probes", requested: "tcg", kvmPresent: true, result: booted, wantAccel: AccelTCG, wantReason: "tcg configured"},
-		{name: "auto without /dev/kvm", requested: "auto", wantAccel: AccelTCG, wantReason: "kvm missing"},
-		{name: "empty means auto", requested: "", wantAccel: AccelTCG, wantReason: "kvm missing"},
+		{name: "tcg never probes", requested: "tcg", kvmPresent: true, result: booted, wantAccel: vmm.AccelTCG, wantReason: "tcg configured"},
+		{name: "auto without /dev/kvm", requested: "auto", wantAccel: vmm.AccelTCG, wantReason: "kvm missing"},
+		{name: "empty means auto", requested: "", wantAccel: vmm.AccelTCG, wantReason: "kvm missing"},
 		{name: "kvm without /dev/kvm", requested: "kvm", wantErr: "kvm missing"},
-		{name: "auto, kvm boots", requested: "auto", kvmPresent: true, result: booted, wantAccel: AccelKVM, wantUsable: true, wantBoots: 1, wantReason: "booted under KVM in 900ms"},
-		{name: "auto, kvm hangs", requested: "auto", kvmPresent: true, result: hung, wantAccel: AccelTCG, wantBoots: 1, wantReason: "did not boot under KVM within 10s: KVM is present but cannot run this guest"},
-		{name: "auto, qemu rejects kvm", requested: "auto", kvmPresent: true, result: exited, wantAccel: AccelTCG, wantBoots: 1, wantReason: "failed to initialize kvm"},
+		{name: "auto, kvm boots", requested: "auto", kvmPresent: true, result: booted, wantAccel: vmm.AccelKVM, wantUsable: true, wantBoots: 1, wantReason: "booted under KVM in 900ms"},
+		{name: "auto, kvm hangs", requested: "auto", kvmPresent: true, result: hung, wantAccel: vmm.AccelTCG, wantBoots: 1, wantReason: "did not boot under KVM within 10s: KVM is present but cannot run this guest"},
+		{name: "auto, qemu rejects kvm", requested: "auto", kvmPresent: true, result: exited, wantAccel: vmm.AccelTCG, wantBoots: 1, wantReason: "failed to initialize kvm"},
 		{name: "kvm, kvm hangs", requested: "kvm", kvmPresent: true, result: hung, wantBoots: 1, wantErr: "cannot run this guest"},
-		{name: "kvm, kvm boots", requested: "kvm", kvmPresent: true, result: booted, wantAccel: AccelKVM, wantUsable: true, wantBoots: 1},
+		{name: "kvm, kvm boots", requested: "kvm", kvmPresent: true, result: booted, wantAccel: vmm.AccelKVM, wantUsable: true, wantBoots: 1},
 		{name: "probe cannot run", requested: "auto", kvmPresent: true, bootErr: errors.New("starting qemu: no such file"), wantBoots: 1, wantErr: "probing kvm: starting qemu"},
 		{name: "unknown accel", requested: "hvf", wantErr: `unknown accel "hvf"`},
 	}
@@ -136,7 +138,7 @@ func TestProbeAccelCache(t *testing.T) {
 		if boots != s.wantBoots || v.Cached != s.wantCached {
 			t.Errorf("%s: boots %d cached %v, want %d %v", s.name, boots, v.Cached, s.wantBoots, s.wantCached)
 		}
-		if v.Accel != AccelTCG || v.KVMUsable || v.BootID != bootID {
+		if v.Accel != vmm.AccelTCG || v.KVMUsable || v.BootID != bootID {
 			t.Errorf("%s: verdict %+v", s.name, v)
 		}
 	}
@@ -158,7 +160,7 @@ func TestProbeAccelCache(t *testing.T) {
 	}
 
 	// A cached "not usable" verdict makes accel = kvm fail without a boot.
-	opts.Requested = AccelKVM
+	opts.Requested = vmm.AccelKVM
 	if _, err := p.probe(ctx, opts); err == nil || !strings.Contains(err.Error(), "cannot run this guest") {
 		t.Errorf("kvm with cached failure: err = %v", err)
 	}
@@ -212,13 +214,13 @@ func TestProbeAccelHost(t *testing.T) {
 		t.Skip("/dev/kvm exists: probing it boots a guest; skipped with -short")
 	}
 	qemu, kernel := "/usr/bin/qemu-system-x86_64", ""
-	if k, err := FindKernel(""); err == nil {
+	if k, err := assets.FindKernel(""); err == nil {
 		kernel = k
 	}
 	cacheDir := t.TempDir()
-	v, err := ProbeAccel(quietCtx(), ProbeOptions{QEMUPath: qemu, Kernel: kernel, CacheDir: cacheDir, Requested: AccelAuto})
+	v, err := ProbeAccel(quietCtx(), ProbeOptions{QEMUPath: qemu, Kernel: kernel, CacheDir: cacheDir, Requested: vmm.AccelAuto})
 	if _, statErr := os.Stat(KVMDevice); errors.Is(statErr, os.ErrNotExist) {
-		if err != nil || v.Accel != AccelTCG || v.KVMUsable || v.Reason != "/dev/kvm missing" {
+		if err != nil || v.Accel != vmm.AccelTCG || v.KVMUsable || v.Reason != "/dev/kvm missing" {
 			t.Errorf("no /dev/kvm: got %+v, %v", v, err)
 		}
 		if _, err := os.Stat(filepath.Join(cacheDir, AccelCacheFile)); !os.IsNotExist(err) {
@@ -233,7 +235,7 @@ func TestProbeAccelHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%+v", v)
-	if v.Accel != map[bool]string{true: AccelKVM, false: AccelTCG}[v.KVMUsable] {
+	if v.Accel != map[bool]string{true: vmm.AccelKVM, false: vmm.AccelTCG}[v.KVMUsable] {
 		t.Errorf("verdict %+v", v)
 	}
 }

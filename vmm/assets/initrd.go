@@ -1,4 +1,4 @@
-package vmm
+package assets
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/internal/atomicfile"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 )
@@ -140,7 +141,7 @@ func Initrd(ctx context.Context, opts InitrdOptions) (string, error) {
 		return out, nil
 	}
 	start := time.Now()
-	err = writeAtomic(opts.CacheDir, out, 0o644, func(f *os.File) error {
+	err = atomicfile.Write(opts.CacheDir, out, 0o644, func(f *os.File) error {
 		var w io.Writer = f
 		var zw *gzip.Writer
 		if opts.Compression == InitrdGzip {

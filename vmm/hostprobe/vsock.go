@@ -1,26 +1,18 @@
-package vmm
+package hostprobe
 
 import (
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-)
 
-// VhostVsockDevice is the host device QEMU's vhost-vsock-pci needs.
-const VhostVsockDevice = "/dev/vhost-vsock"
-
-// Agent transports.
-const (
-	TransportAuto   = "auto"
-	TransportVsock  = "vsock"
-	TransportSerial = "serial"
+	"github.com/crivm/crivm/vmm"
 )
 
 // VhostVsockAvailable reports whether /dev/vhost-vsock exists and opens
 // read-write, and why not when it does not.
 func VhostVsockAvailable() (bool, string) {
-	return deviceUsable(VhostVsockDevice)
+	return deviceUsable(vmm.VhostVsockDevice)
 }
 
 // deviceUsable opens dev read-write (what QEMU does) and closes it again.
@@ -46,18 +38,18 @@ func ChooseTransport(requested string) (string, string, error) {
 
 func chooseTransport(requested string, vsockOK bool, why string) (string, string, error) {
 	switch requested {
-	case TransportAuto, "":
+	case vmm.TransportAuto, "":
 		if vsockOK {
-			return TransportVsock, "auto: " + why, nil
+			return vmm.TransportVsock, "auto: " + why, nil
 		}
-		return TransportSerial, "auto: " + why + ", using virtio-serial", nil
-	case TransportVsock:
+		return vmm.TransportSerial, "auto: " + why + ", using virtio-serial", nil
+	case vmm.TransportVsock:
 		if !vsockOK {
-			return "", "", fmt.Errorf("agent_transport = vsock but %s is not usable: %s", VhostVsockDevice, why)
+			return "", "", fmt.Errorf("agent_transport = vsock but %s is not usable: %s", vmm.VhostVsockDevice, why)
 		}
-		return TransportVsock, "configured: " + why, nil
-	case TransportSerial:
-		return TransportSerial, "configured", nil
+		return vmm.TransportVsock, "configured: " + why, nil
+	case vmm.TransportSerial:
+		return vmm.TransportSerial, "configured", nil
 	}
 	return "", "", fmt.Errorf("unknown agent_transport %q (want auto, vsock or serial)", requested)
 }

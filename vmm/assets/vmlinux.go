@@ -1,4 +1,4 @@
-package vmm
+package assets
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/crivm/crivm/internal/atomicfile"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 )
@@ -134,7 +135,7 @@ func Vmlinux(ctx context.Context, bzImage, cacheDir string) (string, error) {
 		wantSize = int64(binary.LittleEndian.Uint32(img[p.offset+p.length-4:]))
 	}
 	start := time.Now()
-	err = writeAtomic(cacheDir, out, 0o644, func(f *os.File) error {
+	err = atomicfile.Write(cacheDir, out, 0o644, func(f *os.File) error {
 		n, err := decompress(ctx, p.format, bytes.NewReader(data), f)
 		if err != nil {
 			return fmt.Errorf("decompressing %s payload at offset %d: %w", p.format, p.offset, err)
@@ -261,30 +262,4 @@ func cacheKey(parts ...string) string {
 		fmt.Fprintf(h, "%d:%s\n", len(p), p)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
-}
-
-// writeAtomic creates path through a temporary file in dir that fill writes
-// (and may read back); path appears only when fill succeeded.
-func writeAtomic(dir, path string, mode os.FileMode, fill func(f *os.File) error) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after a successful rename
-	if err := fill(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

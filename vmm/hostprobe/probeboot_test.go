@@ -1,8 +1,9 @@
-package vmm
+package hostprobe
 
 import (
 	"bytes"
 	"context"
+	"github.com/crivm/crivm/vmm"
 	"io"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crivm/crivm/vmm/assets"
 )
 
 // realProbeInputs returns the host's QEMU and a kernel from /boot, or skips
@@ -23,7 +26,7 @@ func realProbeInputs(t *testing.T) (string, string) {
 	if err != nil {
 		t.Skip("qemu-system-x86_64 not found in PATH (apt-get install qemu-system-x86)")
 	}
-	kernel, err := FindKernel("")
+	kernel, err := assets.FindKernel("")
 	if err != nil {
 		t.Skipf("no /boot/vmlinuz-* to boot (apt-get install linux-image-amd64): %v", err)
 	}
@@ -33,7 +36,7 @@ func realProbeInputs(t *testing.T) (string, string) {
 func TestProbeBootTCG(t *testing.T) {
 	qemu, kernel := realProbeInputs(t)
 	start := time.Now()
-	booted, detail, err := probeBoot(context.Background(), qemu, kernel, AccelTCG, 60*time.Second)
+	booted, detail, err := probeBoot(context.Background(), qemu, kernel, vmm.AccelTCG, 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +53,7 @@ func TestProbeBootTimeoutLeavesNothing(t *testing.T) {
 	// A private copy makes this probe's command line unique on the host.
 	own := filepath.Join(t.TempDir(), "vmlinuz-probe-timeout")
 	copyFile(t, kernel, own)
-	r, err := runProbeBoot(context.Background(), qemu, own, AccelTCG, 500*time.Millisecond)
+	r, err := runProbeBoot(context.Background(), qemu, own, vmm.AccelTCG, 500*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,14 +80,14 @@ func TestProbeBootCancel(t *testing.T) {
 	qemu, kernel := realProbeInputs(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, _, err := probeBoot(ctx, qemu, kernel, AccelTCG, 60*time.Second)
+	_, _, err := probeBoot(ctx, qemu, kernel, vmm.AccelTCG, 60*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
 		t.Errorf("err = %v, want the context's error", err)
 	}
 }
 
 func TestProbeBootNoQEMU(t *testing.T) {
-	_, _, err := probeBoot(context.Background(), filepath.Join(t.TempDir(), "qemu"), "/nonexistent", AccelTCG, time.Second)
+	_, _, err := probeBoot(context.Background(), filepath.Join(t.TempDir(), "qemu"), "/nonexistent", vmm.AccelTCG, time.Second)
 	if err == nil || !strings.Contains(err.Error(), "starting") {
 		t.Errorf("err = %v", err)
 	}

@@ -1,4 +1,4 @@
-package vmm
+package hostprobe
 
 import (
 	"context"
@@ -11,13 +11,7 @@ import (
 	"time"
 
 	"github.com/crivm/crivm/internal/log"
-)
-
-// Accelerators and the accel setting.
-const (
-	AccelAuto = "auto"
-	AccelKVM  = "kvm"
-	AccelTCG  = "tcg"
+	"github.com/crivm/crivm/vmm"
 )
 
 // KVMDevice is the device QEMU opens for -accel kvm.
@@ -93,11 +87,11 @@ func (p prober) probe(ctx context.Context, opts ProbeOptions) (AccelVerdict, err
 	v := AccelVerdict{BootID: bootID, ProbedAt: p.now()}
 
 	switch opts.Requested {
-	case AccelTCG:
-		v.Accel = AccelTCG
+	case vmm.AccelTCG:
+		v.Accel = vmm.AccelTCG
 		v.Reason = "accel = tcg configured"
 		return v, nil
-	case AccelKVM, AccelAuto, "":
+	case vmm.AccelKVM, vmm.AccelAuto, "":
 	default:
 		return v, fmt.Errorf("probing accel: unknown accel %q (want auto, kvm or tcg)", opts.Requested)
 	}
@@ -107,13 +101,13 @@ func (p prober) probe(ctx context.Context, opts ProbeOptions) (AccelVerdict, err
 		return v, fmt.Errorf("probing kvm: %w", err)
 	}
 	if kv.KVMUsable {
-		kv.Accel = AccelKVM
+		kv.Accel = vmm.AccelKVM
 		return kv, nil
 	}
-	if opts.Requested == AccelKVM {
+	if opts.Requested == vmm.AccelKVM {
 		return kv, fmt.Errorf("accel = kvm but KVM is not usable: %s", kv.Reason)
 	}
-	kv.Accel = AccelTCG
+	kv.Accel = vmm.AccelTCG
 	log.G(ctx).Warn("KVM not usable, falling back to TCG: "+TCGWarning, "reason", kv.Reason)
 	return kv, nil
 }
@@ -140,7 +134,7 @@ func (p prober) kvmVerdict(ctx context.Context, opts ProbeOptions, bootID string
 		return v, errors.New("probe needs a qemu path and a kernel")
 	}
 	log.G(ctx).Info("probing KVM with a guest boot", "qemu", opts.QEMUPath, "kernel", opts.Kernel, "timeout", opts.Timeout)
-	r, err := p.boot(ctx, opts.QEMUPath, opts.Kernel, AccelKVM, opts.Timeout)
+	r, err := p.boot(ctx, opts.QEMUPath, opts.Kernel, vmm.AccelKVM, opts.Timeout)
 	if err != nil {
 		return v, err
 	}
