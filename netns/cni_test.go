@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/test/framework"
 )
 
 // testNet is a bridge network private to one test: its own bridge, subnet,
@@ -29,7 +30,7 @@ type testNet struct {
 	confDir string
 	plugins []string
 	m       *Manager
-	before  State
+	before  framework.NetState
 }
 
 // freeSubnet picks 10.233.X.0/24 with an X no host interface uses.
@@ -91,12 +92,12 @@ func newTestNet(t *testing.T, pluginDirs []string, middle ...string) *testNet {
 			!strings.Contains(string(out), "Cannot find device") {
 			t.Errorf("deleting bridge %s: %v: %s", tn.tag, err, out)
 		}
-		_ = os.RemoveAll(filepath.Join(HostLocalDir, tn.tag))
+		_ = os.RemoveAll(filepath.Join(framework.HostLocalDir, tn.tag))
 		_ = os.WriteFile("/proc/sys/net/ipv4/ip_forward", fwd, 0o644)
 	})
 
 	tn.m = NewManager(Options{ConfDir: tn.confDir, PluginDirs: tn.plugins, CacheDir: t.TempDir()})
-	if tn.before, err = Snapshot(); err != nil {
+	if tn.before, err = framework.NetSnapshot(); err != nil {
 		t.Fatal(err)
 	}
 	return tn
@@ -229,7 +230,7 @@ func TestBridgeSetupTeardown(t *testing.T) {
 	t.Logf("pod a %v, pod b %v, gateway %s", a.res.IPs, b.res.IPs, tn.gateway)
 
 	// The leak check sees what a live pod holds.
-	during, err := Snapshot()
+	during, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}

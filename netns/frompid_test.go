@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/test/framework"
 )
 
 // TestNewFromPID: the network namespace of a process in its own user
@@ -19,7 +20,7 @@ import (
 func TestNewFromPID(t *testing.T) {
 	requireRoot(t)
 	tag := uniqueTag(t)
-	before, err := Snapshot()
+	before, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,8 @@
 // (by default under /var/run/netns, the place `ip netns` uses), so it
 // outlives any process and survives a daemon restart. The Manager attaches
 // such a namespace to the default CNI network through libcni and detaches it
-// again; leakcheck.go holds the helpers tests use to prove that nothing was
-// left behind.
+// again; the helpers tests use to prove that nothing was left behind are in
+// test/framework/leakcheck.go.
 package netns
 
 import (

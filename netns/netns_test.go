@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/test/framework"
 )
 
 // requireRoot skips tests that create namespaces, mounts and interfaces.
@@ -46,16 +47,16 @@ func uniqueTag(t *testing.T) string {
 }
 
 // checkNoLeaks fails t when anything matching tags was added since before.
-func checkNoLeaks(t *testing.T, before State, tags ...string) {
+func checkNoLeaks(t *testing.T, before framework.NetState, tags ...string) {
 	t.Helper()
 	diff, err := before.Leaks(5 * time.Second)
 	if err != nil {
 		t.Fatalf("leak snapshot: %v", err)
 	}
-	if own := Matching(diff, tags...); len(own) > 0 {
+	if own := framework.Matching(diff, tags...); len(own) > 0 {
 		t.Errorf("left behind:\n  %s", strings.Join(own, "\n  "))
 	}
-	if other := len(diff) - len(Matching(diff, tags...)); other > 0 {
+	if other := len(diff) - len(framework.Matching(diff, tags...)); other > 0 {
 		t.Logf("ignoring %d entries of other tests: %v", other, diff)
 	}
 }
@@ -104,7 +105,7 @@ func isMountpoint(t *testing.T, path string) bool {
 func TestNewRemove(t *testing.T) {
 	requireRoot(t)
 	tag := uniqueTag(t)
-	before, err := Snapshot()
+	before, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestNewInvalid(t *testing.T) {
 func TestNewFailureLeavesNothing(t *testing.T) {
 	requireRoot(t)
 	tag := uniqueTag(t)
-	before, err := Snapshot()
+	before, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}

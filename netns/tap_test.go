@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/test/framework"
 )
 
 // tapTopo is a pod namespace whose eth0 is one end of a veth pair; the other
@@ -225,7 +226,7 @@ func arpOrUDPTo(ip net.IP) func([]byte) bool {
 
 func TestMirrorTap(t *testing.T) {
 	requireRoot(t)
-	before, err := Snapshot()
+	before, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +473,7 @@ func TestMirrorTap(t *testing.T) {
 
 func TestMirrorTapMissing(t *testing.T) {
 	requireRoot(t)
-	before, err := Snapshot()
+	before, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +517,7 @@ func TestMirrorTapMissing(t *testing.T) {
 // tap its MTU and both ingress qdiscs, and RemoveTap takes all of it away.
 func TestCreateTapThenMirror(t *testing.T) {
 	requireRoot(t)
-	before, err := Snapshot()
+	before, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -573,7 +574,7 @@ func TestCreateTapThenMirror(t *testing.T) {
 
 func TestMirrorTapFailureLeavesNothing(t *testing.T) {
 	requireRoot(t)
-	before, err := Snapshot()
+	before, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	criclient "k8s.io/cri-client/pkg"
 
-	"github.com/crivm/crivm/netns"
 	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/registry"
 	"github.com/crivm/crivm/test/testutil"
@@ -30,7 +29,7 @@ type runcEnv struct {
 	rs      internalapi.RuntimeService
 	is      internalapi.ImageManagerService
 	busybox string
-	before  netns.State
+	before  framework.NetState
 	// ids are the sandboxes and containers the test made, for leak checks.
 	ids []string
 }
@@ -45,7 +44,7 @@ func newRuncEnv(t *testing.T, dropIn ...string) *runcEnv {
 	testutil.RequiresBinary(t, "conmon")
 	testutil.RequiresBinary(t, "/usr/lib/cni/bridge")
 	ctx := context.Background()
-	before, err := netns.Snapshot()
+	before, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +100,7 @@ func (e *runcEnv) checkNoLeaks(t *testing.T, ids ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mine := netns.Matching(leaks, append(ids, e.br.Name)...); len(mine) > 0 {
+	if mine := framework.Matching(leaks, append(ids, e.br.Name)...); len(mine) > 0 {
 		t.Errorf("left behind: %v", mine)
 	}
 	for _, id := range ids {

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crivm/crivm/netns"
+	"github.com/crivm/crivm/test/framework"
 )
 
 // hostState is what a refused request must leave untouched: the daemon's
@@ -24,7 +24,7 @@ type hostState struct {
 	sandboxes  int
 	containers int
 	steps      int
-	net        netns.State
+	net        framework.NetState
 }
 
 func (e *runcEnv) hostState(t *testing.T) hostState {
@@ -38,7 +38,7 @@ func (e *runcEnv) hostState(t *testing.T) hostState {
 	if err != nil {
 		t.Fatal(err)
 	}
-	net, err := netns.Snapshot()
+	net, err := framework.NetSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func (e *runcEnv) checkNothingCreated(t *testing.T, before hostState) {
 			mine = append(mine, d)
 		}
 	}
-	mine = append(mine, netns.Matching(before.net.Diff(after.net), e.br.Name)...)
+	mine = append(mine, framework.Matching(before.net.Diff(after.net), e.br.Name)...)
 	if len(mine) > 0 {
 		t.Errorf("network state created: %v", mine)
 	}

@@ -56,7 +56,7 @@ type env struct {
 	kubeletRoot  string
 	staticDir    string
 	hostKernel   string
-	netBefore    netns.State
+	netBefore    framework.NetState
 	host         *hostState
 	kubelet      *proc
 	apiserver    *proc
@@ -195,7 +195,7 @@ func (e *env) kubeletNotes() {
 func (e *env) startCrivm(c *sc) {
 	ctx := context.Background()
 	var err error
-	if e.netBefore, err = netns.Snapshot(); err != nil {
+	if e.netBefore, err = framework.NetSnapshot(); err != nil {
 		c.Fatal(err)
 	}
 	kr, err := os.MkdirTemp("", "crivm-nodee2e-kubelet-")
@@ -765,8 +765,8 @@ func (e *env) scanHost(handler string) (hostScan, error) {
 	if err != nil {
 		return s, err
 	}
-	s.net = netns.Matching(leaks, subs...)
-	s.veths = netns.Matching(leaks, "master="+e.br.Name)
+	s.net = framework.Matching(leaks, subs...)
+	s.veths = framework.Matching(leaks, "master="+e.br.Name)
 
 	skip := map[int]bool{os.Getpid(): true, e.d.Pid(): true}
 	if e.kubelet != nil && e.kubelet.cmd != nil {

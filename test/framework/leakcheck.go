@@ -1,4 +1,4 @@
-package netns
+package framework
 
 import (
 	"bufio"
@@ -15,16 +15,19 @@ import (
 	"time"
 )
 
-// Locations Snapshot inspects.
+// Locations NetSnapshot inspects.
 const (
 	// HostLocalDir is where the host-local IPAM plugin records allocations,
 	// one directory per network and one file per IP.
 	HostLocalDir = "/var/lib/cni/networks"
 	sysClassNet  = "/sys/class/net"
 	mountInfo    = "/proc/self/mountinfo"
+	// netnsDir is netns.DefaultDir, spelled out: netns's own tests import
+	// this package, so it cannot import netns.
+	netnsDir = "/var/run/netns"
 )
 
-// State is what a pod network can leave on the host: namespace files, veth
+// NetState is what a pod network can leave on the host: namespace files, veth
 // interfaces, namespace mounts, host-local IP allocations and per-container
 // iptables NAT chains (portmap's CNI-DN-*, bridge ipMasq's CNI-*). Each
 // field is sorted; entries may repeat (two identical mounts).
@@ -32,32 +35,32 @@ const (
 // The state is host-wide. Tests that run in parallel with other tests
 // creating pod networks see their state too; entries carry names, container
 // IDs and bridge names for filtering.
-type State struct {
-	NetNSFiles    []string // paths under DefaultDir
+type NetState struct {
+	NetNSFiles    []string // paths under netnsDir
 	Interfaces    []string // "vethXXXX master=BRIDGE"
 	Mounts        []string // "MOUNTPOINT FSTYPE ROOT" of nsfs mounts and mounts below a netns directory
 	IPAllocations []string // "NETWORK/IP container=ID ifname=IF"
 	IptablesNAT   []string // "iptables CHAIN network=N container=ID" (ip6tables likewise; owner when known)
 }
 
-// Snapshot captures the current State.
-func Snapshot() (State, error) {
-	var s State
+// NetSnapshot captures the current NetState.
+func NetSnapshot() (NetState, error) {
+	var s NetState
 	var err error
-	if s.NetNSFiles, err = netnsFiles(DefaultDir); err != nil {
-		return State{}, err
+	if s.NetNSFiles, err = netnsFiles(netnsDir); err != nil {
+		return NetState{}, err
 	}
 	if s.Interfaces, err = vethInterfaces(); err != nil {
-		return State{}, err
+		return NetState{}, err
 	}
 	if s.Mounts, err = netnsMounts(); err != nil {
-		return State{}, err
+		return NetState{}, err
 	}
 	if s.IPAllocations, err = hostLocalAllocations(HostLocalDir); err != nil {
-		return State{}, err
+		return NetState{}, err
 	}
 	if s.IptablesNAT, err = cniNATChains(); err != nil {
-		return State{}, err
+		return NetState{}, err
 	}
 	return s, nil
 }
@@ -65,7 +68,7 @@ func Snapshot() (State, error) {
 // Diff lists what after holds that s does not, one line per entry, prefixed
 // with its kind ("netns file", "interface", "mount", "ip allocation",
 // "iptables chain").
-func (s State) Diff(after State) []string {
+func (s NetState) Diff(after NetState) []string {
 	var out []string
 	add := func(kind string, before, now []string) {
 		for _, e := range added(before, now) {
@@ -84,10 +87,10 @@ func (s State) Diff(after State) []string {
 // and returns the last Diff. The kernel destroys a namespace, and the veth
 // inside it, asynchronously after its last reference goes, so a check right
 // after teardown may need a moment.
-func (s State) Leaks(timeout time.Duration) ([]string, error) {
+func (s NetState) Leaks(timeout time.Duration) ([]string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		now, err := Snapshot()
+		now, err := NetSnapshot()
 		if err != nil {
 			return nil, err
 		}
