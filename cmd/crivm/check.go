@@ -8,7 +8,7 @@ import (
 	"io"
 
 	"github.com/crivm/crivm/configs"
-	"github.com/crivm/crivm/internal/hostcheck"
+	"github.com/crivm/crivm/hostcheck"
 	"github.com/crivm/crivm/internal/log"
 )
 
