@@ -34,18 +34,6 @@ func (s *RuntimeService) UpdateContainerResources(ctx context.Context, req *runt
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }
 
-// ReopenContainerLog asks the container's monitor to reopen its log file.
-func (s *RuntimeService) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	c, h, err := s.liveContainer(ctx, req.GetContainerId())
-	if err != nil {
-		return nil, err
-	}
-	if err := h.ReopenLog(ctx, c); err != nil {
-		return nil, fmt.Errorf("reopening log of %s: %w", c.ID, err)
-	}
-	return &runtimeapi.ReopenContainerLogResponse{}, nil
-}
-
 // liveContainer finds a container that has not exited, and its handler.
 func (s *RuntimeService) liveContainer(ctx context.Context, id string) (*store.Container, handlers.Handler, error) {
 	c, err := s.deps.Store.Containers.Get(id)

@@ -8,7 +8,6 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/store"
 )
@@ -61,26 +60,6 @@ func (b *eventBus) publish(l *slog.Logger, ev *runtimeapi.ContainerEventResponse
 	}
 }
 
-// GetContainerEvents streams container and sandbox lifecycle events until
-// the client goes away, or until it falls so far behind that it is dropped.
-func (s *RuntimeService) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
-	sub, cancel := s.events.subscribe()
-	defer cancel()
-	ctx := stream.Context()
-	for {
-		select {
-		case ev := <-sub.ch:
-			if err := stream.Send(ev); err != nil {
-				return err
-			}
-		case <-sub.dropped:
-			return errdefs.Newf(errdefs.ErrResourceExhausted, "event subscriber fell %d events behind and was dropped", eventBufferSize)
-		case <-ctx.Done():
-			return nil
-		}
-	}
-}
-
 // emitContainer publishes an event about c with its pod's status attached.
 func (s *RuntimeService) emitContainer(ctx context.Context, c *store.Container, typ runtimeapi.ContainerEventType) {
 	ev := &runtimeapi.ContainerEventResponse{ContainerId: c.ID, ContainerEventType: typ, CreatedAt: time.Now().UnixNano()}
@@ -111,51 +90,5 @@ func (s *RuntimeService) attachStatuses(ctx context.Context, ev *runtimeapi.Cont
 		if st, err := s.containerStatus(ctx, c); err == nil {
 			ev.ContainersStatuses = append(ev.ContainersStatuses, st)
 		}
-	}
-}
-
-// Restore reattaches every handler to the ready sandboxes a previous daemon
-// left running. A sandbox that cannot be reattached is marked NotReady.
-func (s *RuntimeService) Restore(ctx context.Context) {
-	for _, sb := range s.deps.Store.Sandboxes.List(func(sb *store.Sandbox) bool { return sb.State == store.SandboxReady }) {
-		h, err := s.sandboxHandler(sb)
-		if err != nil {
-			continue
-		}
-		ctrs := s.deps.Store.Containers.List(func(c *store.Container) bool {
-			return c.SandboxID == sb.ID && c.State != store.ContainerExited
-		})
-		if err := h.Restore(ctx, sb, ctrs); err != nil {
-			log.G(ctx).Warn("cannot reattach to a sandbox: marking it NotReady", "sandbox", sb.ID, "err", err)
-			s.setSandboxNotReady(ctx, sb.ID)
-		}
-	}
-}
-
-// WatchExits follows every handler's exits until ctx ends, turning each into
-// a state change (and so an event) without waiting for the next poll.
-func (s *RuntimeService) WatchExits(ctx context.Context) error {
-	for name, e := range s.deps.Handlers {
-		if e.Handler == nil {
-			continue
-		}
-		if err := e.Handler.WatchExits(ctx, func(id string) { s.onExit(ctx, id) }); err != nil {
-			return errdefs.Newf(errdefs.ErrUnavailable, "watching exits of handler %q: %w", name, err)
-		}
-	}
-	return nil
-}
-
-func (s *RuntimeService) onExit(ctx context.Context, id string) {
-	if c, err := s.deps.Store.Containers.Get(id); err == nil {
-		unlock := s.locks.lock(c.ID)
-		defer unlock()
-		if c, err = s.deps.Store.Containers.Get(id); err == nil {
-			s.refreshContainer(ctx, c)
-		}
-		return
-	}
-	if sb, err := s.deps.Store.Sandboxes.Get(id); err == nil {
-		s.refreshSandbox(ctx, sb)
 	}
 }

@@ -85,3 +85,21 @@ func markExited(c *store.Container) {
 		c.FinishedAt = fi.ModTime()
 	}
 }
+
+// Restore reattaches every handler to the ready sandboxes a previous daemon
+// left running. A sandbox that cannot be reattached is marked NotReady.
+func (s *RuntimeService) Restore(ctx context.Context) {
+	for _, sb := range s.deps.Store.Sandboxes.List(func(sb *store.Sandbox) bool { return sb.State == store.SandboxReady }) {
+		h, err := s.sandboxHandler(sb)
+		if err != nil {
+			continue
+		}
+		ctrs := s.deps.Store.Containers.List(func(c *store.Container) bool {
+			return c.SandboxID == sb.ID && c.State != store.ContainerExited
+		})
+		if err := h.Restore(ctx, sb, ctrs); err != nil {
+			log.G(ctx).Warn("cannot reattach to a sandbox: marking it NotReady", "sandbox", sb.ID, "err", err)
+			s.setSandboxNotReady(ctx, sb.ID)
+		}
+	}
+}
