@@ -5,9 +5,13 @@ package configs
 
 import (
 	_ "embed"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+
+	"github.com/BurntSushi/toml"
 )
 
 // DefaultTemplate is the full commented default configuration. It is also
@@ -145,31 +149,22 @@ type ImageConfig struct {
 	StorageDriver string `toml:"storage_driver" json:"storage_driver"`
 }
 
-// vmDefaults fills a vm handler table that a drop-in adds under a new name.
-var vmDefaults = RuntimeHandler{
-	Hypervisor:       "qemu",
-	HypervisorPath:   "/usr/bin/qemu-system-x86_64",
-	Accel:            "auto",
-	MachineType:      "q35",
-	DefaultVCPUs:     1,
-	DefaultMemoryMiB: 256,
-	VMMUIDBase:       3000000000,
-	VMMUIDCount:      65536,
-	SharedFS:         "9p",
-	AgentTransport:   "auto",
-	VirtioFSCache:    "auto",
-}
-
-// ociDefaults fills an oci handler table that a drop-in adds under a new name.
-var ociDefaults = RuntimeHandler{
-	RuntimePath: "/usr/sbin/runc",
-	MonitorPath: "/usr/bin/conmon",
-}
+// templateHandlers are the handler tables of DefaultTemplate, the one
+// place where a handler's defaults are written: a table a drop-in adds
+// under a new name is filled from the template's table of its type ("vm"
+// for runtime_type = "vm", "runc" otherwise).
+var templateHandlers = sync.OnceValue(func() map[string]*RuntimeHandler {
+	var fc fileConfig
+	if _, err := toml.Decode(DefaultTemplate, &fc); err != nil {
+		panic(fmt.Sprintf("embedded default config does not parse: %v", err))
+	}
+	return fc.Crivm.Runtime.Runtimes
+})
 
 func (h *RuntimeHandler) fillDefaults() {
-	d := ociDefaults
+	d := templateHandlers()["runc"]
 	if h.RuntimeType == RuntimeTypeVM {
-		d = vmDefaults
+		d = templateHandlers()["vm"]
 	}
 	fill := func(dst *string, v string) {
 		if *dst == "" {

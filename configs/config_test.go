@@ -77,6 +77,9 @@ root = "/srv/crivm"
 [crivm.runtime.runtimes.fastvm]
 runtime_type = "vm"
 default_memory_mib = 128
+[crivm.runtime.runtimes.crun]
+runtime_type = "oci"
+runtime_path = "/usr/bin/crun"
 `,
 		"conf.d/ignored.txt": `not = "toml at all`,
 	})
@@ -101,6 +104,10 @@ default_memory_mib = 128
 		{"alias kept", strings.Join(c.Runtime.Runtimes["vm"].Aliases, ","), "kata"},
 		{"new handler gets vm defaults", c.Runtime.Runtimes["fastvm"].Accel, "auto"},
 		{"new handler own key", c.Runtime.Runtimes["fastvm"].DefaultMemoryMiB, 128},
+		{"new vm handler gets the template's vcpus", c.Runtime.Runtimes["fastvm"].DefaultVCPUs, Defaults().Runtime.Runtimes["vm"].DefaultVCPUs},
+		{"new vm handler gets the template's uid range", c.Runtime.Runtimes["fastvm"].VMMUIDCount, Defaults().Runtime.Runtimes["vm"].VMMUIDCount},
+		{"new oci handler gets the template's monitor", c.Runtime.Runtimes["crun"].MonitorPath, "/usr/bin/conmon"},
+		{"new oci handler own key", c.Runtime.Runtimes["crun"].RuntimePath, "/usr/bin/crun"},
 		{"flag overrides", c.Runroot, "/tmp/rr"},
 		{"seccomp_use_default_when_empty set", c.Runtime.SeccompUseDefaultWhenEmpty, true},
 		{"source of log_level", l.Source["crivm.log_level"], filepath.Join(dir, "conf.d/20-later.conf")},

@@ -391,14 +391,14 @@ func TestVMStartFailureLeavesNothing(t *testing.T) {
 	k := filepath.Join(dir, "k")
 	os.WriteFile(k, []byte("not a kernel"), 0o644)
 	_, err := vmm.Start(context.Background(), vmm.MachineConfig{
-		QEMUPath: qemuPath, Accel: vmm.AccelTCG, MachineType: "no-such-machine",
+		QEMUPath: qemuPath, Accel: vmm.AccelTCG, MachineType: "no-such-machine", MemoryMiB: 256,
 		Kernel: k, Initrd: k, Dir: dir,
 	})
 	if err == nil || !strings.Contains(err.Error(), "unsupported machine type") {
 		t.Fatalf("Start with a bad machine type = %v, want QEMU's error", err)
 	}
 	assertNoSockets(t, dir)
-	if _, err := vmm.Start(context.Background(), vmm.MachineConfig{QEMUPath: qemuPath, Accel: vmm.AccelTCG, Kernel: "/nonexistent", Initrd: k, Dir: dir}); !errdefs.IsClass(err, errdefs.ErrFailedPrecondition) {
+	if _, err := vmm.Start(context.Background(), vmm.MachineConfig{QEMUPath: qemuPath, Accel: vmm.AccelTCG, MemoryMiB: 256, Kernel: "/nonexistent", Initrd: k, Dir: dir}); !errdefs.IsClass(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("missing kernel: %v, want FailedPrecondition", err)
 	}
 }
@@ -498,7 +498,7 @@ func TestVMStopFallsBackToQuit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := shortDir(t)
-	cfg := vmm.MachineConfig{QEMUPath: qemuPath, Accel: vmm.AccelTCG, Kernel: vmlinux, Initrd: initrd, Dir: dir}
+	cfg := vmm.MachineConfig{QEMUPath: qemuPath, Accel: vmm.AccelTCG, MemoryMiB: 256, Kernel: vmlinux, Initrd: initrd, Dir: dir}
 	vm, err := vmm.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -99,8 +99,10 @@ type MachineConfig struct {
 	// here (see MachineFor).
 	MachineType string
 	// CPU defaults to host under KVM and qemu64 under TCG.
-	CPU       string
-	VCPUs     int
+	CPU   string
+	VCPUs int
+	// MemoryMiB is guest RAM; required (the handler sizes it from the pod
+	// and its configured default_memory_mib).
 	MemoryMiB int
 	// TBSizeMiB is TCG's translation cache size; zero: QEMU's default.
 	// 32 trims ~16 MB of host memory per VM.
@@ -152,6 +154,9 @@ func (c *MachineConfig) validate() error {
 	case AccelKVM, AccelTCG:
 	default:
 		return errdefs.InvalidArgument("accel %q: want kvm or tcg", c.Accel)
+	}
+	if c.MemoryMiB <= 0 {
+		return errdefs.InvalidArgument("guest memory of %d MiB", c.MemoryMiB)
 	}
 	if c.Dir == "" || !filepath.IsAbs(c.Dir) {
 		return errdefs.InvalidArgument("vm dir %q must be an absolute path", c.Dir)
@@ -222,9 +227,6 @@ func (c *MachineConfig) withDefaults() MachineConfig {
 	}
 	if d.VCPUs <= 0 {
 		d.VCPUs = 1
-	}
-	if d.MemoryMiB <= 0 {
-		d.MemoryMiB = 256
 	}
 	if d.Name == "" {
 		d.Name = filepath.Base(d.Dir)

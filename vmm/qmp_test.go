@@ -170,7 +170,7 @@ func TestQMPNotQMP(t *testing.T) {
 
 func TestQEMUArgs(t *testing.T) {
 	c := (&MachineConfig{
-		QEMUPath: "/usr/bin/qemu-system-x86_64", Accel: AccelTCG, TBSizeMiB: 32,
+		QEMUPath: "/usr/bin/qemu-system-x86_64", Accel: AccelTCG, TBSizeMiB: 32, MemoryMiB: 256,
 		Kernel: "/k", Initrd: "/i", KernelArgs: "crivm.debug", Dir: "/run/vm/x",
 		SharedDirs: []SharedDir{{Tag: "rootfs", HostPath: "/srv/r", ReadOnly: true}},
 		Taps:       []Tap{{Name: "tap0", MAC: "02:00:00:00:00:01"}},
@@ -273,7 +273,7 @@ func TestMachineConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	good := MachineConfig{QEMUPath: "/bin/sh", Accel: AccelTCG, Kernel: k, Initrd: k, Dir: "/run/crivm/vm/abc"}
+	good := MachineConfig{QEMUPath: "/bin/sh", Accel: AccelTCG, MemoryMiB: 256, Kernel: k, Initrd: k, Dir: "/run/crivm/vm/abc"}
 	if err := good.validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
@@ -284,6 +284,7 @@ func TestMachineConfigValidate(t *testing.T) {
 	}
 	for name, mut := range map[string]func(*MachineConfig){
 		"accel auto":    func(c *MachineConfig) { c.Accel = AccelAuto },
+		"no memory":     func(c *MachineConfig) { c.MemoryMiB = 0 },
 		"relative dir":  func(c *MachineConfig) { c.Dir = "vm" },
 		"long dir":      func(c *MachineConfig) { c.Dir = "/" + strings.Repeat("d", 100) },
 		"no kernel":     func(c *MachineConfig) { c.Kernel = "" },
