@@ -13,24 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/internal/errdefs"
-	"github.com/crivm/crivm/vmm"
-	"github.com/crivm/crivm/vmm/assets"
 )
-
-func TestConstantsMatchTheHost(t *testing.T) {
-	if ModulesOrder != assets.GuestModulesOrder {
-		t.Errorf("ModulesOrder %q, vmm writes %q", ModulesOrder, assets.GuestModulesOrder)
-	}
-	if TransportSerial != vmm.TransportSerial || TransportVsock != vmm.TransportVsock {
-		t.Error("transport names differ from vmm's")
-	}
-	if vmm.AgentPortName != agentproxy.SerialPortName {
-		t.Errorf("QEMU names the port %q, the agent looks for %q", vmm.AgentPortName, agentproxy.SerialPortName)
-	}
-}
 
 func inputEvent(typ, code uint16, value int32) []byte {
 	b := make([]byte, inputEventSize)

@@ -21,16 +21,6 @@ import (
 	"github.com/crivm/crivm/internal/log"
 )
 
-// Values of agentproxy.KernelParamTransport (vmm.TransportSerial and
-// vmm.TransportVsock).
-const (
-	TransportSerial = "serial"
-	TransportVsock  = "vsock"
-)
-
-// ModulesOrder is the initrd's list of modules to load (assets.GuestModulesOrder).
-const ModulesOrder = "/modules.order"
-
 // portWait bounds the wait for the agent's virtio-serial port after
 // virtio_console loaded; under TCG the probe takes well under a second.
 const portWait = 20 * time.Second
@@ -70,7 +60,7 @@ func Run(ctx context.Context, opts Options) error {
 	// mid-call; keep that out of the console unless debugging.
 	clog.L.Logger.SetOutput(debugWriter{l})
 	os.Setenv("PATH", GuestPath)
-	n, err := LoadModules(ctx, ModulesOrder)
+	n, err := LoadModules(ctx, agentproxy.GuestModulesOrder)
 	if err != nil {
 		l.Warn("some kernel modules failed to load", "error", err)
 	}
@@ -133,9 +123,9 @@ func Run(ctx context.Context, opts Options) error {
 func listen(ctx context.Context) (net.Listener, error) {
 	transport, _ := KernelParam(agentproxy.KernelParamTransport)
 	switch transport {
-	case TransportVsock:
+	case agentproxy.TransportVsock:
 		return agentproxy.ListenVsock(0)
-	case TransportSerial, "":
+	case agentproxy.TransportSerial, "":
 		wctx, cancel := context.WithTimeout(ctx, portWait)
 		defer cancel()
 		port, err := agentproxy.WaitSerialPort(wctx, agentproxy.SerialPortName)

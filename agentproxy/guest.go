@@ -32,6 +32,9 @@ const (
 	// GuestCgroupParent is the cgroup (v2, cgroupfs form) under which
 	// GuestSpec places containers.
 	GuestCgroupParent = "/crivm"
+	// GuestModulesOrder is the initrd's list of the kernel modules the
+	// agent loads, absolute paths one a line, dependencies first.
+	GuestModulesOrder = "/modules.order"
 )
 
 // GuestRootfs is the guest path of container id's rootfs.

@@ -37,6 +37,12 @@ const (
 	KernelParamDebug = "crivm.debug"
 )
 
+// Values of KernelParamTransport.
+const (
+	TransportSerial = "serial"
+	TransportVsock  = "vsock"
+)
+
 // Dialer connects the host to one VM's agent.
 type Dialer interface {
 	// Dial returns a new session to the agent. The caller closes it.

@@ -3,13 +3,6 @@ package vmm
 // VhostVsockDevice is the host device QEMU's vhost-vsock-pci needs.
 const VhostVsockDevice = "/dev/vhost-vsock"
 
-// Agent transports.
-const (
-	TransportAuto   = "auto"
-	TransportVsock  = "vsock"
-	TransportSerial = "serial"
-)
-
 // Accelerators and the accel setting.
 const (
 	AccelAuto = "auto"

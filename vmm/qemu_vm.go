@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/internal/atomicfile"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
@@ -34,10 +35,6 @@ const (
 	// QEMULogName receives QEMU's own stdout and stderr.
 	QEMULogName = "qemu.log"
 )
-
-// AgentPortName is the virtserialport name of the agent channel; the agent
-// looks it up in /sys/class/virtio-ports (agentproxy.SerialPortName).
-const AgentPortName = "crivm.agent"
 
 // BaseKernelArgs are always on the guest command line: the console on the
 // first UART, no boot chatter, and a panic that ends QEMU (-no-reboot).
@@ -278,7 +275,7 @@ func qemuArgs(c MachineConfig, fds qemuFDs) []string {
 		"-append", appendArgs,
 		"-device", "virtio-serial-pci,id=vser0",
 		"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", fds.Agent),
-		"-device", "virtserialport,bus=vser0.0,chardev=agent,name=" + AgentPortName,
+		"-device", "virtserialport,bus=vser0.0,chardev=agent,name=" + agentproxy.SerialPortName,
 	}
 	if !c.NoSandbox {
 		args = append(args, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")

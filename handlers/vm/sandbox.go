@@ -136,16 +136,16 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				User:        user,
 			}
 			if virtiofsd != nil {
-				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: sharedTag, Socket: virtiofsd.Socket()}}
+				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: agentproxy.SharedTag, Socket: virtiofsd.Socket()}}
 			} else {
-				mc.SharedDirs = []vmm.SharedDir{{Tag: sharedTag, HostPath: sh.export()}}
+				mc.SharedDirs = []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: sh.export()}}
 			}
-			if assets.transport == vmm.TransportVsock {
-				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + vmm.TransportVsock
+			if assets.transport == agentproxy.TransportVsock {
+				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + agentproxy.TransportVsock
 			}
 			// A CID another VM holds makes QEMU fail at start: try others.
 			for attempt := range 3 {
-				if assets.transport == vmm.TransportVsock {
+				if assets.transport == agentproxy.TransportVsock {
 					mc.VsockCID = vsockCID(sb.ID, attempt)
 				}
 				if vm, err = vmm.Start(ctx, mc); err == nil || mc.VsockCID == 0 || !strings.Contains(err.Error(), "guest cid") {
@@ -262,7 +262,7 @@ func checkHostNamespaces(handler string, cfg *runtimeapi.PodSandboxConfig) error
 // is nosuid and nodev whatever the guest does, and device nodes are never
 // honoured in the guest either.
 func podShare(sharedFS string) *api.SharedMount {
-	return &api.SharedMount{Tag: sharedTag, MountPoint: guestShared, FsType: guestFsType(sharedFS), AllowSuid: true}
+	return &api.SharedMount{Tag: agentproxy.SharedTag, MountPoint: agentproxy.GuestSharedDir, FsType: guestFsType(sharedFS), AllowSuid: true}
 }
 
 // guestFsType is the agent's name for a shared_fs value.

@@ -229,7 +229,7 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("handler %q: %w", h.name, err)
 	}
-	if transport == vmm.TransportVsock {
+	if transport == agentproxy.TransportVsock {
 		modules = slices.Concat(modules, assets.VsockGuestModules)
 	}
 	log.G(ctx).Info("agent transport chosen", "transport", transport, "why", why)
@@ -247,12 +247,11 @@ func (h *Handler) vmDir(id string) string { return filepath.Join(h.dir, id[:32])
 // share is the sandbox's file share with its guest (9p or virtio-fs).
 func (h *Handler) share(id string) share { return share{dir: h.vmDir(id)} }
 
-// sharedTag and guestShared are the share's tag and its guest mount point.
+// tapName is QEMU's tap in the pod's netns, mirrored to vethName, the
+// CNI's interface.
 const (
-	sharedTag   = agentproxy.SharedTag
-	guestShared = agentproxy.GuestSharedDir
-	tapName     = "tap0"
-	vethName    = "eth0"
+	tapName  = "tap0"
+	vethName = "eth0"
 )
 
 // vmRecordFile in a VM's dir records how it was started (vmRecord as

@@ -178,7 +178,7 @@ func TestSpecHost(t *testing.T) {
 func TestPodShare(t *testing.T) {
 	for _, fs := range []struct{ shared, guest string }{{sharedFS9p, "9p"}, {sharedFSVirtio, "virtiofs"}} {
 		m := podShare(fs.shared)
-		if !m.AllowSuid || m.ReadOnly || m.FsType != fs.guest || m.Tag != sharedTag || m.MountPoint != guestShared {
+		if !m.AllowSuid || m.ReadOnly || m.FsType != fs.guest || m.Tag != agentproxy.SharedTag || m.MountPoint != agentproxy.GuestSharedDir {
 			t.Errorf("share over %s: %+v, want suid allowed, writable, fs %s", fs.shared, m, fs.guest)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/internal/atomicfile"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
@@ -42,10 +43,7 @@ var (
 
 // Paths inside the initrd that the agent relies on.
 const (
-	// GuestModulesOrder lists the absolute paths of the modules to load, one a
-	// line, dependencies first.
-	GuestModulesOrder = "/modules.order"
-	GuestInit         = "/init"
+	GuestInit = "/init"
 )
 
 // Initrd compression.
@@ -241,7 +239,7 @@ func writeInitrd(ctx context.Context, w io.Writer, opts InitrdOptions, mods []Mo
 		}
 		order.WriteString("/" + guest + "\n")
 	}
-	if err := cw.File(strings.TrimPrefix(GuestModulesOrder, "/"), 0o644, int64(order.Len()), &order); err != nil {
+	if err := cw.File(strings.TrimPrefix(agentproxy.GuestModulesOrder, "/"), 0o644, int64(order.Len()), &order); err != nil {
 		return err
 	}
 	return cw.Close()

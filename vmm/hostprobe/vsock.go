@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/vmm"
 )
 
@@ -28,6 +29,9 @@ func deviceUsable(dev string) (bool, string) {
 	return true, dev + " present"
 }
 
+// TransportAuto is agent_transport's default: vsock where it works.
+const TransportAuto = "auto"
+
 // ChooseTransport resolves agent_transport: auto picks vsock when
 // /dev/vhost-vsock is usable, else serial. An explicit vsock without the
 // device is an error.
@@ -38,18 +42,18 @@ func ChooseTransport(requested string) (string, string, error) {
 
 func chooseTransport(requested string, vsockOK bool, why string) (string, string, error) {
 	switch requested {
-	case vmm.TransportAuto, "":
+	case TransportAuto, "":
 		if vsockOK {
-			return vmm.TransportVsock, "auto: " + why, nil
+			return agentproxy.TransportVsock, "auto: " + why, nil
 		}
-		return vmm.TransportSerial, "auto: " + why + ", using virtio-serial", nil
-	case vmm.TransportVsock:
+		return agentproxy.TransportSerial, "auto: " + why + ", using virtio-serial", nil
+	case agentproxy.TransportVsock:
 		if !vsockOK {
 			return "", "", fmt.Errorf("agent_transport = vsock but %s is not usable: %s", vmm.VhostVsockDevice, why)
 		}
-		return vmm.TransportVsock, "configured: " + why, nil
-	case vmm.TransportSerial:
-		return vmm.TransportSerial, "configured", nil
+		return agentproxy.TransportVsock, "configured: " + why, nil
+	case agentproxy.TransportSerial:
+		return agentproxy.TransportSerial, "configured", nil
 	}
 	return "", "", fmt.Errorf("unknown agent_transport %q (want auto, vsock or serial)", requested)
 }

@@ -1,6 +1,7 @@
 package hostprobe
 
 import (
+	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/vmm"
 	"strings"
 	"testing"
@@ -13,13 +14,13 @@ func TestChooseTransport(t *testing.T) {
 		want      string
 		wantErr   string
 	}{
-		{requested: "auto", vsockOK: true, want: vmm.TransportVsock},
-		{requested: "auto", vsockOK: false, want: vmm.TransportSerial},
-		{requested: "", vsockOK: false, want: vmm.TransportSerial},
-		{requested: "vsock", vsockOK: true, want: vmm.TransportVsock},
+		{requested: "auto", vsockOK: true, want: agentproxy.TransportVsock},
+		{requested: "auto", vsockOK: false, want: agentproxy.TransportSerial},
+		{requested: "", vsockOK: false, want: agentproxy.TransportSerial},
+		{requested: "vsock", vsockOK: true, want: agentproxy.TransportVsock},
 		{requested: "vsock", vsockOK: false, wantErr: "/dev/vhost-vsock"},
-		{requested: "serial", vsockOK: true, want: vmm.TransportSerial},
-		{requested: "serial", vsockOK: false, want: vmm.TransportSerial},
+		{requested: "serial", vsockOK: true, want: agentproxy.TransportSerial},
+		{requested: "serial", vsockOK: false, want: agentproxy.TransportSerial},
 		{requested: "tcp", vsockOK: true, wantErr: `unknown agent_transport "tcp"`},
 	}
 	for _, tt := range tests {
@@ -50,7 +51,7 @@ func TestVhostVsockAvailableAgrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[bool]string{true: vmm.TransportVsock, false: vmm.TransportSerial}[ok]; got != want {
+	if want := map[bool]string{true: agentproxy.TransportVsock, false: agentproxy.TransportSerial}[ok]; got != want {
 		t.Errorf("vhost-vsock %v (%s) but auto chose %s", ok, why, got)
 	}
 	if !strings.Contains(why, vmm.VhostVsockDevice) {
