@@ -9,7 +9,7 @@ PKGS=(
   containernetworking-plugins iptables iproute2   # CNI bridge/host-local/portmap
   docker-registry skopeo umoci           # the test registry and image tools
   busybox-static                         # test images
-  libseccomp-dev gcc                     # static guest agent (cgo + libseccomp.a)
+  gcc libc6-dev                          # the static C pause and test helpers (internal/cbuild), cgo
   xz-utils zstd kmod ca-certificates git make
 )
 

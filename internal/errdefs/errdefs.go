@@ -3,8 +3,11 @@
 //
 // Packages return domain errors wrapped with %w. A package marks the class of
 // an error by wrapping one of the sentinels below (directly or through New /
-// Newf), and server/ converts the class to a code with ToGRPC. Nothing below
-// server/ imports grpc/status.
+// Newf). Errors become gRPC statuses at two edges only, both through this
+// package's one table: server/ answers the kubelet with ToGRPC, and the
+// agent protocol carries a guest error as a status over ttrpc (the agent
+// sends ToGRPC's status; agentproxy's client turns it back into its class
+// with ClassOf). No other package imports grpc/status.
 package errdefs
 
 import (
