@@ -57,6 +57,11 @@ func (s *RuntimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunP
 	if userns != nil && !entry.Features().UserNamespaces {
 		return nil, errdefs.FailedPrecondition("pod %s/%s asks for its own user namespace, which handler %q does not offer", in.Namespace, in.Name, v.Handler)
 	}
+	if c, ok := entry.Handler.(handlers.SandboxChecker); ok {
+		if err := c.CheckSandbox(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("pod %s/%s: %w", in.Namespace, in.Name, err)
+		}
+	}
 
 	md := cfg.GetMetadata()
 	sb := &store.Sandbox{

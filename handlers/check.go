@@ -1,0 +1,16 @@
+package handlers
+
+import (
+	"context"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// SandboxChecker is implemented by a handler that can refuse a pod from its
+// config alone (its size, its namespaces). RunPodSandbox asks it before
+// anything is made for the pod (pod files, netns, CNI), so a pod the
+// handler cannot run costs no network setup and no teardown. StartSandbox
+// still checks again: it is the handler's own boundary.
+type SandboxChecker interface {
+	CheckSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConfig) error
+}
