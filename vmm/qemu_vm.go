@@ -83,6 +83,9 @@ type Tap struct {
 	Name string
 	// MAC is the guest NIC's address; empty: QEMU picks one.
 	MAC string
+	// Unplugged gives the NIC no host side (a template's: its clones get
+	// their own tap); Name is then unused.
+	Unplugged bool
 }
 
 // MachineConfig describes one VM.
@@ -138,6 +141,18 @@ type MachineConfig struct {
 	// User, when set, is who QEMU runs as (see Identity). Nil: the
 	// daemon's uid and capabilities.
 	User *Identity
+	// RAM, when set, is the file guest RAM lives in (see RAMFile): a
+	// template's, or the sealed one a clone maps copy-on-write.
+	RAM *RAMFile
+	// Incoming, when set, starts QEMU paused, waiting for the device state
+	// in this file; LoadState loads it and resumes the guest. The machine
+	// must match the one that saved it (same devices in the same order,
+	// same RAM size), with RAM the template's.
+	Incoming *os.File
+	// VMGenID adds a vmgenid device: a clone's guest kernel sees a new
+	// generation ID at resume and reseeds its RNG. Templates and their
+	// clones need it (their device sets must match).
+	VMGenID bool
 }
 
 func (c *MachineConfig) validate() error {
@@ -201,9 +216,21 @@ func (c *MachineConfig) validate() error {
 		}
 	}
 	for _, t := range c.Taps {
-		if t.Name == "" || strings.Contains(t.Name, ",") {
+		if !t.Unplugged && (t.Name == "" || strings.Contains(t.Name, ",")) {
 			return errdefs.InvalidArgument("tap name %q", t.Name)
 		}
+	}
+	if c.RAM != nil {
+		if c.RAM.File == nil {
+			return errdefs.InvalidArgument("a RAM file without a file")
+		}
+		// vhost-user (virtiofsd) maps guest RAM itself: it needs it shared.
+		if !c.RAM.Shared && len(c.VirtioFS) > 0 {
+			return errdefs.InvalidArgument("virtio-fs needs shared guest RAM; a clone's is private")
+		}
+	}
+	if c.Incoming != nil && c.RAM == nil {
+		return errdefs.InvalidArgument("loading device state needs the template's RAM file")
 	}
 	if strings.ContainsAny(c.Kernel+c.Initrd+c.Dir, ",") {
 		return errdefs.InvalidArgument("kernel, initrd and vm dir paths cannot hold ','")
@@ -239,6 +266,22 @@ type qemuFDs struct {
 	Taps                []int
 	VirtioFS            []int
 	Vhost               int // /dev/vhost-vsock; 0: none
+	RAM                 int // RAMFile; 0: none
+	Incoming            int // the device state to load; 0: none
+}
+
+func ramFile(r *RAMFile) *os.File {
+	if r == nil {
+		return nil
+	}
+	return r.File
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func qemuArgs(c MachineConfig, fds qemuFDs) []string {
@@ -254,7 +297,7 @@ func qemuArgs(c MachineConfig, fds qemuFDs) []string {
 	if machine == MachineMicrovm {
 		machine += ",pcie=on"
 	}
-	if len(c.VirtioFS) > 0 {
+	if len(c.VirtioFS) > 0 || c.RAM != nil {
 		machine += ",memory-backend=mem0"
 	}
 	args := []string{
@@ -288,7 +331,11 @@ func qemuArgs(c MachineConfig, fds qemuFDs) []string {
 		args = append(args, "-fsdev", fsdev,
 			"-device", fmt.Sprintf("virtio-9p-pci,fsdev=fs%d,mount_tag=%s", i, s.Tag))
 	}
-	if len(c.VirtioFS) > 0 {
+	switch {
+	case c.RAM != nil:
+		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=mem0,size=%dM,mem-path=/proc/self/fd/%d,share=%s",
+			c.MemoryMiB, fds.RAM, onOff(c.RAM.Shared)))
+	case len(c.VirtioFS) > 0:
 		args = append(args, "-object", fmt.Sprintf("memory-backend-memfd,id=mem0,size=%dM,share=on", c.MemoryMiB))
 	}
 	for i, f := range c.VirtioFS {
@@ -300,10 +347,20 @@ func qemuArgs(c MachineConfig, fds qemuFDs) []string {
 		if t.MAC != "" {
 			dev += ",mac=" + t.MAC
 		}
-		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, fds.Taps[i]), "-device", dev)
+		netdev := fmt.Sprintf("tap,id=net%d,fd=%d", i, fds.Taps[i])
+		if t.Unplugged {
+			netdev = fmt.Sprintf("hubport,id=net%d,hubid=%d", i, i)
+		}
+		args = append(args, "-netdev", netdev, "-device", dev)
 	}
 	if c.VsockCID != 0 {
 		args = append(args, "-device", fmt.Sprintf("vhost-vsock-pci,guest-cid=%d,vhostfd=%d", c.VsockCID, fds.Vhost))
+	}
+	if c.VMGenID {
+		args = append(args, "-device", "vmgenid,guid=auto")
+	}
+	if c.Incoming != nil {
+		args = append(args, "-incoming", "defer")
 	}
 	return args
 }
@@ -319,6 +376,9 @@ type VM struct {
 
 	// qmpMu serializes QMP connections: QEMU serves one client at a time.
 	qmpMu sync.Mutex
+	// incomingFD is the descriptor number, in QEMU, of the device state
+	// LoadState loads (MachineConfig.Incoming); 0: none.
+	incomingFD int
 
 	cleanOnce sync.Once
 }
@@ -385,6 +445,12 @@ func Start(ctx context.Context, cfg MachineConfig) (*VM, error) {
 			st, err := vm.Status(ctx)
 			if err != nil {
 				return nil, err
+			}
+			if c.Incoming != nil {
+				if st.Status != "inmigrate" {
+					return nil, fmt.Errorf("vm is %s, not waiting for its state", st.Status)
+				}
+				return nil, nil
 			}
 			if !st.Running {
 				return nil, fmt.Errorf("vm is %s, not running", st.Status)
@@ -460,7 +526,7 @@ func launch(ctx context.Context, c MachineConfig) (*VM, error) {
 		cmd.Wait()
 		return nil, fmt.Errorf("opening pidfd of qemu: %w", err)
 	}
-	vm := &VM{dir: c.Dir, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), exited: make(chan struct{})}
+	vm := &VM{dir: c.Dir, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), exited: make(chan struct{}), incomingFD: fds.Incoming}
 	// Reap QEMU if it exits while this process lives; after a daemon
 	// restart init does.
 	waitErr := make(chan error, 1)
@@ -519,11 +585,30 @@ func openForQEMU(c MachineConfig, files *passedFiles) (qemuFDs, error) {
 	}
 	fds.Console = files.pass(console)
 	for _, t := range c.Taps {
+		if t.Unplugged {
+			fds.Taps = append(fds.Taps, 0)
+			continue
+		}
 		f, err := netns.OpenTap(c.NetNSPath, t.Name, true)
 		if err != nil {
 			return fds, err
 		}
 		fds.Taps = append(fds.Taps, files.pass(f))
+	}
+	// Duplicates: passedFiles closes what it passes, and these stay the
+	// caller's.
+	for _, p := range []struct {
+		f  *os.File
+		fd *int
+	}{{ramFile(c.RAM), &fds.RAM}, {c.Incoming, &fds.Incoming}} {
+		if p.f == nil {
+			continue
+		}
+		fd, err := unix.FcntlInt(p.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return fds, fmt.Errorf("duplicating %s: %w", p.f.Name(), err)
+		}
+		*p.fd = files.pass(os.NewFile(uintptr(fd), p.f.Name()))
 	}
 	for _, v := range c.VirtioFS {
 		conn, err := net.Dial("unix", v.Socket)

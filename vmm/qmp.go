@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // QMP is a client of one QEMU monitor (QMP) connection. QEMU serves one
@@ -83,7 +86,7 @@ func (q *QMP) handshake(ctx context.Context) error {
 	}
 	v := greeting.QMP.Version.QEMU
 	q.Version = fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Micro)
-	return q.execLocked("qmp_capabilities", nil, nil)
+	return q.execLocked("qmp_capabilities", nil, nil, nil)
 }
 
 // deadline applies ctx's deadline (or DefaultQMPTimeout) to the connection
@@ -125,10 +128,19 @@ func (q *QMP) Execute(ctx context.Context, command string, args, out any) error 
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	defer q.deadline(ctx)()
-	return q.execLocked(command, args, out)
+	return q.execLocked(command, args, out, nil)
 }
 
-func (q *QMP) execLocked(command string, args, out any) error {
+// ExecuteWithFile runs command like Execute, passing f to QEMU with it
+// (SCM_RIGHTS), as getfd takes its descriptor.
+func (q *QMP) ExecuteWithFile(ctx context.Context, command string, args, out any, f *os.File) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	defer q.deadline(ctx)()
+	return q.execLocked(command, args, out, f)
+}
+
+func (q *QMP) execLocked(command string, args, out any, f *os.File) error {
 	q.nextID++
 	id := fmt.Sprintf("crivm-%d", q.nextID)
 	req := map[string]any{"execute": command, "id": id}
@@ -139,7 +151,7 @@ func (q *QMP) execLocked(command string, args, out any) error {
 	if err != nil {
 		return fmt.Errorf("encoding qmp %s: %w", command, err)
 	}
-	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+	if err := q.send(append(b, '\n'), f); err != nil {
 		return fmt.Errorf("sending qmp %s: %w", command, err)
 	}
 	for {
@@ -170,6 +182,23 @@ func (q *QMP) execLocked(command string, args, out any) error {
 		}
 		return nil
 	}
+}
+
+// send writes one message, with f's descriptor attached when f is set.
+func (q *QMP) send(b []byte, f *os.File) error {
+	if f == nil {
+		_, err := q.conn.Write(b)
+		return err
+	}
+	uc, ok := q.conn.(*net.UnixConn)
+	if !ok {
+		return errors.New("the monitor connection cannot pass descriptors")
+	}
+	n, _, err := uc.WriteMsgUnix(b, unix.UnixRights(int(f.Fd())), nil)
+	if err == nil && n < len(b) {
+		_, err = uc.Write(b[n:])
+	}
+	return err
 }
 
 // VMStatus is the answer to query-status.
