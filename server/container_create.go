@@ -40,6 +40,11 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	}
 	unlock := s.locks.lock(sb.ID)
 	defer unlock()
+	// The sandbox as it is under the lock: a removal may have run while
+	// this call waited for it.
+	if sb, err = s.deps.Store.Sandboxes.Get(sb.ID); err != nil {
+		return nil, err
+	}
 	sb = s.refreshSandbox(ctx, sb)
 	if sb.State != store.SandboxReady {
 		return nil, errdefs.FailedPrecondition("sandbox %s is not ready", sb.ID)
@@ -208,7 +213,12 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 				return nil, err
 			}
 			s.emitContainer(ctx, c, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
-			return nil, nil
+			// Undone only when dropping the intent fails (a store write).
+			return func(ctx context.Context) error {
+				err := s.deps.Store.Containers.Delete(c.ID)
+				s.emitContainer(ctx, c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+				return err
+			}, nil
 		}},
 		{Name: "dropping the container intent", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			return nil, s.deps.Store.PendingContainers.Delete(c.ID)

@@ -15,7 +15,8 @@ import (
 )
 
 // RemovePodSandbox stops the sandbox if needed, removes its containers and
-// everything it holds. Idempotent.
+// everything it holds. Idempotent: a sandbox that does not exist, or was
+// removed while this call waited for its lock, is not an error.
 func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
 	sb, err := s.deps.Store.Sandboxes.Get(req.GetPodSandboxId())
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -26,6 +27,13 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.R
 	}
 	unlock := s.locks.lock(sb.ID)
 	defer unlock()
+	sb, err = s.deps.Store.Sandboxes.Get(sb.ID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &runtimeapi.RemovePodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
 	if err := s.stopSandbox(ctx, sb); err != nil {
 		return nil, err
 	}
