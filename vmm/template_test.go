@@ -3,10 +3,12 @@ package vmm_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +116,13 @@ func TestTemplateClones(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("clone %d: QEMU start to healthy agent in %v", i, time.Since(start).Round(time.Millisecond))
+		entropy := make([]byte, 64)
+		rand.Read(entropy)
+		// A time an hour ahead: the guest's clock must be Resume's, not the
+		// template's.
+		if _, err := c.Resume(ctx, &api.ResumeRequest{Entropy: entropy, RealtimeUnixNano: time.Now().Add(time.Hour).UnixNano()}); err != nil {
+			t.Fatalf("resuming the clone: %v", err)
+		}
 		if _, err := c.CreateSandbox(ctx, &api.CreateSandboxRequest{
 			SandboxId: "sb", Hostname: "clone",
 			Mounts: []*api.SharedMount{{Tag: "crivmtest", MountPoint: "/run/crivm/test", ReadOnly: true}},
@@ -128,6 +137,14 @@ func TestTemplateClones(t *testing.T) {
 			t.Fatalf("reading the guest's urandom: %v (exit %d, %q)", err, r.GetExitCode(), r.GetStderr())
 		}
 		draws = append(draws, strings.Join(strings.Fields(string(r.Stdout)), ""))
+		r, err = c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"/run/crivm/test/busybox", "date", "+%s"}, TimeoutMs: 30000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		guest, _ := strconv.ParseInt(strings.TrimSpace(string(r.Stdout)), 10, 64)
+		if d := time.Now().Add(time.Hour).Unix() - guest; d < -5 || d > 5 {
+			t.Errorf("clone %d: guest clock %d is %d s off the time Resume set", i, guest, d)
+		}
 		c.Close()
 	}
 	if len(draws[0]) != 64 || draws[0] == draws[1] {

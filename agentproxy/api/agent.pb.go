@@ -117,7 +117,7 @@ func (x HealthResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HealthResponse_Status.Descriptor instead.
 func (HealthResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3, 0}
+	return file_agent_proto_rawDescGZIP(), []int{5, 0}
 }
 
 type GetOOMEventRequest struct {
@@ -245,6 +245,96 @@ func (*HealthRequest) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{2}
 }
 
+type ResumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 16 to 4096 bytes from the host's CSPRNG.
+	Entropy []byte `protobuf:"bytes,1,opt,name=entropy,proto3" json:"entropy,omitempty"`
+	// The host's CLOCK_REALTIME.
+	RealtimeUnixNano int64 `protobuf:"varint,2,opt,name=realtime_unix_nano,json=realtimeUnixNano,proto3" json:"realtime_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ResumeRequest) Reset() {
+	*x = ResumeRequest{}
+	mi := &file_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRequest) ProtoMessage() {}
+
+func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ResumeRequest) GetEntropy() []byte {
+	if x != nil {
+		return x.Entropy
+	}
+	return nil
+}
+
+func (x *ResumeRequest) GetRealtimeUnixNano() int64 {
+	if x != nil {
+		return x.RealtimeUnixNano
+	}
+	return 0
+}
+
+type ResumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeResponse) Reset() {
+	*x = ResumeResponse{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeResponse) ProtoMessage() {}
+
+func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
+func (*ResumeResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
 type HealthResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Status       HealthResponse_Status  `protobuf:"varint,1,opt,name=status,proto3,enum=crivm.agent.v1.HealthResponse_Status" json:"status,omitempty"`
@@ -259,7 +349,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +361,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +374,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HealthResponse) GetStatus() HealthResponse_Status {
@@ -326,7 +416,7 @@ type DNSConfig struct {
 
 func (x *DNSConfig) Reset() {
 	*x = DNSConfig{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +428,7 @@ func (x *DNSConfig) String() string {
 func (*DNSConfig) ProtoMessage() {}
 
 func (x *DNSConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +441,7 @@ func (x *DNSConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSConfig.ProtoReflect.Descriptor instead.
 func (*DNSConfig) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DNSConfig) GetServers() []string {
@@ -394,7 +484,7 @@ type SharedMount struct {
 
 func (x *SharedMount) Reset() {
 	*x = SharedMount{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +496,7 @@ func (x *SharedMount) String() string {
 func (*SharedMount) ProtoMessage() {}
 
 func (x *SharedMount) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +509,7 @@ func (x *SharedMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMount.ProtoReflect.Descriptor instead.
 func (*SharedMount) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SharedMount) GetTag() string {
@@ -477,7 +567,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +579,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +592,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Interface) GetName() string {
@@ -558,7 +648,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +660,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +673,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Route) GetDest() string {
@@ -628,7 +718,7 @@ type CreateSandboxRequest struct {
 
 func (x *CreateSandboxRequest) Reset() {
 	*x = CreateSandboxRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +730,7 @@ func (x *CreateSandboxRequest) String() string {
 func (*CreateSandboxRequest) ProtoMessage() {}
 
 func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +743,7 @@ func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxRequest.ProtoReflect.Descriptor instead.
 func (*CreateSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateSandboxRequest) GetSandboxId() string {
@@ -706,7 +796,7 @@ type CreateSandboxResponse struct {
 
 func (x *CreateSandboxResponse) Reset() {
 	*x = CreateSandboxResponse{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +808,7 @@ func (x *CreateSandboxResponse) String() string {
 func (*CreateSandboxResponse) ProtoMessage() {}
 
 func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +821,7 @@ func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 type DestroySandboxRequest struct {
@@ -743,7 +833,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +845,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +858,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -786,7 +876,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +888,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +901,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 type CreateContainerRequest struct {
@@ -831,7 +921,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +933,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +946,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateContainerRequest) GetContainerId() string {
@@ -897,7 +987,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +999,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1012,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -941,7 +1031,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1043,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1056,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -985,7 +1075,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1087,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1100,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StartContainerResponse) GetPid() uint32 {
@@ -1029,7 +1119,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1131,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1144,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteContainerRequest) GetContainerId() string {
@@ -1072,7 +1162,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1174,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1187,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 type UpdateContainerRequest struct {
@@ -1111,7 +1201,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1213,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1226,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1161,7 +1251,7 @@ type UpdateContainerResponse struct {
 
 func (x *UpdateContainerResponse) Reset() {
 	*x = UpdateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1263,7 @@ func (x *UpdateContainerResponse) String() string {
 func (*UpdateContainerResponse) ProtoMessage() {}
 
 func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1276,7 @@ func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerResponse.ProtoReflect.Descriptor instead.
 func (*UpdateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 type StatsContainerRequest struct {
@@ -1198,7 +1288,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1300,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1313,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -1268,7 +1358,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1370,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1383,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatsContainerResponse) GetTimestampUnixNano() int64 {
@@ -1403,7 +1493,7 @@ type IODeviceStats struct {
 
 func (x *IODeviceStats) Reset() {
 	*x = IODeviceStats{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1505,7 @@ func (x *IODeviceStats) String() string {
 func (*IODeviceStats) ProtoMessage() {}
 
 func (x *IODeviceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1518,7 @@ func (x *IODeviceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IODeviceStats.ProtoReflect.Descriptor instead.
 func (*IODeviceStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IODeviceStats) GetMajor() uint32 {
@@ -1491,7 +1581,7 @@ type HugetlbStats struct {
 
 func (x *HugetlbStats) Reset() {
 	*x = HugetlbStats{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1593,7 @@ func (x *HugetlbStats) String() string {
 func (*HugetlbStats) ProtoMessage() {}
 
 func (x *HugetlbStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1606,7 @@ func (x *HugetlbStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HugetlbStats.ProtoReflect.Descriptor instead.
 func (*HugetlbStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HugetlbStats) GetPageSize() string {
@@ -1553,7 +1643,7 @@ type StartProcessRequest struct {
 
 func (x *StartProcessRequest) Reset() {
 	*x = StartProcessRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1655,7 @@ func (x *StartProcessRequest) String() string {
 func (*StartProcessRequest) ProtoMessage() {}
 
 func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1668,7 @@ func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessRequest.ProtoReflect.Descriptor instead.
 func (*StartProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StartProcessRequest) GetContainerId() string {
@@ -1639,7 +1729,7 @@ type StartProcessResponse struct {
 
 func (x *StartProcessResponse) Reset() {
 	*x = StartProcessResponse{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1741,7 @@ func (x *StartProcessResponse) String() string {
 func (*StartProcessResponse) ProtoMessage() {}
 
 func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1754,7 @@ func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessResponse.ProtoReflect.Descriptor instead.
 func (*StartProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StartProcessResponse) GetPid() uint32 {
@@ -1684,7 +1774,7 @@ type DeleteProcessRequest struct {
 
 func (x *DeleteProcessRequest) Reset() {
 	*x = DeleteProcessRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1786,7 @@ func (x *DeleteProcessRequest) String() string {
 func (*DeleteProcessRequest) ProtoMessage() {}
 
 func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1799,7 @@ func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteProcessRequest) GetContainerId() string {
@@ -1734,7 +1824,7 @@ type DeleteProcessResponse struct {
 
 func (x *DeleteProcessResponse) Reset() {
 	*x = DeleteProcessResponse{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1836,7 @@ func (x *DeleteProcessResponse) String() string {
 func (*DeleteProcessResponse) ProtoMessage() {}
 
 func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1849,7 @@ func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 type WaitProcessRequest struct {
@@ -1773,7 +1863,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1875,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1888,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -1829,7 +1919,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1931,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1944,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WaitProcessResponse) GetExitCode() int32 {
@@ -1892,7 +1982,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +1994,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2007,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -1956,7 +2046,7 @@ type SignalProcessResponse struct {
 
 func (x *SignalProcessResponse) Reset() {
 	*x = SignalProcessResponse{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2058,7 @@ func (x *SignalProcessResponse) String() string {
 func (*SignalProcessResponse) ProtoMessage() {}
 
 func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2071,7 @@ func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessResponse.ProtoReflect.Descriptor instead.
 func (*SignalProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 // ReadOutputRequest reads a process's stream by absolute byte offsets.
@@ -2007,7 +2097,7 @@ type ReadOutputRequest struct {
 
 func (x *ReadOutputRequest) Reset() {
 	*x = ReadOutputRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2109,7 @@ func (x *ReadOutputRequest) String() string {
 func (*ReadOutputRequest) ProtoMessage() {}
 
 func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2122,7 @@ func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputRequest.ProtoReflect.Descriptor instead.
 func (*ReadOutputRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadOutputRequest) GetContainerId() string {
@@ -2093,7 +2183,7 @@ type ReadOutputResponse struct {
 
 func (x *ReadOutputResponse) Reset() {
 	*x = ReadOutputResponse{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2195,7 @@ func (x *ReadOutputResponse) String() string {
 func (*ReadOutputResponse) ProtoMessage() {}
 
 func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2208,7 @@ func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputResponse.ProtoReflect.Descriptor instead.
 func (*ReadOutputResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadOutputResponse) GetData() []byte {
@@ -2160,7 +2250,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2262,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2275,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -2218,7 +2308,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2320,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2333,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -2263,7 +2353,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2365,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2378,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -2313,7 +2403,7 @@ type CloseStdinResponse struct {
 
 func (x *CloseStdinResponse) Reset() {
 	*x = CloseStdinResponse{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2325,7 +2415,7 @@ func (x *CloseStdinResponse) String() string {
 func (*CloseStdinResponse) ProtoMessage() {}
 
 func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2338,7 +2428,7 @@ func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinResponse.ProtoReflect.Descriptor instead.
 func (*CloseStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 type ResizeTerminalRequest struct {
@@ -2353,7 +2443,7 @@ type ResizeTerminalRequest struct {
 
 func (x *ResizeTerminalRequest) Reset() {
 	*x = ResizeTerminalRequest{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2455,7 @@ func (x *ResizeTerminalRequest) String() string {
 func (*ResizeTerminalRequest) ProtoMessage() {}
 
 func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2468,7 @@ func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ResizeTerminalRequest) GetContainerId() string {
@@ -2417,7 +2507,7 @@ type ResizeTerminalResponse struct {
 
 func (x *ResizeTerminalResponse) Reset() {
 	*x = ResizeTerminalResponse{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2519,7 @@ func (x *ResizeTerminalResponse) String() string {
 func (*ResizeTerminalResponse) ProtoMessage() {}
 
 func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2532,7 @@ func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalResponse.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{41}
 }
 
 type ExecProcessRequest struct {
@@ -2466,7 +2556,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2568,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2581,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{40}
+	return file_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ExecProcessRequest) GetArgs() []string {
@@ -2553,7 +2643,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2655,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2668,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{41}
+	return file_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ExecProcessResponse) GetExitCode() int32 {
@@ -2632,7 +2722,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x13GetOOMEventResponse\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1b\n" +
 	"\toom_kills\x18\x02 \x01(\x04R\boomKills\"\x0f\n" +
-	"\rHealthRequest\"\xe6\x01\n" +
+	"\rHealthRequest\"W\n" +
+	"\rResumeRequest\x12\x18\n" +
+	"\aentropy\x18\x01 \x01(\fR\aentropy\x12,\n" +
+	"\x12realtime_unix_nano\x18\x02 \x01(\x03R\x10realtimeUnixNano\"\x10\n" +
+	"\x0eResumeResponse\"\xe6\x01\n" +
 	"\x0eHealthResponse\x12=\n" +
 	"\x06status\x18\x01 \x01(\x0e2%.crivm.agent.v1.HealthResponse.StatusR\x06status\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12%\n" +
@@ -2807,9 +2901,10 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x012\xfc\f\n" +
+	"\x06STDERR\x10\x012\xc5\r\n" +
 	"\x05Agent\x12G\n" +
-	"\x06Health\x12\x1d.crivm.agent.v1.HealthRequest\x1a\x1e.crivm.agent.v1.HealthResponse\x12\\\n" +
+	"\x06Health\x12\x1d.crivm.agent.v1.HealthRequest\x1a\x1e.crivm.agent.v1.HealthResponse\x12G\n" +
+	"\x06Resume\x12\x1d.crivm.agent.v1.ResumeRequest\x1a\x1e.crivm.agent.v1.ResumeResponse\x12\\\n" +
 	"\rCreateSandbox\x12$.crivm.agent.v1.CreateSandboxRequest\x1a%.crivm.agent.v1.CreateSandboxResponse\x12_\n" +
 	"\x0eDestroySandbox\x12%.crivm.agent.v1.DestroySandboxRequest\x1a&.crivm.agent.v1.DestroySandboxResponse\x12b\n" +
 	"\x0fCreateContainer\x12&.crivm.agent.v1.CreateContainerRequest\x1a'.crivm.agent.v1.CreateContainerResponse\x12_\n" +
@@ -2844,102 +2939,106 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_agent_proto_goTypes = []any{
 	(Stream)(0),                     // 0: crivm.agent.v1.Stream
 	(HealthResponse_Status)(0),      // 1: crivm.agent.v1.HealthResponse.Status
 	(*GetOOMEventRequest)(nil),      // 2: crivm.agent.v1.GetOOMEventRequest
 	(*GetOOMEventResponse)(nil),     // 3: crivm.agent.v1.GetOOMEventResponse
 	(*HealthRequest)(nil),           // 4: crivm.agent.v1.HealthRequest
-	(*HealthResponse)(nil),          // 5: crivm.agent.v1.HealthResponse
-	(*DNSConfig)(nil),               // 6: crivm.agent.v1.DNSConfig
-	(*SharedMount)(nil),             // 7: crivm.agent.v1.SharedMount
-	(*Interface)(nil),               // 8: crivm.agent.v1.Interface
-	(*Route)(nil),                   // 9: crivm.agent.v1.Route
-	(*CreateSandboxRequest)(nil),    // 10: crivm.agent.v1.CreateSandboxRequest
-	(*CreateSandboxResponse)(nil),   // 11: crivm.agent.v1.CreateSandboxResponse
-	(*DestroySandboxRequest)(nil),   // 12: crivm.agent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil),  // 13: crivm.agent.v1.DestroySandboxResponse
-	(*CreateContainerRequest)(nil),  // 14: crivm.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 15: crivm.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 16: crivm.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 17: crivm.agent.v1.StartContainerResponse
-	(*DeleteContainerRequest)(nil),  // 18: crivm.agent.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 19: crivm.agent.v1.DeleteContainerResponse
-	(*UpdateContainerRequest)(nil),  // 20: crivm.agent.v1.UpdateContainerRequest
-	(*UpdateContainerResponse)(nil), // 21: crivm.agent.v1.UpdateContainerResponse
-	(*StatsContainerRequest)(nil),   // 22: crivm.agent.v1.StatsContainerRequest
-	(*StatsContainerResponse)(nil),  // 23: crivm.agent.v1.StatsContainerResponse
-	(*IODeviceStats)(nil),           // 24: crivm.agent.v1.IODeviceStats
-	(*HugetlbStats)(nil),            // 25: crivm.agent.v1.HugetlbStats
-	(*StartProcessRequest)(nil),     // 26: crivm.agent.v1.StartProcessRequest
-	(*StartProcessResponse)(nil),    // 27: crivm.agent.v1.StartProcessResponse
-	(*DeleteProcessRequest)(nil),    // 28: crivm.agent.v1.DeleteProcessRequest
-	(*DeleteProcessResponse)(nil),   // 29: crivm.agent.v1.DeleteProcessResponse
-	(*WaitProcessRequest)(nil),      // 30: crivm.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 31: crivm.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 32: crivm.agent.v1.SignalProcessRequest
-	(*SignalProcessResponse)(nil),   // 33: crivm.agent.v1.SignalProcessResponse
-	(*ReadOutputRequest)(nil),       // 34: crivm.agent.v1.ReadOutputRequest
-	(*ReadOutputResponse)(nil),      // 35: crivm.agent.v1.ReadOutputResponse
-	(*WriteStdinRequest)(nil),       // 36: crivm.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 37: crivm.agent.v1.WriteStdinResponse
-	(*CloseStdinRequest)(nil),       // 38: crivm.agent.v1.CloseStdinRequest
-	(*CloseStdinResponse)(nil),      // 39: crivm.agent.v1.CloseStdinResponse
-	(*ResizeTerminalRequest)(nil),   // 40: crivm.agent.v1.ResizeTerminalRequest
-	(*ResizeTerminalResponse)(nil),  // 41: crivm.agent.v1.ResizeTerminalResponse
-	(*ExecProcessRequest)(nil),      // 42: crivm.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 43: crivm.agent.v1.ExecProcessResponse
-	nil,                             // 44: crivm.agent.v1.StatsContainerResponse.ValuesEntry
+	(*ResumeRequest)(nil),           // 5: crivm.agent.v1.ResumeRequest
+	(*ResumeResponse)(nil),          // 6: crivm.agent.v1.ResumeResponse
+	(*HealthResponse)(nil),          // 7: crivm.agent.v1.HealthResponse
+	(*DNSConfig)(nil),               // 8: crivm.agent.v1.DNSConfig
+	(*SharedMount)(nil),             // 9: crivm.agent.v1.SharedMount
+	(*Interface)(nil),               // 10: crivm.agent.v1.Interface
+	(*Route)(nil),                   // 11: crivm.agent.v1.Route
+	(*CreateSandboxRequest)(nil),    // 12: crivm.agent.v1.CreateSandboxRequest
+	(*CreateSandboxResponse)(nil),   // 13: crivm.agent.v1.CreateSandboxResponse
+	(*DestroySandboxRequest)(nil),   // 14: crivm.agent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),  // 15: crivm.agent.v1.DestroySandboxResponse
+	(*CreateContainerRequest)(nil),  // 16: crivm.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 17: crivm.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 18: crivm.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 19: crivm.agent.v1.StartContainerResponse
+	(*DeleteContainerRequest)(nil),  // 20: crivm.agent.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 21: crivm.agent.v1.DeleteContainerResponse
+	(*UpdateContainerRequest)(nil),  // 22: crivm.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil), // 23: crivm.agent.v1.UpdateContainerResponse
+	(*StatsContainerRequest)(nil),   // 24: crivm.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 25: crivm.agent.v1.StatsContainerResponse
+	(*IODeviceStats)(nil),           // 26: crivm.agent.v1.IODeviceStats
+	(*HugetlbStats)(nil),            // 27: crivm.agent.v1.HugetlbStats
+	(*StartProcessRequest)(nil),     // 28: crivm.agent.v1.StartProcessRequest
+	(*StartProcessResponse)(nil),    // 29: crivm.agent.v1.StartProcessResponse
+	(*DeleteProcessRequest)(nil),    // 30: crivm.agent.v1.DeleteProcessRequest
+	(*DeleteProcessResponse)(nil),   // 31: crivm.agent.v1.DeleteProcessResponse
+	(*WaitProcessRequest)(nil),      // 32: crivm.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 33: crivm.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 34: crivm.agent.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),   // 35: crivm.agent.v1.SignalProcessResponse
+	(*ReadOutputRequest)(nil),       // 36: crivm.agent.v1.ReadOutputRequest
+	(*ReadOutputResponse)(nil),      // 37: crivm.agent.v1.ReadOutputResponse
+	(*WriteStdinRequest)(nil),       // 38: crivm.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 39: crivm.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 40: crivm.agent.v1.CloseStdinRequest
+	(*CloseStdinResponse)(nil),      // 41: crivm.agent.v1.CloseStdinResponse
+	(*ResizeTerminalRequest)(nil),   // 42: crivm.agent.v1.ResizeTerminalRequest
+	(*ResizeTerminalResponse)(nil),  // 43: crivm.agent.v1.ResizeTerminalResponse
+	(*ExecProcessRequest)(nil),      // 44: crivm.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 45: crivm.agent.v1.ExecProcessResponse
+	nil,                             // 46: crivm.agent.v1.StatsContainerResponse.ValuesEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	1,  // 0: crivm.agent.v1.HealthResponse.status:type_name -> crivm.agent.v1.HealthResponse.Status
-	6,  // 1: crivm.agent.v1.CreateSandboxRequest.dns:type_name -> crivm.agent.v1.DNSConfig
-	7,  // 2: crivm.agent.v1.CreateSandboxRequest.mounts:type_name -> crivm.agent.v1.SharedMount
-	8,  // 3: crivm.agent.v1.CreateSandboxRequest.interfaces:type_name -> crivm.agent.v1.Interface
-	9,  // 4: crivm.agent.v1.CreateSandboxRequest.routes:type_name -> crivm.agent.v1.Route
-	44, // 5: crivm.agent.v1.StatsContainerResponse.values:type_name -> crivm.agent.v1.StatsContainerResponse.ValuesEntry
-	24, // 6: crivm.agent.v1.StatsContainerResponse.io:type_name -> crivm.agent.v1.IODeviceStats
-	25, // 7: crivm.agent.v1.StatsContainerResponse.hugetlb:type_name -> crivm.agent.v1.HugetlbStats
+	8,  // 1: crivm.agent.v1.CreateSandboxRequest.dns:type_name -> crivm.agent.v1.DNSConfig
+	9,  // 2: crivm.agent.v1.CreateSandboxRequest.mounts:type_name -> crivm.agent.v1.SharedMount
+	10, // 3: crivm.agent.v1.CreateSandboxRequest.interfaces:type_name -> crivm.agent.v1.Interface
+	11, // 4: crivm.agent.v1.CreateSandboxRequest.routes:type_name -> crivm.agent.v1.Route
+	46, // 5: crivm.agent.v1.StatsContainerResponse.values:type_name -> crivm.agent.v1.StatsContainerResponse.ValuesEntry
+	26, // 6: crivm.agent.v1.StatsContainerResponse.io:type_name -> crivm.agent.v1.IODeviceStats
+	27, // 7: crivm.agent.v1.StatsContainerResponse.hugetlb:type_name -> crivm.agent.v1.HugetlbStats
 	0,  // 8: crivm.agent.v1.ReadOutputRequest.stream:type_name -> crivm.agent.v1.Stream
 	4,  // 9: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
-	10, // 10: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
-	12, // 11: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
-	14, // 12: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
-	16, // 13: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
-	18, // 14: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
-	20, // 15: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
-	22, // 16: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
-	26, // 17: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
-	28, // 18: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
-	30, // 19: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
-	32, // 20: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
-	34, // 21: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
-	36, // 22: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
-	38, // 23: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
-	40, // 24: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
-	42, // 25: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
-	2,  // 26: crivm.agent.v1.Agent.GetOOMEvent:input_type -> crivm.agent.v1.GetOOMEventRequest
-	5,  // 27: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
-	11, // 28: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
-	13, // 29: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
-	15, // 30: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
-	17, // 31: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
-	19, // 32: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
-	21, // 33: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
-	23, // 34: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
-	27, // 35: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
-	29, // 36: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
-	31, // 37: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
-	33, // 38: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
-	35, // 39: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
-	37, // 40: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
-	39, // 41: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
-	41, // 42: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
-	43, // 43: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
-	3,  // 44: crivm.agent.v1.Agent.GetOOMEvent:output_type -> crivm.agent.v1.GetOOMEventResponse
-	27, // [27:45] is the sub-list for method output_type
-	9,  // [9:27] is the sub-list for method input_type
+	5,  // 10: crivm.agent.v1.Agent.Resume:input_type -> crivm.agent.v1.ResumeRequest
+	12, // 11: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
+	14, // 12: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
+	16, // 13: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
+	18, // 14: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
+	20, // 15: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
+	22, // 16: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
+	24, // 17: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
+	28, // 18: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
+	30, // 19: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
+	32, // 20: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
+	34, // 21: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
+	36, // 22: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
+	38, // 23: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
+	40, // 24: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
+	42, // 25: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
+	44, // 26: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
+	2,  // 27: crivm.agent.v1.Agent.GetOOMEvent:input_type -> crivm.agent.v1.GetOOMEventRequest
+	7,  // 28: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
+	6,  // 29: crivm.agent.v1.Agent.Resume:output_type -> crivm.agent.v1.ResumeResponse
+	13, // 30: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
+	15, // 31: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
+	17, // 32: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
+	19, // 33: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
+	21, // 34: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
+	23, // 35: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
+	25, // 36: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
+	29, // 37: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
+	31, // 38: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
+	33, // 39: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
+	35, // 40: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
+	37, // 41: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
+	39, // 42: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
+	41, // 43: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
+	43, // 44: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
+	45, // 45: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
+	3,  // 46: crivm.agent.v1.Agent.GetOOMEvent:output_type -> crivm.agent.v1.GetOOMEventResponse
+	28, // [28:47] is the sub-list for method output_type
+	9,  // [9:28] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -2956,7 +3055,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

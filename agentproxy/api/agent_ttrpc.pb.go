@@ -9,6 +9,7 @@ import (
 
 type AgentService interface {
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
+	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
 	CreateSandbox(context.Context, *CreateSandboxRequest) (*CreateSandboxResponse, error)
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*DestroySandboxResponse, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
@@ -37,6 +38,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.Health(ctx, &req)
+			},
+			"Resume": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResumeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Resume(ctx, &req)
 			},
 			"CreateSandbox": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req CreateSandboxRequest
@@ -174,6 +182,14 @@ func NewAgentClient(client *ttrpc.Client) AgentService {
 func (c *agentClient) Health(ctx context.Context, req *HealthRequest) (*HealthResponse, error) {
 	var resp HealthResponse
 	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "Health", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Resume(ctx context.Context, req *ResumeRequest) (*ResumeResponse, error) {
+	var resp ResumeResponse
+	if err := c.client.Call(ctx, "crivm.agent.v1.Agent", "Resume", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
