@@ -128,6 +128,9 @@ type RuntimeHandler struct {
 	// AgentPath is the static guest agent. Empty: crivm-agent next to the
 	// crivm binary, else /usr/libexec/crivm/crivm-agent.
 	AgentPath string `toml:"agent_path" json:"agent_path,omitempty"`
+	// VMFactory is how VMs are made: "none" (each boots) or "template"
+	// (clones of a saved template VM; see handlers/vm/factory.go).
+	VMFactory string `toml:"vm_factory" json:"vm_factory,omitempty"`
 }
 
 // NetworkConfig is [crivm.network].
@@ -180,6 +183,7 @@ func (h *RuntimeHandler) fillDefaults() {
 	fill(&h.SharedFS, d.SharedFS)
 	fill(&h.AgentTransport, d.AgentTransport)
 	fill(&h.VirtioFSCache, d.VirtioFSCache)
+	fill(&h.VMFactory, d.VMFactory)
 	if h.DefaultVCPUs == 0 {
 		h.DefaultVCPUs = d.DefaultVCPUs
 	}

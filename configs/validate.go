@@ -194,6 +194,7 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			{"virtio_fs_cache", h.VirtioFSCache != ""},
 			{"max_vcpus", h.MaxVCPUs != 0}, {"max_memory_mib", h.MaxMemoryMiB != 0},
 			{"vmm_uid_base", h.VMMUIDBase != 0}, {"vmm_uid_count", h.VMMUIDCount != 0},
+			{"vm_factory", h.VMFactory != ""},
 		}
 		for _, k := range vmOnly {
 			if k.set {
@@ -217,7 +218,11 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			oneOf(hp+"agent_transport", h.AgentTransport, "auto", "vsock", "serial"),
 			absPath(hp+"virtio_fs_daemon", h.VirtioFSDaemon, true),
 			oneOf(hp+"virtio_fs_cache", h.VirtioFSCache, "auto", "always", "none"),
+			oneOf(hp+"vm_factory", h.VMFactory, "none", "template", "pool"),
 		)
+		if h.VMFactory == "pool" {
+			errs = append(errs, keyErr(hp+"vm_factory", "\"pool\" (a warm pool of booted VMs) is not implemented: use \"template\" or \"none\""))
+		}
 		if h.DefaultVCPUs < 1 || h.DefaultVCPUs > 255 {
 			errs = append(errs, keyErr(hp+"default_vcpus", "%d is outside 1..255", h.DefaultVCPUs))
 		}

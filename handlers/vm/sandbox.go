@@ -43,6 +43,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		vm        *vmm.VM
 		virtiofsd *vmm.Virtiofsd
 		cg        *vmm.Cgroup
+		src       cloneSource
 		client    *agentproxy.Client
 		health    *api.HealthResponse
 		started   time.Time
@@ -64,12 +65,23 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			assets, err = h.prepareAssets(ctx)
 			return nil, err
 		}},
+		{Name: "finding the VM's template", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			// Waits for the template's first build; nothing to undo.
+			src = h.templateFor(ctx, assets, guestMiB, vcpus)
+			return nil, nil
+		}},
 		{Name: "creating the VM's cgroup", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// Before anything runs in it; removed after QEMU and
 			// virtiofsd are gone (the steps undo in reverse).
 			var err error
 			if cg, err = h.sandboxCgroup(req.Config, sb.ID); err != nil {
 				return nil, err
+			}
+			if src.tpl != nil {
+				if err := h.checkCgroupFits(cg, req.Config, src.tpl.spec.MemoryMiB); err != nil {
+					log.G(ctx).Info("the pod's cgroup cannot hold the template's RAM: booting", "err", err)
+					src = cloneSource{reason: "cgroup_too_small"}
+				}
 			}
 			if err := h.checkCgroupFits(cg, req.Config, guestMiB); err != nil {
 				return nil, err
@@ -143,6 +155,27 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if assets.transport == agentproxy.TransportVsock {
 				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + agentproxy.TransportVsock
 			}
+			if t := src.tpl; t != nil {
+				mc.VCPUs, mc.MemoryMiB = t.spec.VCPUs, t.spec.MemoryMiB
+				mc.RAM = &vmm.RAMFile{File: t.ram}
+				mc.VMGenID = true
+				mc.Taps[0].MAC = templateMAC.String()
+				bootMAC = templateMAC
+				in, err := t.openState()
+				if err != nil {
+					return nil, fmt.Errorf("opening the template's state: %w", err)
+				}
+				defer in.Close()
+				mc.Incoming = in
+				if vm, err = vmm.Start(ctx, mc); err != nil {
+					return nil, err
+				}
+				if err := vm.LoadState(ctx); err != nil {
+					return nil, errors.Join(fmt.Errorf("loading the template's state: %w", err), vm.Kill(ctx))
+				}
+				record = vmRecord{MemoryMiB: mc.MemoryMiB, VCPUs: mc.VCPUs, VMMUID: user.UID, Template: t.spec.key()}
+				return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
+			}
 			// A CID another VM holds makes QEMU fail at start: try others.
 			for attempt := range 3 {
 				if assets.transport == agentproxy.TransportVsock {
@@ -178,8 +211,18 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				client.Close()
 				return nil, fmt.Errorf("waiting for the agent: %w (console: %s)", err, vm.ConsoleLog())
 			}
+			if src.tpl != nil {
+				if err := resumeClone(ctx, client); err != nil {
+					client.Close()
+					return nil, err
+				}
+				h.m.VMStarted(h.name, "clone", "")
+				log.G(ctx).Info("VM cloned", "template", src.tpl.spec.key(), "took", time.Since(started).Round(time.Millisecond))
+				return func(context.Context) error { return client.Close() }, nil
+			}
 			h.m.VMBooted(assets.accel.Accel, time.Since(started))
-			log.G(ctx).Info("VM booted", "accel", assets.accel.Accel, "took", time.Since(started).Round(time.Millisecond), "guest_kernel", health.KernelRelease)
+			h.m.VMStarted(h.name, "boot", src.reason)
+			log.G(ctx).Info("VM booted", "accel", assets.accel.Accel, "took", time.Since(started).Round(time.Millisecond), "guest_kernel", health.KernelRelease, "not_cloned", src.reason)
 			return func(context.Context) error { return client.Close() }, nil
 		}},
 		{Name: "creating the guest sandbox", Do: func(ctx context.Context) (steps.Cleanup, error) {
@@ -233,6 +276,13 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		"machine_type":  assets.machine,
 		"transport":     assets.transport,
 		"cgroup":        cg.Path,
+		"vm_source":     "boot",
+	}
+	if src.tpl != nil {
+		extra["vm_source"] = "clone"
+		extra["vm_template"] = src.tpl.spec.key()
+	} else if src.reason != "" {
+		extra["vm_not_cloned"] = src.reason
 	}
 	if virtiofsd != nil {
 		extra["virtiofsd_pid"] = strconv.Itoa(virtiofsd.PID())

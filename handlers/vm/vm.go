@@ -116,6 +116,9 @@ type Handler struct {
 	mu  sync.Mutex
 	vms map[string]*sandboxVM // by sandbox ID
 
+	// factory holds the VM template (vm_factory = "template").
+	factory factory
+
 	// logs holds each container's *logWriter, by container ID.
 	logs sync.Map
 	// exited is the WatchExits callback, set once.
@@ -267,6 +270,9 @@ type vmRecord struct {
 	VsockCID uint32 `json:"vsock_cid,omitempty"`
 	// VMMUID is the uid (and gid) QEMU runs as; see claimIdentity.
 	VMMUID uint32 `json:"vmm_uid,omitempty"`
+	// Template is the key of the template the VM is a clone of; empty:
+	// it booted.
+	Template string `json:"template,omitempty"`
 }
 
 func writeVMRecord(dir string, r vmRecord) error {

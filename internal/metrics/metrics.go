@@ -18,6 +18,7 @@ type Metrics struct {
 	pullBytes   prometheus.Counter
 	pullTime    prometheus.Histogram
 	vmBoot      *prometheus.HistogramVec
+	vmStarts    *prometheus.CounterVec
 	oomKills    *prometheus.CounterVec
 }
 
@@ -46,11 +47,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "crivm_vm_boot_duration_seconds", Help: "VM boot until the guest agent answers, by accelerator.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 10),
 		}, []string{"accel"}),
+		vmStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crivm_vm_starts_total", Help: "VM pod starts by handler, how the VM was made (boot or clone) and, for a boot under a factory, why it was not a clone.",
+		}, []string{"handler", "source", "reason"}),
 		oomKills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "crivm_container_oom_kills_total", Help: "Processes the kernel OOM-killed in containers, by handler (VM guests report each kill).",
 		}, []string{"handler"}),
 	}
-	for _, c := range []prometheus.Collector{m.rpcs, m.rpcDuration, m.podStart, m.pullBytes, m.pullTime, m.vmBoot, m.oomKills} {
+	for _, c := range []prometheus.Collector{m.rpcs, m.rpcDuration, m.podStart, m.pullBytes, m.pullTime, m.vmBoot, m.vmStarts, m.oomKills} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -90,6 +94,15 @@ func (m *Metrics) VMBooted(accel string, d time.Duration) {
 		return
 	}
 	m.vmBoot.WithLabelValues(accel).Observe(d.Seconds())
+}
+
+// VMStarted records how a VM pod's VM was made: source "boot" or
+// "clone"; reason is why a handler with a factory booted ("" otherwise).
+func (m *Metrics) VMStarted(handler, source, reason string) {
+	if m == nil {
+		return
+	}
+	m.vmStarts.WithLabelValues(handler, source, reason).Inc()
 }
 
 // OOMKill records a process OOM-killed in a container of handler.

@@ -1,0 +1,330 @@
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crivm/crivm/agentproxy"
+	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/steps"
+	"github.com/crivm/crivm/vmm"
+)
+
+// VM factories (vm_factory).
+//
+// With "template", the handler boots one template VM per templateSpec (the
+// handler's default size on the current guest assets), waits until its
+// agent waits for a host, saves its device state, and keeps two sealed
+// memfds: the guest RAM and the device state (vmm.SealTemplateRAM). A pod
+// that fits the template (memory and vCPUs no larger, its pod cgroup able
+// to hold the template's RAM) gets a clone: QEMU maps the RAM
+// copy-on-write and loads the state; the agent's first call is Resume
+// (host entropy, host clock), before CreateSandbox gives the clone its
+// pod's MAC, addresses, hostname and share. A pod that does not fit boots,
+// logged and counted (crivm_vm_starts_total).
+//
+// Templates live in the daemon's memory only (their memfds): a restart
+// builds them again on first use; running clones keep their own mapping.
+// A template whose inputs changed (assets, size) is a different spec, and
+// replaces the old one, whose memfds close with the last clone start that
+// holds them.
+
+const (
+	factoryNone     = "none"
+	factoryTemplate = "template"
+)
+
+// templateMAC is every template's NIC address, and so every clone's at
+// resume; CreateSandbox finds the NIC by it (BootMac) and gives it the
+// pod's.
+var templateMAC = net.HardwareAddr{0x02, 0xc7, 0x7e, 0x00, 0x00, 0x01}
+
+// templateWait bounds a template build: a cold boot under TCG takes 2-6 s
+// here, 30 s on a loaded host is possible.
+const templateWait = 90 * time.Second
+
+// templateRetry is how long a failed template build is remembered: pods
+// boot meanwhile instead of retrying it each.
+const templateRetry = time.Minute
+
+// templateSpec is what a template's machine is made of. Clones must match
+// it device for device, so it is the template's key.
+type templateSpec struct {
+	QEMU, Accel, Machine, Kernel, Initrd string
+	VCPUs, MemoryMiB, TBSizeMiB          int
+}
+
+func (s templateSpec) key() string {
+	b, _ := json.Marshal(s)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// vmTemplate is one saved template VM.
+type vmTemplate struct {
+	spec templateSpec
+	// built is closed when the build ended; err, ram and state are set
+	// before and read-only after.
+	built    chan struct{}
+	err      error
+	failedAt time.Time
+	ram      *os.File // sealed guest RAM
+	state    *os.File // sealed device state
+}
+
+// factory holds a handler's templates.
+type factory struct {
+	// mu guards cur. It is never held across I/O; a build runs without
+	// it and publishes through vmTemplate.built.
+	mu  sync.Mutex
+	cur *vmTemplate // the template of the current spec; nil: none yet
+}
+
+// openState opens the template's device state as a new file description
+// (a clone's QEMU reads it from offset 0, whatever other clones read).
+func (t *vmTemplate) openState() (*os.File, error) {
+	return os.Open(fmt.Sprintf("/proc/self/fd/%d", t.state.Fd()))
+}
+
+// cloneSource is the template a pod's VM is cloned from, or why not.
+type cloneSource struct {
+	tpl *vmTemplate
+	// reason a pod under a factory boots instead (a metric label).
+	reason string
+}
+
+// templateFor returns the template for the handler's current spec,
+// building it on first use (the caller waits for the build, bounded by
+// ctx). A pod needing more than the template holds boots.
+func (h *Handler) templateFor(ctx context.Context, a *guestAssets, memMiB, vcpus int) cloneSource {
+	if h.cfg.VMFactory != factoryTemplate {
+		return cloneSource{}
+	}
+	switch {
+	case a.transport != agentproxy.TransportSerial:
+		return cloneSource{reason: "vsock"}
+	case a.sharedFS != sharedFS9p:
+		return cloneSource{reason: "virtio_fs"}
+	}
+	spec := templateSpec{
+		QEMU: h.cfg.HypervisorPath, Accel: a.accel.Accel, Machine: a.machine,
+		Kernel: a.vmlinux, Initrd: a.initrd,
+		VCPUs: h.cfg.DefaultVCPUs, MemoryMiB: h.cfg.DefaultMemoryMiB, TBSizeMiB: tbSizeMiB(a.accel.Accel),
+	}
+	if memMiB > spec.MemoryMiB || vcpus > spec.VCPUs {
+		return cloneSource{reason: "too_big"}
+	}
+	t := h.template(ctx, spec)
+	select {
+	case <-t.built:
+	case <-ctx.Done():
+		return cloneSource{reason: "template_building"}
+	}
+	if t.err != nil {
+		return cloneSource{reason: "template_failed"}
+	}
+	return cloneSource{tpl: t}
+}
+
+// template returns the template of spec, starting its build when there is
+// none (or the last one failed more than templateRetry ago, or was of
+// another spec).
+func (h *Handler) template(ctx context.Context, spec templateSpec) *vmTemplate {
+	h.factory.mu.Lock()
+	defer h.factory.mu.Unlock()
+	if t := h.factory.cur; t != nil && t.spec == spec {
+		select {
+		case <-t.built:
+			if t.err == nil || time.Since(t.failedAt) < templateRetry {
+				return t
+			}
+		default:
+			return t
+		}
+	}
+	t := &vmTemplate{spec: spec, built: make(chan struct{})}
+	h.factory.cur = t
+	// The build outlives the pod start that asked for it.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), templateWait)
+	go func() {
+		defer cancel()
+		defer close(t.built)
+		start := time.Now()
+		if t.err = h.buildTemplate(bctx, t); t.err != nil {
+			t.failedAt = time.Now()
+			log.G(bctx).Warn("building the VM template failed: VM pods boot until it is retried", "template", spec.key(), "retry_after", templateRetry, "err", t.err)
+			return
+		}
+		log.G(bctx).Info("VM template ready", "template", spec.key(), "memory_mib", spec.MemoryMiB, "vcpus", spec.VCPUs, "took", time.Since(start).Round(time.Millisecond))
+	}()
+	return t
+}
+
+// templatesDir holds a template's VM dir while it is built.
+func (h *Handler) templatesDir() string { return filepath.Join(h.dir, "templates") }
+
+// buildTemplate boots t's VM as the pods' VMs boot (its own unprivileged
+// uid, a mount namespace holding only its files, an empty share), but
+// with no network (an unplugged NIC) and its RAM in a memfd, then saves
+// and seals it. Its VM dir is gone afterwards, built or not.
+func (h *Handler) buildTemplate(ctx context.Context, t *vmTemplate) error {
+	key := t.spec.key()
+	ctx = log.With(ctx, "template", key)
+	dir := filepath.Join(h.templatesDir(), key)
+	sh := share{dir: dir}
+	var (
+		ram, state *os.File
+		user       *vmm.Identity
+		vm         *vmm.VM
+		// built: the RAM and state outlive the steps' undo, which then
+		// releases the VM dir, the namespace and the uid claim only.
+		built bool
+	)
+	undo, err := steps.Run(ctx, []steps.Step{
+		{Name: "making the template's dir and share", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			// A previous daemon's, of this spec or another: their memfds
+			// died with it.
+			entries, _ := os.ReadDir(h.templatesDir())
+			for _, e := range entries {
+				if err := (share{dir: filepath.Join(h.templatesDir(), e.Name())}).destroy(); err != nil {
+					return nil, fmt.Errorf("removing an old template's dir: %w", err)
+				}
+			}
+			if err := sh.create([]string{t.spec.QEMU, t.spec.Kernel, t.spec.Initrd}); err != nil {
+				return nil, errors.Join(err, sh.destroy())
+			}
+			return func(context.Context) error { return sh.destroy() }, nil
+		}},
+		{Name: "choosing the template QEMU's uid", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var release func()
+			var err error
+			if user, release, err = h.claimIdentity("template-"+key, true); err != nil {
+				return nil, err
+			}
+			return func(context.Context) error { release(); return nil }, nil
+		}},
+		{Name: "making the template's RAM", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			if ram, err = vmm.NewTemplateRAM(key, t.spec.MemoryMiB); err != nil {
+				return nil, err
+			}
+			return func(context.Context) error {
+				if built {
+					return nil
+				}
+				return ram.Close()
+			}, nil
+		}},
+		{Name: "booting the template", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			mc := h.cloneMachine(t.spec, dir, sh)
+			mc.Name = "crivm-template-" + key[:8]
+			mc.Taps = []vmm.Tap{{MAC: templateMAC.String(), Unplugged: true}}
+			mc.MountNS = sh.pin()
+			mc.User = user
+			mc.RAM = &vmm.RAMFile{File: ram, Shared: true}
+			var err error
+			if vm, err = vmm.Start(ctx, mc); err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
+		}},
+		{Name: "waiting for the template's agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if err := vm.WaitAgentPort(ctx); err != nil {
+				return nil, fmt.Errorf("%w (console: %s)", err, tailConsole(vm))
+			}
+			return nil, nil
+		}},
+		{Name: "saving the template", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			fd, err := unix.MemfdCreate("crivm-template-state-"+key, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+			if err != nil {
+				return nil, fmt.Errorf("creating the state file: %w", err)
+			}
+			state = os.NewFile(uintptr(fd), "crivm-template-state-"+key)
+			if err := vm.SaveState(ctx, state); err != nil {
+				state.Close()
+				return nil, err
+			}
+			return func(context.Context) error {
+				if built {
+					return nil
+				}
+				return state.Close()
+			}, nil
+		}},
+		{Name: "stopping the template VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			return nil, vm.Kill(ctx)
+		}},
+		{Name: "sealing the template", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if err := vmm.SealTemplateRAM(ram); err != nil {
+				return nil, err
+			}
+			return nil, vmm.SealTemplateRAM(state)
+		}},
+	})
+	if err != nil {
+		return err
+	}
+	built = true
+	t.ram, t.state = ram, state
+	if err := undo.Run(ctx); err != nil {
+		log.G(ctx).Warn("the template is saved, but its VM dir was not released", "err", err)
+	}
+	return nil
+}
+
+// cloneMachine is the machine of a template of spec and of its clones:
+// every device a clone loads state into must be there, in the same order,
+// as the template had it.
+func (h *Handler) cloneMachine(spec templateSpec, dir string, sh share) vmm.MachineConfig {
+	return vmm.MachineConfig{
+		QEMUPath:    spec.QEMU,
+		Accel:       spec.Accel,
+		MachineType: spec.Machine,
+		VCPUs:       spec.VCPUs,
+		MemoryMiB:   spec.MemoryMiB,
+		TBSizeMiB:   spec.TBSizeMiB,
+		Kernel:      spec.Kernel,
+		Initrd:      spec.Initrd,
+		Dir:         dir,
+		SharedDirs:  []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: sh.export()}},
+		VMGenID:     true,
+	}
+}
+
+// resumeEntropy is how many random bytes a clone's agent gets at Resume.
+const resumeEntropy = 64
+
+// resumeClone is a clone's first agent call: host entropy and clock.
+func resumeClone(ctx context.Context, c *agentproxy.Client) error {
+	b := make([]byte, resumeEntropy)
+	rand.Read(b)
+	if _, err := c.Resume(ctx, &api.ResumeRequest{Entropy: b, RealtimeUnixNano: time.Now().UnixNano()}); err != nil {
+		return fmt.Errorf("resuming the clone: %w", err)
+	}
+	return nil
+}
+
+// tailConsole is the end of a VM's console, for errors.
+func tailConsole(vm *vmm.VM) string {
+	b, err := os.ReadFile(vm.ConsoleLog())
+	if err != nil {
+		return vm.ConsoleLog()
+	}
+	if len(b) > 1024 {
+		b = b[len(b)-1024:]
+	}
+	return string(b)
+}

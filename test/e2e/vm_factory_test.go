@@ -1,0 +1,172 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestVMTemplateClones: with vm_factory = "template", VM pods are clones
+// of one saved template VM. A clone runs a container with its logs, exec,
+// stop and removal like a booted VM; two clones differ in what must be
+// theirs (randomness, MAC, IP, hostname); the template's RAM, mapped into
+// every clone's QEMU, cannot be written even by root through QEMU's own
+// descriptor; a pod bigger than the template boots.
+func TestVMTemplateClones(t *testing.T) {
+	requiresVM(t)
+	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `vm_factory = "template"`, "max_memory_mib = 1024")
+	ctx := context.Background()
+	hostKernel := strings.TrimSpace(readFile(t, "/proc/sys/kernel/osrelease"))
+
+	type clone struct {
+		sbID, ctrID string
+		pod         *runtimeapi.PodSandboxConfig
+		info        sandboxInfo
+		ip          string
+	}
+	run := func(name string) clone {
+		t.Helper()
+		pod := e.podConfig(name)
+		sbID, err := e.rs.RunPodSandbox(ctx, pod, "vm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.ids = append(e.ids, sbID)
+		t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
+		st, info := e.sandboxStatus(t, sbID)
+		c := clone{sbID: sbID, pod: pod, info: info, ip: st.Status.Network.Ip}
+		c.ctrID = e.startContainer(t, sbID, e.containerConfig("app", "sh", "-c", "echo hello-from-clone; exec sleep 3600"), pod)
+		return c
+	}
+
+	// 1. Two pods: the first waits for the template's build, both are
+	//    clones of it.
+	a, b := run("clone-a"), run("clone-b")
+	for _, c := range []clone{a, b} {
+		if c.info.Extra["vm_source"] != "clone" || c.info.Extra["vm_template"] == "" {
+			t.Fatalf("pod %s: vm_source %q template %q (not cloned: %q), want a clone", c.pod.Metadata.Name, c.info.Extra["vm_source"], c.info.Extra["vm_template"], c.info.Extra["vm_not_cloned"])
+		}
+	}
+	t.Logf("clone start (QEMU to CreateSandbox): %s ms and %s ms", a.info.Extra["boot_ms"], b.info.Extra["boot_ms"])
+
+	// 2. The canary, logs, exec: a clone is a VM with the guest kernel.
+	if got := strings.TrimSpace(e.exec(t, a.ctrID, "uname", "-r")); got == hostKernel || got != a.info.Extra["guest_kernel"] {
+		t.Errorf("uname -r in a clone: %q (host %q, guest %q)", got, hostKernel, a.info.Extra["guest_kernel"])
+	}
+	logPath := filepath.Join(a.pod.LogDirectory, "app.log")
+	var logData string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(logData, "hello-from-clone"); time.Sleep(100 * time.Millisecond) {
+		logData = readFile(t, logPath)
+	}
+	if !strings.Contains(logData, " stdout F hello-from-clone") {
+		t.Errorf("clone container log: %q", logData)
+	}
+
+	// 3. What each clone must own differs between them.
+	draw := func(c clone) string {
+		return strings.Join(strings.Fields(e.exec(t, c.ctrID, "sh", "-c", "head -c 32 /dev/urandom | od -An -tx1")), "")
+	}
+	pairs := []struct {
+		what   string
+		ga, gb string
+	}{
+		{"urandom", draw(a), draw(b)},
+		{"MAC", e.exec(t, a.ctrID, "cat", "/sys/class/net/eth0/address"), e.exec(t, b.ctrID, "cat", "/sys/class/net/eth0/address")},
+		{"IP", a.ip, b.ip},
+		{"hostname", e.exec(t, a.ctrID, "hostname"), e.exec(t, b.ctrID, "hostname")},
+	}
+	for _, p := range pairs {
+		if strings.TrimSpace(p.ga) == "" || p.ga == p.gb {
+			t.Errorf("the clones' %s: %q and %q, want two different values", p.what, p.ga, p.gb)
+		}
+	}
+	if got, want := strings.TrimSpace(e.exec(t, a.ctrID, "cat", "/sys/class/net/eth0/address")), a.info.Extra["guest_mac"]; got != want {
+		t.Errorf("clone NIC MAC %q, want the pod's %q", got, want)
+	}
+	// The guest clock is the host's, not the template's.
+	if s := strings.TrimSpace(e.exec(t, a.ctrID, "date", "+%s")); !near(s, time.Now().Unix(), 5) {
+		t.Errorf("clone clock %s, host %d", s, time.Now().Unix())
+	}
+
+	// 4. As an attacker holding a clone's QEMU: its descriptor of the
+	//    template's RAM refuses writes, from root too.
+	qemu := a.info.Process.Pid
+	ramFD := ""
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", qemu))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", qemu, fd.Name())); strings.Contains(l, "memfd:crivm-template-") && !strings.Contains(l, "state") {
+			ramFD = fd.Name()
+		}
+	}
+	if ramFD == "" {
+		t.Fatalf("no template RAM among QEMU %d's descriptors", qemu)
+	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%s", qemu, ramFD), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("owned"), 1<<20); !errors.Is(err, unix.EPERM) {
+		t.Errorf("writing the template's RAM through QEMU's descriptor: %v, want EPERM", err)
+	}
+	if _, err := unix.Mmap(int(f.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); !errors.Is(err, unix.EPERM) {
+		t.Errorf("mapping the template's RAM shared and writable: %v, want EPERM", err)
+	}
+	f.Close()
+
+	// 5. A pod bigger than the template boots instead.
+	big := e.podConfig("big")
+	big.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 512 << 20}
+	bigID, err := e.rs.RunPodSandbox(ctx, big, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, bigID)
+	_, bigInfo := e.sandboxStatus(t, bigID)
+	if bigInfo.Extra["vm_source"] != "boot" || bigInfo.Extra["vm_not_cloned"] != "too_big" {
+		t.Errorf("a 512 MiB pod: vm_source %q, not cloned %q; want boot, too_big", bigInfo.Extra["vm_source"], bigInfo.Extra["vm_not_cloned"])
+	}
+
+	// 6. Stop and remove: nothing is left of the clones.
+	for _, id := range []string{a.sbID, b.sbID, bigID} {
+		if err := e.rs.StopPodSandbox(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.rs.RemovePodSandbox(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []clone{a, b} {
+		if _, err := os.Stat(c.info.Extra["vm_dir"]); !os.IsNotExist(err) {
+			t.Errorf("VM dir %s left (%v)", c.info.Extra["vm_dir"], err)
+		}
+	}
+}
+
+func near(s string, want, tol int64) bool {
+	var got int64
+	if _, err := fmt.Sscan(s, &got); err != nil {
+		return false
+	}
+	return got >= want-tol && got <= want+tol
+}
+
+// readFile is path's content; a missing file is empty.
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
