@@ -97,7 +97,7 @@ bench-peer: deps build
 
 # VM pod start against the bare-QEMU floor, per-VM PSS, 5 at once (docs/performance.md).
 bench-vm: deps build
-	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/bench/vmbench -n 5 -parallel 5
+	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) run -tags "$(TAGS)" ./test/bench/vmbench -n 5 -parallel 10
 
 # A one-node cluster on 127.0.0.1 (Debian's etcd, kube-apiserver and kubelet
 # v1.37.2 from the Go module proxy, built once and cached) against crivm, and

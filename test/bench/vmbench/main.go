@@ -2,9 +2,10 @@
 // start (RunPodSandbox through a running container, image cached) against
 // the bare-QEMU floor (the same kernel and agent initrd booted with vmm,
 // from QEMU start until the guest agent answers), in the same run; the
-// host memory (PSS) of each VM pod's QEMU; and pods started in parallel.
+// host memory (PSS) of each VM pod's QEMU; and pods started in parallel;
+// for each VM factory (vm_factory none and template), one handler each.
 //
-//	go run -tags "containers_image_openpgp exclude_graphdriver_btrfs" ./test/bench/vmbench -n 5 -parallel 5
+//	go run -tags "containers_image_openpgp exclude_graphdriver_btrfs" ./test/bench/vmbench -n 5 -parallel 10
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -31,8 +33,8 @@ import (
 
 func main() {
 	n := flag.Int("n", 5, "serial iterations of each measurement")
-	par := flag.Int("parallel", 5, "VM pods started at once")
-	sharedFS := flag.String("shared-fs", "9p", "shared_fs of the vm handler: 9p or virtio-fs")
+	par := flag.Int("parallel", 10, "VM pods started at once (and running when PSS is read)")
+	sharedFS := flag.String("shared-fs", "9p", "shared_fs of the vm handlers: 9p or virtio-fs")
 	breakdown := flag.Bool("breakdown", false, "run the daemon at debug level and print the median of each step of the measured pod starts")
 	flag.Parse()
 	t := framework.NewMainTB()
@@ -44,7 +46,9 @@ func main() {
 	d.TrustRegistry(reg.Host)
 	d.UsePauseImage(reg.Ref("pause", "latest"))
 	d.UseBridgeNetwork()
-	conf := fmt.Sprintf("[crivm.runtime.runtimes.vm]\nshared_fs = %q\n", *sharedFS)
+	// One handler per factory, in one daemon: vm boots each VM, vm-template
+	// clones a template.
+	conf := fmt.Sprintf("[crivm.runtime.runtimes.vm]\nshared_fs = %q\n[crivm.runtime.runtimes.vm-template]\nruntime_type = \"vm\"\nshared_fs = %q\nvm_factory = \"template\"\n", *sharedFS, *sharedFS)
 	if err := os.WriteFile(filepath.Join(d.DropIn, "30-bench.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -59,105 +63,150 @@ func main() {
 	if _, err := is.PullImage(ctx, &runtimeapi.ImageSpec{Image: img}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	p := &bench.Pods{RS: rs, Image: img, RuntimeHandler: "vm", LogDir: t.TempDir(), Prefix: "vmbench"}
-
-	// 1. The first VM pod builds the guest assets; it is not measured.
-	s, _, err := p.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
+	factories := []struct{ handler, factory string }{{"vm", "none"}, {"vm-template", "template"}}
+	pods := map[string]*bench.Pods{}
+	var accel string
+	for _, f := range factories {
+		p := &bench.Pods{RS: rs, Image: img, RuntimeHandler: f.handler, LogDir: t.TempDir(), Prefix: "vmbench-" + f.factory}
+		pods[f.handler] = p
+		// 1. The first pod of each handler builds the guest assets (and
+		//    the template); it is not measured.
+		s, _, err := p.Start(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := sandboxInfo(t, ctx, rs, s.Sandbox)
+		accel = info.Extra["accel"]
+		fmt.Printf("handler %s (vm_factory %s): VMs run under %s, files shared over %s, first pod's VM: %s\n", f.handler, f.factory, accel, info.Extra["shared_fs"], info.Extra["vm_source"])
+		p.Teardown(ctx, s)
 	}
-	st, err := rs.PodSandboxStatus(ctx, s.Sandbox, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var first struct {
-		Extra map[string]string `json:"extra"`
-	}
-	json.Unmarshal([]byte(st.Info["info"]), &first)
-	accel := first.Extra["accel"]
-	fmt.Printf("VMs run under %s, files shared over %s\n", accel, first.Extra["shared_fs"])
-	p.Teardown(ctx, s)
 	assets := filepath.Join(d.Root, "vm-assets")
 	vmlinux := newest(t, filepath.Join(assets, "vmlinux-*"))
 	initrd := newest(t, filepath.Join(assets, "initrd-*"))
 
-	// 2. Floor and pod start, interleaved so both see the same load.
+	// 2. Floor and pod starts, interleaved so all see the same load.
 	logFrom := len(d.Log())
-	var floor, pod, teardown []time.Duration
+	var floor []time.Duration
+	start := map[string][]time.Duration{}
+	teardown := map[string][]time.Duration{}
 	for i := 0; i < *n; i++ {
 		floor = append(floor, bareBoot(t, ctx, accel, vmlinux, initrd))
-		s, dur, err := p.Start(ctx)
-		if err != nil {
-			t.Fatal(err)
+		for _, f := range factories {
+			s, dur, err := pods[f.handler].Start(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.factory == "template" {
+				if src := sandboxInfo(t, ctx, rs, s.Sandbox).Extra["vm_source"]; src != "clone" {
+					t.Fatalf("a pod of %s was not cloned (%s)", f.handler, src)
+				}
+			}
+			start[f.handler] = append(start[f.handler], dur)
+			td, err := pods[f.handler].Teardown(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			teardown[f.handler] = append(teardown[f.handler], td)
 		}
-		pod = append(pod, dur)
-		td, err := p.Teardown(ctx, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		teardown = append(teardown, td)
 	}
-	f, ps, td := bench.Summarize(floor), bench.Summarize(pod), bench.Summarize(teardown)
-	fmt.Printf("\nbare QEMU floor (start → agent answers)  %s\n", f)
-	fmt.Printf("VM pod start (→ container running)        %s\n", ps)
-	fmt.Printf("VM pod teardown                           %s\n", td)
-	fmt.Printf("ratio pod start / floor (median)          %s\n", bench.Ratio(ps.Median, f.Median))
+	fl := bench.Summarize(floor)
+	fmt.Printf("\nbare QEMU floor (start → agent answers)   %s\n", fl)
+	for _, f := range factories {
+		ps := bench.Summarize(start[f.handler])
+		fmt.Printf("\nvm_factory %s (handler %s)\n", f.factory, f.handler)
+		fmt.Printf("  VM pod start (→ container running)     %s\n", ps)
+		fmt.Printf("  ratio pod start / floor (median)       %s\n", bench.Ratio(ps.Median, fl.Median))
+		fmt.Printf("  VM pod teardown                        %s\n", bench.Summarize(teardown[f.handler]))
+	}
 	if *breakdown {
-		fmt.Println("\nwhere a pod start goes (daemon debug log, the serial starts):")
+		fmt.Println("\nwhere a pod start goes (daemon debug log, the serial starts of both handlers):")
 		bench.PrintBreakdown(os.Stdout, d.Log()[logFrom:], "RunPodSandbox", "CreateContainer", "StartContainer")
 	}
 
-	// 3. Pods at once, and the memory of each.
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var started []bench.Started
-	var each []time.Duration
-	wall := time.Now()
-	for i := 0; i < *par; i++ {
-		wg.Go(func() {
-			s, d, err := p.Start(ctx)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "parallel start:", err)
-				return
+	// 3. Pods at once, and the memory of each with all of them running.
+	for _, f := range factories {
+		p := pods[f.handler]
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var started []bench.Started
+		var each []time.Duration
+		wall := time.Now()
+		for i := 0; i < *par; i++ {
+			wg.Go(func() {
+				s, d, err := p.Start(ctx)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "parallel start:", err)
+					return
+				}
+				started = append(started, s)
+				each = append(each, d)
+			})
+		}
+		wg.Wait()
+		w := time.Since(wall)
+		fmt.Printf("\nvm_factory %s: %d VM pods at once         %s  wall %v\n", f.factory, *par, bench.Summarize(each), w.Round(time.Millisecond))
+		time.Sleep(3 * time.Second)
+		var sum int64
+		var n int
+		for _, s := range started {
+			info := sandboxInfo(t, ctx, rs, s.Sandbox)
+			kb := procKB(info.Process.Pid, "Pss:")
+			// Host helpers count too: virtiofsd maps the guest's RAM.
+			if pid, err := strconv.Atoi(info.Extra["virtiofsd_pid"]); err == nil {
+				kb += procKB(pid, "Pss:")
 			}
-			started = append(started, s)
-			each = append(each, d)
-		})
+			sum += kb
+			n++
+		}
+		if n > 0 {
+			fmt.Printf("  host PSS per VM pod (QEMU + helpers), %d running: %.1f MB (256 MiB guests)\n", n, float64(sum)/float64(n)/1024)
+		}
+		if f.factory == "template" {
+			fmt.Printf("  template RAM the daemon holds (sealed memfd, shared by the clones): %.1f MB\n", float64(templateRAMKB(d.Pid()))/1024)
+		}
+		for _, s := range started {
+			p.Teardown(ctx, s)
+		}
 	}
-	wg.Wait()
-	w := time.Since(wall)
-	fmt.Printf("%d VM pods at once                        %s  wall %v\n", *par, bench.Summarize(each), w.Round(time.Millisecond))
-	time.Sleep(3 * time.Second)
-	var pss []int64
-	for _, s := range started {
-		st, err := rs.PodSandboxStatus(ctx, s.Sandbox, true)
-		if err != nil {
+}
+
+// vmInfo is the verbose PodSandboxStatus info of a VM pod.
+type vmInfo struct {
+	Process struct{ Pid int } `json:"process"`
+	Extra   map[string]string `json:"extra"`
+}
+
+func sandboxInfo(t *framework.MainTB, ctx context.Context, rs interface {
+	PodSandboxStatus(context.Context, string, bool) (*runtimeapi.PodSandboxStatusResponse, error)
+}, id string) vmInfo {
+	st, err := rs.PodSandboxStatus(ctx, id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info vmInfo
+	json.Unmarshal([]byte(st.Info["info"]), &info)
+	return info
+}
+
+// templateRAMKB is the memory the daemon's template memfds hold (their
+// allocated pages), in KiB.
+func templateRAMKB(pid int) int64 {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, _ := os.ReadDir(dir)
+	var kb int64
+	for _, fd := range fds {
+		p := filepath.Join(dir, fd.Name())
+		if l, _ := os.Readlink(p); !strings.Contains(l, "memfd:crivm-template-") {
 			continue
 		}
-		var info struct {
-			Process struct{ Pid int } `json:"process"`
-			Extra   map[string]string `json:"extra"`
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil {
+			kb += st.Blocks / 2
 		}
-		json.Unmarshal([]byte(st.Info["info"]), &info)
-		kb := procKB(info.Process.Pid, "Pss:")
-		// Host helpers count too: virtiofsd maps the guest's RAM.
-		if pid, err := strconv.Atoi(info.Extra["virtiofsd_pid"]); err == nil {
-			kb += procKB(pid, "Pss:")
-		}
-		pss = append(pss, kb)
 	}
-	var sum int64
-	for _, v := range pss {
-		sum += v
-	}
-	if len(pss) > 0 {
-		fmt.Printf("host PSS per VM pod (QEMU + helpers), %d running  %.1f MB (256 MiB guests)\n", len(pss), float64(sum)/float64(len(pss))/1024)
-	}
-	for _, s := range started {
-		p.Teardown(ctx, s)
-	}
+	return kb
 }
 
 // bareBoot boots the assets with vmm alone and returns the time until the
