@@ -19,7 +19,8 @@ import (
 // stop and removal like a booted VM; two clones differ in what must be
 // theirs (randomness, MAC, IP, hostname); the template's RAM, mapped into
 // every clone's QEMU, cannot be written even by root through QEMU's own
-// descriptor; a pod bigger than the template boots.
+// descriptor; a pod bigger than the template boots; clones survive a
+// daemon restart, after which the template is built again.
 func TestVMTemplateClones(t *testing.T) {
 	requiresVM(t)
 	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `vm_factory = "template"`, "max_memory_mib = 1024")
@@ -137,8 +138,27 @@ func TestVMTemplateClones(t *testing.T) {
 		t.Errorf("a 512 MiB pod: vm_source %q, not cloned %q; want boot, too_big", bigInfo.Extra["vm_source"], bigInfo.Extra["vm_not_cloned"])
 	}
 
-	// 6. Stop and remove: nothing is left of the clones.
-	for _, id := range []string{a.sbID, b.sbID, bigID} {
+	// 6. A daemon restart: the clones keep running and answer; the
+	//    template died with the daemon's memory, and the next pod gets a
+	//    new one.
+	if err := e.d.Stop(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.d.Start(ctx)
+	e.rs = e.d.RuntimeService(ctx)
+	if err := e.d.WaitLog(20*time.Second, "reattached to a running VM"); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(e.exec(t, b.ctrID, "hostname")); got != "clone-b" {
+		t.Errorf("clone-b after the restart: hostname %q", got)
+	}
+	c := run("clone-c")
+	if c.info.Extra["vm_source"] != "clone" {
+		t.Errorf("the first pod after a restart: vm_source %q (not cloned: %q), want a clone of a new template", c.info.Extra["vm_source"], c.info.Extra["vm_not_cloned"])
+	}
+
+	// 7. Stop and remove: nothing is left of the clones.
+	for _, id := range []string{a.sbID, b.sbID, c.sbID, bigID} {
 		if err := e.rs.StopPodSandbox(ctx, id); err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +166,7 @@ func TestVMTemplateClones(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, c := range []clone{a, b} {
+	for _, c := range []clone{a, b, c} {
 		if _, err := os.Stat(c.info.Extra["vm_dir"]); !os.IsNotExist(err) {
 			t.Errorf("VM dir %s left (%v)", c.info.Extra["vm_dir"], err)
 		}
