@@ -131,6 +131,9 @@ type RuntimeHandler struct {
 	// VMFactory is how VMs are made: "none" (each boots) or "template"
 	// (clones of a saved template VM; see handlers/vm/factory.go).
 	VMFactory string `toml:"vm_factory" json:"vm_factory,omitempty"`
+	// KSM marks this handler's guest RAM mergeable and turns the host's
+	// same-page merging on while crivm runs (internal/ksm).
+	KSM bool `toml:"ksm" json:"ksm,omitempty"`
 }
 
 // NetworkConfig is [crivm.network].

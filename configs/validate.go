@@ -194,7 +194,7 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			{"virtio_fs_cache", h.VirtioFSCache != ""},
 			{"max_vcpus", h.MaxVCPUs != 0}, {"max_memory_mib", h.MaxMemoryMiB != 0},
 			{"vmm_uid_base", h.VMMUIDBase != 0}, {"vmm_uid_count", h.VMMUIDCount != 0},
-			{"vm_factory", h.VMFactory != ""},
+			{"vm_factory", h.VMFactory != ""}, {"ksm", h.KSM},
 		}
 		for _, k := range vmOnly {
 			if k.set {

@@ -14,3 +14,10 @@ import (
 type SandboxChecker interface {
 	CheckSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConfig) error
 }
+
+// Warmer is implemented by a handler that prepares ahead of its first pod
+// (the vm handler builds its VM template). The daemon calls Warm in the
+// background once it serves; Warm logs its own failures.
+type Warmer interface {
+	Warm(ctx context.Context)
+}

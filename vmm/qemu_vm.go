@@ -149,6 +149,8 @@ type MachineConfig struct {
 	// must match the one that saved it (same devices in the same order,
 	// same RAM size), with RAM the template's.
 	Incoming *os.File
+	// MemMerge marks guest RAM mergeable by the host's KSM.
+	MemMerge bool
 	// VMGenID adds a vmgenid device: a clone's guest kernel sees a new
 	// generation ID at resume and reseeds its RNG. Templates and their
 	// clones need it (their device sets must match).
@@ -300,6 +302,7 @@ func qemuArgs(c MachineConfig, fds qemuFDs) []string {
 	if len(c.VirtioFS) > 0 || c.RAM != nil {
 		machine += ",memory-backend=mem0"
 	}
+	machine += ",mem-merge=" + onOff(c.MemMerge)
 	args := []string{
 		"-name", c.Name,
 		"-M", machine,

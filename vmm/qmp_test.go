@@ -178,7 +178,7 @@ func TestQEMUArgs(t *testing.T) {
 	}).withDefaults()
 	args := strings.Join(qemuArgs(c, qemuFDs{QMP: 3, Agent: 4, Console: 5, Taps: []int{6}, Vhost: 7}), " ")
 	for _, want := range []string{
-		"-M q35", "-accel tcg,tb-size=32", "-cpu qemu64", "-smp 1", "-m 256", "-nodefaults", "-no-user-config",
+		"-M q35", ",mem-merge=off", "-accel tcg,tb-size=32", "-cpu qemu64", "-smp 1", "-m 256", "-nodefaults", "-no-user-config",
 		"-display none", "-no-reboot", "-add-fd fd=5,set=1,opaque=console", "-serial file:/dev/fdset/1",
 		"-chardev socket,id=qmp,fd=3,server=on,wait=off", "-mon chardev=qmp,mode=control", "-kernel /k", "-initrd /i",
 		"-append " + BaseKernelArgs + " crivm.debug",

@@ -29,6 +29,7 @@ import (
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/image"
+	"github.com/crivm/crivm/internal/ksm"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/metrics"
 	"github.com/crivm/crivm/internal/steps"
@@ -56,6 +57,9 @@ type daemon struct {
 	registry *prometheus.Registry
 	metrics  *metrics.Metrics
 	metricsL net.Listener
+	// ksm, when a vm handler has ksm = true, restores the host's KSM
+	// setting at shutdown.
+	ksm *ksm.Control
 }
 
 func runDaemon(g globalFlags) error {
@@ -107,6 +111,11 @@ func runDaemon(g globalFlags) error {
 	defer stopWatch()
 	rs.Sweep(ctx)
 	rs.Restore(ctx)
+	for _, e := range d.handlers {
+		if w, ok := e.Handler.(handlers.Warmer); ok {
+			go w.Warm(watchCtx)
+		}
+	}
 	if err := rs.WatchExits(watchCtx); err != nil {
 		logger.Warn("exits are found by polling only", "err", err)
 	}
@@ -157,6 +166,9 @@ func (d *daemon) shutdown(sock string) error {
 	var merr error
 	if d.metricsL != nil {
 		merr = d.metricsL.Close()
+	}
+	if d.ksm != nil {
+		merr = errors.Join(merr, d.ksm.Restore())
 	}
 	return errors.Join(closeSocket(d.listener, sock), d.stream.Close(), merr, d.audit.Close(), d.images.Close(), d.store.Close(), d.lock.Close())
 }
@@ -275,6 +287,24 @@ func (d *daemon) startSteps(cfg *configs.Config) []steps.Step {
 				return nil, errors.Join(err, cleanup(ctx))
 			}
 			return cleanup, nil
+		}},
+		{Name: "enabling KSM", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var who []string
+			for _, name := range cfg.HandlerNames() {
+				if cfg.Runtime.Runtimes[name].KSM {
+					who = append(who, name)
+				}
+			}
+			if len(who) == 0 {
+				return nil, nil
+			}
+			c := &ksm.Control{Dir: ksm.SysDir, Runroot: cfg.Runroot}
+			if err := c.Enable(); err != nil {
+				return nil, err
+			}
+			d.ksm = c
+			log.G(ctx).Info("KSM on for the VMs of handlers with ksm = true; the host's setting comes back at shutdown", "handlers", who)
+			return func(context.Context) error { return c.Restore() }, nil
 		}},
 		{Name: "reconciling state", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			return nil, server.Reconcile(ctx, d.store)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/log"
 	"github.com/crivm/crivm/internal/steps"
 	"github.com/crivm/crivm/vmm"
@@ -301,6 +302,7 @@ func (h *Handler) cloneMachine(spec templateSpec, dir string, sh share) vmm.Mach
 		Dir:         dir,
 		SharedDirs:  []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: sh.export()}},
 		VMGenID:     true,
+		MemMerge:    h.cfg.KSM,
 	}
 }
 
@@ -327,4 +329,20 @@ func tailConsole(vm *vmm.VM) string {
 		b = b[len(b)-1024:]
 	}
 	return string(b)
+}
+
+var _ handlers.Warmer = (*Handler)(nil)
+
+// Warm builds the template of the handler's default size ahead of the
+// first pod, when vm_factory = "template".
+func (h *Handler) Warm(ctx context.Context) {
+	if h.cfg.VMFactory != factoryTemplate {
+		return
+	}
+	a, err := h.prepareAssets(ctx)
+	if err != nil {
+		log.G(ctx).Warn("preparing guest assets for the VM template", "handler", h.name, "err", err)
+		return
+	}
+	h.templateFor(ctx, a, 0, 0)
 }

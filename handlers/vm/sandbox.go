@@ -146,6 +146,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				Cgroup:      cg,
 				MountNS:     sh.pin(),
 				User:        user,
+				MemMerge:    h.cfg.KSM,
 			}
 			if virtiofsd != nil {
 				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: agentproxy.SharedTag, Socket: virtiofsd.Socket()}}

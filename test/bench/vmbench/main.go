@@ -150,9 +150,16 @@ func main() {
 		time.Sleep(3 * time.Second)
 		var sum int64
 		var n int
+		var parts bench.MemoryParts
 		for _, s := range started {
 			info := sandboxInfo(t, ctx, rs, s.Sandbox)
 			kb := procKB(info.Process.Pid, "Pss:")
+			if m, err := bench.VMMemory(info.Process.Pid, 256); err == nil {
+				parts.GuestRAM += m.GuestRAM
+				parts.TCGBuffer += m.TCGBuffer
+				parts.Code += m.Code
+				parts.OtherAnon += m.OtherAnon
+			}
 			// Host helpers count too: virtiofsd maps the guest's RAM.
 			if pid, err := strconv.Atoi(info.Extra["virtiofsd_pid"]); err == nil {
 				kb += procKB(pid, "Pss:")
@@ -162,6 +169,8 @@ func main() {
 		}
 		if n > 0 {
 			fmt.Printf("  host PSS per VM pod (QEMU + helpers), %d running: %.1f MB (256 MiB guests)\n", n, float64(sum)/float64(n)/1024)
+			k := int64(n)
+			fmt.Printf("  QEMU's PSS per pod by part: %s\n", bench.MemoryParts{GuestRAM: parts.GuestRAM / k, TCGBuffer: parts.TCGBuffer / k, Code: parts.Code / k, OtherAnon: parts.OtherAnon / k})
 		}
 		if f.factory == "template" {
 			fmt.Printf("  template RAM the daemon holds (sealed memfd, shared by the clones): %.1f MB\n", float64(templateRAMKB(d.Pid()))/1024)
