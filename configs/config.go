@@ -134,6 +134,9 @@ type RuntimeHandler struct {
 	// KSM marks this handler's guest RAM mergeable and turns the host's
 	// same-page merging on while crivm runs (internal/ksm).
 	KSM bool `toml:"ksm" json:"ksm,omitempty"`
+	// TCGCacheMiB bounds QEMU's TCG translation cache (tb-size) when VMs
+	// run under TCG.
+	TCGCacheMiB int `toml:"tcg_cache_mib" json:"tcg_cache_mib,omitempty"`
 }
 
 // NetworkConfig is [crivm.network].
@@ -192,6 +195,9 @@ func (h *RuntimeHandler) fillDefaults() {
 	}
 	if h.DefaultMemoryMiB == 0 {
 		h.DefaultMemoryMiB = d.DefaultMemoryMiB
+	}
+	if h.TCGCacheMiB == 0 {
+		h.TCGCacheMiB = d.TCGCacheMiB
 	}
 	if h.VMMUIDBase == 0 {
 		h.VMMUIDBase = d.VMMUIDBase

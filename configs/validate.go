@@ -194,7 +194,7 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			{"virtio_fs_cache", h.VirtioFSCache != ""},
 			{"max_vcpus", h.MaxVCPUs != 0}, {"max_memory_mib", h.MaxMemoryMiB != 0},
 			{"vmm_uid_base", h.VMMUIDBase != 0}, {"vmm_uid_count", h.VMMUIDCount != 0},
-			{"vm_factory", h.VMFactory != ""}, {"ksm", h.KSM},
+			{"vm_factory", h.VMFactory != ""}, {"ksm", h.KSM}, {"tcg_cache_mib", h.TCGCacheMiB != 0},
 		}
 		for _, k := range vmOnly {
 			if k.set {
@@ -225,6 +225,9 @@ func (h *RuntimeHandler) validate(hp string) []error {
 		}
 		if h.DefaultVCPUs < 1 || h.DefaultVCPUs > 255 {
 			errs = append(errs, keyErr(hp+"default_vcpus", "%d is outside 1..255", h.DefaultVCPUs))
+		}
+		if h.TCGCacheMiB < 8 || h.TCGCacheMiB > 1024 {
+			errs = append(errs, keyErr(hp+"tcg_cache_mib", "%d MiB is outside 8..1024", h.TCGCacheMiB))
 		}
 		if h.DefaultMemoryMiB < 64 {
 			errs = append(errs, keyErr(hp+"default_memory_mib", "%d MiB is below the 64 MiB a guest needs", h.DefaultMemoryMiB))

@@ -123,7 +123,7 @@ func (h *Handler) templateFor(ctx context.Context, a *guestAssets, memMiB, vcpus
 	spec := templateSpec{
 		QEMU: h.cfg.HypervisorPath, Accel: a.accel.Accel, Machine: a.machine,
 		Kernel: a.vmlinux, Initrd: a.initrd,
-		VCPUs: h.cfg.DefaultVCPUs, MemoryMiB: h.cfg.DefaultMemoryMiB, TBSizeMiB: tbSizeMiB(a.accel.Accel),
+		VCPUs: h.cfg.DefaultVCPUs, MemoryMiB: h.cfg.DefaultMemoryMiB, TBSizeMiB: h.tbSizeMiB(a.accel.Accel),
 	}
 	if memMiB > spec.MemoryMiB || vcpus > spec.VCPUs {
 		return cloneSource{reason: "too_big"}

@@ -136,7 +136,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				MachineType: assets.machine,
 				VCPUs:       vcpus,
 				MemoryMiB:   guestMiB,
-				TBSizeMiB:   tbSizeMiB(assets.accel.Accel),
+				TBSizeMiB:   h.tbSizeMiB(assets.accel.Accel),
 				Kernel:      assets.vmlinux,
 				Initrd:      assets.initrd,
 				Dir:         dir,
@@ -416,24 +416,22 @@ func (h *Handler) removeCgroup(ctx context.Context, sb *store.Sandbox) error {
 const (
 	// qemuOverheadMiB is what QEMU itself holds beyond guest RAM, with
 	// virtiofsd: its heap, device state and, under TCG, the translation
-	// cache (bounded by tcgCacheMiB). ~90 MB of anonymous memory measured
+	// cache (bounded by tcg_cache_mib). ~90 MB of anonymous memory measured
 	// under TCG (docs/performance.md), plus a margin for page tables,
 	// slab and virtiofsd; KVM has no translation cache, so it holds less.
 	qemuOverheadMiB = 128
 	// guestHeadroomMiB is guest RAM on top of the containers' limits, for
 	// the guest kernel, the agent and its page cache.
 	guestHeadroomMiB = 64
-	// tcgCacheMiB bounds TCG's translation cache. QEMU's default (1 GiB
-	// on these hosts) can fill over a guest's life and its pages stay
-	// resident, which no pod memory limit could hold; 64 MiB does not
-	// slow the boot here (docs/performance.md).
-	tcgCacheMiB = 64
 )
 
-// tbSizeMiB is the translation cache size for accel (zero: not TCG).
-func tbSizeMiB(accel string) int {
+// tbSizeMiB is the translation cache size for accel (zero: not TCG):
+// tcg_cache_mib. QEMU's default (1 GiB on these hosts) can fill over a
+// guest's life and its pages stay resident, which no pod memory limit
+// could hold.
+func (h *Handler) tbSizeMiB(accel string) int {
 	if accel == vmm.AccelTCG {
-		return tcgCacheMiB
+		return h.cfg.TCGCacheMiB
 	}
 	return 0
 }

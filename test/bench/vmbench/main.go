@@ -47,8 +47,11 @@ func main() {
 	d.UsePauseImage(reg.Ref("pause", "latest"))
 	d.UseBridgeNetwork()
 	// One handler per factory, in one daemon: vm boots each VM, vm-template
-	// clones a template.
-	conf := fmt.Sprintf("[crivm.runtime.runtimes.vm]\nshared_fs = %q\n[crivm.runtime.runtimes.vm-template]\nruntime_type = \"vm\"\nshared_fs = %q\nvm_factory = \"template\"\n", *sharedFS, *sharedFS)
+	// clones a template, vm-template-tb32 too with half the translation
+	// cache (under TCG).
+	conf := fmt.Sprintf("[crivm.runtime.runtimes.vm]\nshared_fs = %[1]q\n"+
+		"[crivm.runtime.runtimes.vm-template]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"template\"\n"+
+		"[crivm.runtime.runtimes.vm-template-tb32]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"template\"\ntcg_cache_mib = 32\n", *sharedFS)
 	if err := os.WriteFile(filepath.Join(d.DropIn, "30-bench.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +66,11 @@ func main() {
 	if _, err := is.PullImage(ctx, &runtimeapi.ImageSpec{Image: img}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	factories := []struct{ handler, factory string }{{"vm", "none"}, {"vm-template", "template"}}
+	factories := []struct{ handler, factory string }{{"vm", "none"}, {"vm-template", "template"}, {"vm-template-tb32", "template, tcg_cache_mib 32"}}
 	pods := map[string]*bench.Pods{}
 	var accel string
 	for _, f := range factories {
-		p := &bench.Pods{RS: rs, Image: img, RuntimeHandler: f.handler, LogDir: t.TempDir(), Prefix: "vmbench-" + f.factory}
+		p := &bench.Pods{RS: rs, Image: img, RuntimeHandler: f.handler, LogDir: t.TempDir(), Prefix: "vmbench-" + f.handler}
 		pods[f.handler] = p
 		// 1. The first pod of each handler builds the guest assets (and
 		//    the template); it is not measured.
@@ -96,7 +99,7 @@ func main() {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if f.factory == "template" {
+			if strings.HasPrefix(f.factory, "template") {
 				if src := sandboxInfo(t, ctx, rs, s.Sandbox).Extra["vm_source"]; src != "clone" {
 					t.Fatalf("a pod of %s was not cloned (%s)", f.handler, src)
 				}
@@ -172,8 +175,8 @@ func main() {
 			k := int64(n)
 			fmt.Printf("  QEMU's PSS per pod by part: %s\n", bench.MemoryParts{GuestRAM: parts.GuestRAM / k, TCGBuffer: parts.TCGBuffer / k, Code: parts.Code / k, OtherAnon: parts.OtherAnon / k})
 		}
-		if f.factory == "template" {
-			fmt.Printf("  template RAM the daemon holds (sealed memfd, shared by the clones): %.1f MB\n", float64(templateRAMKB(d.Pid()))/1024)
+		if strings.HasPrefix(f.factory, "template") {
+			fmt.Printf("  template RAM the daemon holds (sealed memfds of every template, shared by their clones): %.1f MB\n", float64(templateRAMKB(d.Pid()))/1024)
 		}
 		for _, s := range started {
 			p.Teardown(ctx, s)
