@@ -14,10 +14,26 @@ import (
 	"github.com/crivm/crivm/vmm"
 )
 
-// reconnectTimeout bounds a reconnect to a sandbox's agent, whatever the
-// caller's deadline: a wedged guest costs its own callers that, and no
-// one else anything.
-const reconnectTimeout = 10 * time.Second
+// defaultReconnectTimeout bounds a reconnect to a sandbox's agent,
+// whatever the caller's deadline: a wedged guest costs its own callers
+// that, and no one else anything.
+const defaultReconnectTimeout = 10 * time.Second
+
+// reconnectWithin is the bound of a reconnect (Handler.reconnectTimeout).
+func (h *Handler) reconnectWithin() time.Duration {
+	if h.reconnectTimeout > 0 {
+		return h.reconnectTimeout
+	}
+	return defaultReconnectTimeout
+}
+
+// dialerFor is how to reach vm's agent (Handler.dialer).
+func (h *Handler) dialerFor(vm *vmm.VM) agentproxy.Dialer {
+	if h.dialer != nil {
+		return h.dialer(vm)
+	}
+	return agentDialer(vm.Dir())
+}
 
 // conn is one connection to a sandbox's agent, with the goroutines that
 // collect over it (the OOM watch, each container's output and exit).
@@ -40,7 +56,7 @@ type sandboxVM struct {
 	vm atomic.Pointer[vmm.VM]
 
 	// mu guards cur and ctrs. It is held across a reconnect, which is
-	// I/O to this sandbox's VM only, bounded by reconnectTimeout.
+	// I/O to this sandbox's VM only, bounded by reconnectWithin.
 	mu     sync.Mutex
 	cur    *conn
 	ctrs   map[string]bool // the containers whose output and exit are collected
@@ -77,17 +93,19 @@ func (s *sandboxVM) get(ctx context.Context, h *Handler) (*conn, error) {
 		default:
 			return old, nil
 		}
-		select {
-		case <-old.vm.Exited():
-		default:
-			vm = old.vm
-		}
 		// The old watchers end with their client; the new ones resume
 		// from what the old ones persisted.
 		old.watchers.Wait()
-		s.cur = nil
+		select {
+		case <-old.vm.Exited():
+			s.cur = nil
+		default:
+			// old stays current until a new connection replaces it, so
+			// that a failed reconnect is retried (keep) on the same VM.
+			vm = old.vm
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, reconnectTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.reconnectWithin())
 	defer cancel()
 	if vm == nil {
 		var err error
@@ -95,7 +113,7 @@ func (s *sandboxVM) get(ctx context.Context, h *Handler) (*conn, error) {
 			return nil, errdefs.FailedPrecondition("sandbox %s: its VM is gone: %w", s.id, err)
 		}
 	}
-	client, err := agentproxy.Connect(ctx, agentDialer(vm.Dir()))
+	client, err := agentproxy.Connect(ctx, h.dialerFor(vm))
 	if err != nil {
 		return nil, fmt.Errorf("reconnecting to the agent of %s: %w", s.id, err)
 	}
@@ -201,15 +219,23 @@ func (s *sandboxVM) close() *vmm.VM {
 	return vm
 }
 
-// watchContainer starts container id's output pumps over c, from the
-// persisted offsets, and its exit wait unless its exit is recorded.
+// watchContainer starts container id's output pumps over c, from where
+// its log got, and its exit wait unless its exit is recorded. The pumps
+// of a previous connection have ended.
 func (h *Handler) watchContainer(ctx context.Context, c *conn, id string) {
-	lw, ok := h.logs.Load(id)
+	v, ok := h.logs.Load(id)
 	if !ok {
 		return
 	}
+	lw := v.(*logWriter)
+	// A persisted offset stops before the line still waiting for its
+	// newline, which a restarted daemon reads again; this daemon's log
+	// writer still holds that line, so its pumps go on after it.
 	from := h.readOffsets(id)
-	c.watchers.Go(func() { h.pumpOutput(ctx, c.client, id, lw.(*logWriter), from) })
+	for i, st := range outputStreams {
+		from[i] += uint64(lw.partialLen(st.name))
+	}
+	c.watchers.Go(func() { h.pumpOutput(ctx, c.client, id, lw, from) })
 	if _, exited := h.readExit(id); !exited {
 		c.watchers.Go(func() { h.awaitExit(ctx, c.client, id) })
 	}

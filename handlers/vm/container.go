@@ -200,8 +200,14 @@ func (h *Handler) pumpOutput(ctx context.Context, c *agentproxy.Client, id strin
 					f.WriteAt(b[:], 0)
 				}
 			}
-			if _, err := agentproxy.CopyOutput(ctx, c, out, w); err == nil {
+			if end, err := agentproxy.CopyOutput(ctx, c, out, w); err == nil {
 				lw.flush(st.name)
+				// The flushed last line (no newline) is logged: the
+				// offset moves past it, or a reconnect or restart would
+				// log it again.
+				if out.Progress != nil {
+					out.Progress(end)
+				}
 				complete.Add(1)
 			}
 		})
