@@ -94,8 +94,10 @@ func (s *sandboxVM) get(ctx context.Context, h *Handler) (*conn, error) {
 			return old, nil
 		}
 		// The old watchers end with their client; the new ones resume
-		// from what the old ones persisted.
+		// from what the old ones persisted. Its session is over: closing
+		// the client releases its transport and goroutines.
 		old.watchers.Wait()
+		old.client.Close()
 		select {
 		case <-old.vm.Exited():
 			s.cur = nil
