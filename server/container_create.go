@@ -145,7 +145,7 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 				return nil, err
 			}
 			return func(context.Context) error { return s.deps.Store.PendingContainers.Delete(c.ID) }, nil
-		}},
+		}, Retain: true},
 		{Name: "creating rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// In a pod with its own user namespace, the rootfs (and the
 			// image volumes) are owned by the mapped ids.

@@ -253,7 +253,7 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 			return nil, err
 		}
 		return func(context.Context) error { return s.deps.Store.PendingSandboxes.Delete(sb.ID) }, nil
-	}}
+	}, Retain: true}
 	done := steps.Step{Name: "dropping the intent", Do: func(ctx context.Context) (steps.Cleanup, error) {
 		return nil, s.deps.Store.PendingSandboxes.Delete(sb.ID)
 	}}

@@ -23,12 +23,17 @@ type Cleanup func(ctx context.Context) error
 type Step struct {
 	Name string
 	Do   func(ctx context.Context) (Cleanup, error)
+	// Retain skips this step's cleanup when a later step's cleanup
+	// failed: what it made (an intent record) is what lets a later sweep
+	// finish releasing what that cleanup could not.
+	Retain bool
 }
 
 // Undo holds the cleanups of the steps that have run, newest last.
 type Undo struct {
 	names    []string
 	cleanups []Cleanup
+	retain   []bool
 }
 
 // Run executes steps in order. On the first failure it runs the cleanups of
@@ -50,6 +55,7 @@ func Run(ctx context.Context, steps []Step) (*Undo, error) {
 		}
 		u.names = append(u.names, s.Name)
 		u.cleanups = append(u.cleanups, c)
+		u.retain = append(u.retain, s.Retain)
 		crashpoint.After(s.Name)
 	}
 	return u, nil
@@ -62,11 +68,15 @@ func (u *Undo) Run(ctx context.Context) error {
 		if u.cleanups[i] == nil {
 			continue
 		}
+		if u.retain[i] && len(errs) > 0 {
+			log.G(ctx).Warn("kept for the next start's sweep: a later cleanup failed", "step", u.names[i])
+			continue
+		}
 		if err := u.cleanups[i](ctx); err != nil {
 			log.G(ctx).Warn("cleanup failed", "step", u.names[i], "err", err)
 			errs = append(errs, fmt.Errorf("undoing %s: %w", u.names[i], err))
 		}
 	}
-	u.names, u.cleanups = nil, nil
+	u.names, u.cleanups, u.retain = nil, nil, nil
 	return errors.Join(errs...)
 }

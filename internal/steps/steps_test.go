@@ -68,3 +68,36 @@ func TestCleanupErrorsAreJoined(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestRetain: a Retain step's cleanup is skipped when a later cleanup
+// failed, and runs when none did.
+func TestRetain(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name         string
+		laterUndoErr error
+		wantUndone   []string
+	}{
+		{"later cleanups succeed", nil, []string{"later", "intent"}},
+		{"a later cleanup fails", boom, []string{"later"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var undone []string
+			mark := func(name string, err error) Cleanup {
+				return func(context.Context) error { undone = append(undone, name); return err }
+			}
+			_, err := Run(context.Background(), []Step{
+				{Name: "intent", Retain: true, Do: func(context.Context) (Cleanup, error) { return mark("intent", nil), nil }},
+				{Name: "later", Do: func(context.Context) (Cleanup, error) { return mark("later", tt.laterUndoErr), nil }},
+				{Name: "fails", Do: func(context.Context) (Cleanup, error) { return nil, boom }},
+			})
+			if err == nil {
+				t.Fatal("Run succeeded, want the failing step's error")
+			}
+			if !reflect.DeepEqual(undone, tt.wantUndone) {
+				t.Errorf("undone %v, want %v", undone, tt.wantUndone)
+			}
+		})
+	}
+}
