@@ -75,6 +75,31 @@ type Handler interface {
 	Restore(ctx context.Context, sb *store.Sandbox, ctrs []*store.Container) error
 }
 
+// OrphanSweeper is implemented by an owner of per-pod or per-container
+// host state (a handler, the image store, the pod network) that can find
+// that state without a store record. The daemon's start-up sweep
+// releases what no record and no intent names (server.Sweep), before
+// anything else runs.
+type OrphanSweeper interface {
+	// Owned lists the IDs of everything the owner holds on the host,
+	// provably crivm's (in crivm's own directories, by its naming, with
+	// its marker): sandbox, container or image volume IDs, or the first 32
+	// characters of one where that is all a name carries (a VM dir).
+	Owned(ctx context.Context) ([]Owned, error)
+	// ReleaseOrphan releases what the owner holds for id, as Owned listed
+	// it: kills its processes, unmounts, removes its files. Idempotent;
+	// an ID whose state does not prove it crivm's is refused.
+	ReleaseOrphan(ctx context.Context, id string) error
+}
+
+// Owned is one ID's state an OrphanSweeper found.
+type Owned struct {
+	ID string
+	// Found says what is there, for the log ("bundle, runtime state,
+	// conmon 1234 running").
+	Found string
+}
+
 // Features are optional CRI features a handler supports.
 type Features struct {
 	// RecursiveReadOnlyMounts: a mount with recursive_read_only is

@@ -48,11 +48,11 @@ func (s *Service) CreateRootfsMapped(ctx context.Context, id, name, imageRef str
 	return mp, img.ID, nil
 }
 
-// createMounted creates the storage container id on the image imageID and
-// mounts it (what names it in errors). On failure nothing is left in
-// storage.
+// createMounted creates the storage container id on the image imageID,
+// marked as crivm's (storageMarker), and mounts it (what names it in
+// errors). On failure nothing is left in storage.
 func (s *Service) createMounted(ctx context.Context, what, id, name, imageID string, opts *storage.ContainerOptions) (string, error) {
-	if _, err := s.store.CreateContainer(id, []string{name}, imageID, "", "", opts); err != nil {
+	if _, err := s.store.CreateContainer(id, []string{name}, imageID, "", storageMarker(what), opts); err != nil {
 		return "", fmt.Errorf("creating storage container: %w", err)
 	}
 	mp, err := s.store.Mount(id, "")

@@ -13,17 +13,20 @@ import (
 // container intent left behind (store.PendingContainers) is a container
 // that made it into the store (the intent is dropped) or one whose
 // CreateContainer died midway, whose process, handler state, rootfs and
-// image volumes are released; then every sandbox intent left behind (store.PendingSandboxes) is either a sandbox
-// that made it into the store (the intent is dropped) or one whose
-// RunPodSandbox died midway, whose resources are released as a stop and
-// remove would: its VM or infra container, network (CNI DEL from the
-// cache, which frees its IP), netns, cgroup, rootfs and pod dir. An intent
-// whose release fails stays for the next start. Run it before Restore.
+// image volumes are released; then every sandbox intent left behind
+// (store.PendingSandboxes) is either a sandbox that made it into the
+// store (the intent is dropped) or one whose RunPodSandbox died midway,
+// whose resources are released as a stop and remove would: its VM or
+// infra container, network (CNI DEL from the cache, which frees its IP),
+// netns, cgroup, rootfs and pod dir. An intent whose release fails stays
+// for the next start. Last, what crivm made that no record and no intent
+// names is released (sweep_orphans.go). Run it before Restore.
 func (s *RuntimeService) Sweep(ctx context.Context) {
 	sweepIntents(ctx, "container", s.deps.Store.PendingContainers, s.deps.Store.Containers,
 		func(c *store.Container) string { return c.ID }, s.sweepContainer)
 	sweepIntents(ctx, "sandbox", s.deps.Store.PendingSandboxes, s.deps.Store.Sandboxes,
 		func(sb *store.Sandbox) string { return sb.ID }, s.sweepSandbox)
+	sweepOrphans(ctx, s.deps.Store, s.orphanOwners())
 }
 
 // sweepIntents drops each intent in pending whose object made it into

@@ -95,6 +95,9 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if err := sh.create([]string{h.cfg.HypervisorPath, assets.virtiofsd, assets.vmlinux, assets.initrd}); err != nil {
 				return nil, errors.Join(err, sh.destroy())
 			}
+			if err := writeCgroupRecord(dir, cg.Path); err != nil {
+				return nil, errors.Join(err, sh.destroy())
+			}
 			return func(context.Context) error { return sh.destroy() }, nil
 		}},
 		{Name: "choosing QEMU's uid", Do: func(ctx context.Context) (steps.Cleanup, error) {
