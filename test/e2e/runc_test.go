@@ -100,8 +100,24 @@ func (e *runcEnv) checkNoLeaks(t *testing.T, ids ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mine := framework.Matching(leaks, append(ids, e.br.Name)...); len(mine) > 0 {
+	// Network namespace files carry the first 32 characters of an id.
+	keys := []string{e.br.Name}
+	for _, id := range ids {
+		keys = append(keys, id[:min(32, len(id))])
+	}
+	if mine := framework.Matching(leaks, keys...); len(mine) > 0 {
 		t.Errorf("left behind: %v", mine)
+	}
+	// host-local keeps this daemon's IP allocations in its own dir: one
+	// file per IP, naming the container.
+	ipFiles, _ := filepath.Glob(filepath.Join(e.d.Dir, "ipam", "*", "*"))
+	for _, f := range ipFiles {
+		b, _ := os.ReadFile(f)
+		for _, id := range ids {
+			if strings.Contains(string(b), id) {
+				t.Errorf("IP allocation %s of %s left behind", filepath.Base(f), id)
+			}
+		}
 	}
 	for _, id := range ids {
 		if dirs, _ := filepath.Glob("/sys/fs/cgroup/*/*/crivm-" + id); len(dirs) > 0 {
