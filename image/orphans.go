@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/store"
 )
 
 // Orphans. Every storage container crivm creates (a container's or an
@@ -59,7 +59,7 @@ func (s *Service) Owned(ctx context.Context) ([]StorageContainer, error) {
 	}
 	var out []StorageContainer
 	for _, c := range ctrs {
-		if kind, ok := markedKind(c.Metadata); ok && isID(c.ID) {
+		if kind, ok := markedKind(c.Metadata); ok && store.IsID(c.ID) {
 			out = append(out, StorageContainer{ID: c.ID, Kind: kind, Names: c.Names, ImageID: c.ImageID})
 		}
 	}
@@ -77,16 +77,8 @@ func (s *Service) ReleaseOrphan(ctx context.Context, id string) error {
 		return fmt.Errorf("reading storage container %s: %w", id, err)
 	}
 	kind, ok := markedKind(c.Metadata)
-	if !ok || !isID(c.ID) {
+	if !ok || !store.IsID(c.ID) {
 		return errdefs.FailedPrecondition("storage container %s was not made by crivm: it is left alone", id)
 	}
 	return s.removeMounted(kind, c.ID)
-}
-
-// isID holds for the IDs crivm gives its storage containers
-// (store.NewID): 64 lowercase hex digits.
-func isID(s string) bool {
-	return len(s) == 64 && !strings.ContainsFunc(s, func(r rune) bool {
-		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f')
-	})
 }

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
+
+	"github.com/crivm/crivm/store"
 )
 
 // CachedAttachments lists the IDs of the pod sandboxes that have a network
@@ -23,7 +24,7 @@ func (m *Manager) CachedAttachments() ([]string, error) {
 	}
 	var ids []string
 	for _, a := range atts {
-		if isSandboxID(a.ContainerID) {
+		if store.IsID(a.ContainerID) {
 			ids = append(ids, a.ContainerID)
 		}
 	}
@@ -50,12 +51,4 @@ func (m *Manager) ReleaseOrphan(ctx context.Context, id, nsPath string) error {
 		return nil
 	}
 	return FromPath(nsPath).Remove()
-}
-
-// isSandboxID holds for the IDs crivm gives sandboxes (store.NewID): 64
-// lowercase hex digits.
-func isSandboxID(s string) bool {
-	return len(s) == 64 && !strings.ContainsFunc(s, func(r rune) bool {
-		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f')
-	})
 }

@@ -169,7 +169,7 @@ func (n networkOrphans) Owned(ctx context.Context) ([]handlers.Owned, error) {
 }
 
 func (n networkOrphans) ReleaseOrphan(ctx context.Context, id string) error {
-	if !isStoreID(id) {
+	if !store.IsID(id) {
 		return errdefs.InvalidArgument("pod network orphan %q: not a sandbox ID", id)
 	}
 	cached, err := n.net.CachedAttachments()
@@ -223,7 +223,7 @@ func (p podDirOrphans) Owned(ctx context.Context) ([]handlers.Owned, error) {
 }
 
 func (p podDirOrphans) ReleaseOrphan(ctx context.Context, id string) error {
-	if !isStoreID(id) {
+	if !store.IsID(id) {
 		return errdefs.InvalidArgument("pod dir orphan %q: not a sandbox ID", id)
 	}
 	return podFilesIn(filepath.Join(p.dir, id)).remove()
@@ -243,7 +243,7 @@ func podDirIDs(dir string) ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if e.IsDir() && isStoreID(e.Name()) {
+		if e.IsDir() && store.IsID(e.Name()) {
 			ids = append(ids, e.Name())
 		}
 	}
@@ -253,12 +253,4 @@ func podDirIDs(dir string) ([]string, error) {
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
-}
-
-// isStoreID holds for the IDs crivm gives sandboxes and containers
-// (store.NewID): 64 lowercase hex digits.
-func isStoreID(s string) bool {
-	return len(s) == 64 && !strings.ContainsFunc(s, func(r rune) bool {
-		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f')
-	})
 }

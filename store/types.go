@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -171,6 +172,17 @@ func (c *Container) clone() *Container {
 }
 
 // NewID returns a random 64-hex-character ID.
+// IsID holds for the IDs NewID makes: 64 lowercase hex digits.
+func IsID(s string) bool { return len(s) == 64 && IsIDPrefix(s) }
+
+// IsIDPrefix holds for a non-empty prefix of such an ID (a VM dir is
+// named by the first 32 characters of its sandbox's).
+func IsIDPrefix(s string) bool {
+	return s != "" && len(s) <= 64 && !strings.ContainsFunc(s, func(r rune) bool {
+		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f')
+	})
+}
+
 func NewID() string {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {

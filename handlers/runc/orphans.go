@@ -17,6 +17,7 @@ import (
 
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/store"
 )
 
 // Orphans. Everything this handler keeps for a container (a pod's infra
@@ -54,7 +55,7 @@ func (h *Handler) Owned(ctx context.Context) ([]handlers.Owned, error) {
 			return nil, fmt.Errorf("listing %s: %w", d.dir, err)
 		}
 		for _, e := range entries {
-			if isContainerID(e.Name()) {
+			if store.IsID(e.Name()) {
 				found[e.Name()] = append(found[e.Name()], d.what)
 			}
 		}
@@ -76,7 +77,7 @@ func (h *Handler) Owned(ctx context.Context) ([]handlers.Owned, error) {
 // its conmon to exit (killing it after monitorGrace), removes a cgroup the
 // runtime left, and removes the bundle, exit file, sockets and staging.
 func (h *Handler) ReleaseOrphan(ctx context.Context, id string) error {
-	if !isContainerID(id) {
+	if !store.IsID(id) {
 		return errdefs.InvalidArgument("runc orphan %q: not a container ID", id)
 	}
 	ctx = logger(ctx, id)
@@ -209,12 +210,4 @@ func (h *Handler) removeLeftCgroup(id string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// isContainerID holds for the IDs crivm gives containers and sandboxes
-// (store.NewID): 64 lowercase hex digits.
-func isContainerID(s string) bool {
-	return len(s) == 64 && !strings.ContainsFunc(s, func(r rune) bool {
-		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f')
-	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/vmm"
 )
 
@@ -88,7 +89,7 @@ func vmCgroupOf(p, key string) bool {
 	if scope, isScope := strings.CutPrefix(base, "crivm-vm-"); isScope {
 		id, ok = strings.CutSuffix(scope, ".scope")
 	}
-	return ok && strings.HasPrefix(p, "/") && path.Clean(p) == p && len(id) == 64 && validID(id) && strings.HasPrefix(id, key)
+	return ok && strings.HasPrefix(p, "/") && path.Clean(p) == p && store.IsID(id) && strings.HasPrefix(id, key)
 }
 
 // isVMDirName holds for the names of VM dirs (vmDir): 32 hex digits.

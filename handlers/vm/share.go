@@ -19,6 +19,7 @@ import (
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/mountfs"
 	"github.com/crivm/crivm/internal/podns"
+	"github.com/crivm/crivm/store"
 )
 
 // share is a pod's file share with its guest, and the pod's own mount
@@ -282,13 +283,9 @@ func (s share) unexpose(id string) error {
 	return mountfs.RemoveBeneath(stg, id)
 }
 
-// validID holds for the hex IDs crivm makes: nothing that walks out of a
-// directory.
-func validID(id string) bool {
-	return id != "" && len(id) <= 64 && !slices.ContainsFunc([]byte(id), func(c byte) bool {
-		return !('0' <= c && c <= '9' || 'a' <= c && c <= 'f')
-	})
-}
+// validID holds for the hex IDs crivm makes, or a prefix of one: nothing
+// that walks out of a directory.
+func validID(id string) bool { return store.IsIDPrefix(id) }
 
 // shareBinds opens the sources of binds. An untrusted pod's sources are
 // the mount policy's descriptors (by the resolved path the spec names);
