@@ -86,6 +86,12 @@ type RuntimeConfig struct {
 	// empty profile means. (The kubelet sends an explicit profile for
 	// every container: Unconfined, or RuntimeDefault with seccompDefault.)
 	SeccompUseDefaultWhenEmpty bool `toml:"seccomp_use_default_when_empty" json:"seccomp_use_default_when_empty"`
+	// DropInfraCtr runs the runc pods that need no infra (pause) container
+	// without one, as CRI-O's key of that name does: pods whose containers
+	// share no PID namespace and that have no user namespace of their own.
+	// Their IPC and UTS namespaces are pinned instead. false: every runc
+	// pod gets an infra container.
+	DropInfraCtr bool `toml:"drop_infra_ctr" json:"drop_infra_ctr"`
 	// KubeletRootDir is the kubelet's --root-dir; an untrusted pod may mount
 	// what is below KubeletRootDir/pods/<its UID>.
 	KubeletRootDir string                     `toml:"kubelet_root_dir" json:"kubelet_root_dir"`

@@ -45,6 +45,9 @@ func TestDefaults(t *testing.T) {
 	if c.Runtime.SeccompUseDefaultWhenEmpty {
 		t.Error("seccomp_use_default_when_empty: got true, want false (an empty profile is unconfined, as the CRI says)")
 	}
+	if !c.Runtime.DropInfraCtr {
+		t.Error("drop_infra_ctr: got false, want true (CRI-O's default)")
+	}
 	if len(c.Runtime.UntrustedAllowedHostPaths) != 0 || len(c.Runtime.UntrustedAllowedDevices) != 0 {
 		t.Errorf("untrusted allowlists: got %q and %q, want both empty (deny by default)", c.Runtime.UntrustedAllowedHostPaths, c.Runtime.UntrustedAllowedDevices)
 	}

@@ -117,8 +117,10 @@ type ContainerSpecInput struct {
 	Image      *imgspec.ImageConfig
 	RootfsPath string
 	// SandboxPid is the infra process; the container joins the pod's
-	// namespaces through /proc/SandboxPid/ns/*. The vm handler passes 0 and
-	// names the namespaces in NamespacePaths instead.
+	// namespaces through /proc/SandboxPid/ns/*. The vm handler, and the runc
+	// handler for a pod without an infra container (its network, IPC and UTS
+	// namespaces pinned), pass 0 and name the namespaces in NamespacePaths
+	// instead.
 	SandboxPid int
 	// NamespacePaths replaces the path of any namespace the spec joins or
 	// creates; a TARGET pid namespace must be named here.

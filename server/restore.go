@@ -18,14 +18,15 @@ const exitCodeUnknown = 255
 
 // Reconcile brings the persisted records in line with the processes that
 // really run, after a daemon restart. It never starts or kills anything:
-// a sandbox whose process is gone becomes NotReady, a container whose
+// a sandbox whose process is gone (or, without a process, whose pinned
+// namespaces are: sandboxAlive) becomes NotReady, a container whose
 // process is gone becomes Exited with the code from its exit file if any.
 // A container without a host process (it runs in a VM) is left to its
 // handler, which asks the guest after the restart (Restore).
 func Reconcile(ctx context.Context, st *store.Store) error {
 	var errs []error
 	for _, sb := range st.Sandboxes.List(nil) {
-		if sb.State != store.SandboxReady || processAlive(sb.Process) {
+		if sb.State != store.SandboxReady || sandboxAlive(sb) {
 			continue
 		}
 		_, err := st.Sandboxes.Update(sb.ID, func(s *store.Sandbox) error {

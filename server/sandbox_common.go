@@ -12,6 +12,7 @@ import (
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/podns"
 	"github.com/crivm/crivm/internal/proc"
 	"github.com/crivm/crivm/store"
 	"github.com/crivm/crivm/trust"
@@ -33,13 +34,35 @@ func sandboxVerdict(sb *store.Sandbox) (trust.Verdict, error) {
 	return v, nil
 }
 
-// refreshSandbox marks a ready sandbox NotReady when its process is gone,
-// with a warning: the pod died under its containers. A sandbox being
-// stopped is left to the stop, which ended the process and records the
-// transition itself; nor does a stale copy of a sandbox that a stop has
-// already recorded NotReady warn.
+// sandboxAlive reports whether sb's boundary still exists: its process
+// (the infra container's, the VM's hypervisor) when it has one; else the
+// namespaces it holds by pins (a runc pod without an infra container): its
+// network namespace and those its record names (podns.RecordedPins), all
+// of them. A pod with neither (host network and IPC, no infra container)
+// has nothing that could end.
+func sandboxAlive(sb *store.Sandbox) bool {
+	if sb.Process != nil {
+		return proc.Alive(sb.Process.Pid, sb.Process.StartTime, sb.Process.BootID)
+	}
+	pins := podns.RecordedPins(sb.Extra)
+	if sb.NetNSPath != "" {
+		pins = append(pins, sb.NetNSPath)
+	}
+	for _, p := range pins {
+		if !podns.Exists(p) {
+			return false
+		}
+	}
+	return true
+}
+
+// refreshSandbox marks a ready sandbox NotReady when its boundary is gone
+// (sandboxAlive), with a warning: the pod died under its containers. A
+// sandbox being stopped is left to the stop, which ended the process and
+// records the transition itself; nor does a stale copy of a sandbox that a
+// stop has already recorded NotReady warn.
 func (s *RuntimeService) refreshSandbox(ctx context.Context, sb *store.Sandbox) *store.Sandbox {
-	if sb.State != store.SandboxReady || sb.Process == nil || proc.Alive(sb.Process.Pid, sb.Process.StartTime, sb.Process.BootID) {
+	if sb.State != store.SandboxReady || sandboxAlive(sb) {
 		return sb
 	}
 	if _, stopping := s.stopping.Load(sb.ID); stopping {

@@ -31,7 +31,7 @@ func buildHandlers(ctx context.Context, cfg *configs.Config, m *metrics.Metrics)
 		switch h.RuntimeType {
 		case configs.RuntimeTypeOCI:
 			impl, err := runc.New(runc.Options{Name: name, RuntimePath: h.RuntimePath, MonitorPath: h.MonitorPath,
-				Dir: cfg.HandlerDir(name), Host: host})
+				Dir: cfg.HandlerDir(name), Host: host, DropInfra: cfg.Runtime.DropInfraCtr})
 			if err != nil {
 				e.Unavailable = err
 				log.G(ctx).Warn("handler not available", "handler", name, "err", err)

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/handlers"
@@ -19,33 +20,14 @@ import (
 )
 
 // CreateContainer generates the spec and runs `runc create` under conmon.
-// The container joins the infra process's namespaces.
+// The container joins the infra process's namespaces, or the pinned ones
+// of a pod without an infra container.
 func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *handlers.ContainerRequest) (*handlers.ContainerCreated, error) {
 	c := req.Container
 	ctx = logger(ctx, c.ID)
-	if sb.Process == nil || !proc.Alive(sb.Process.Pid, sb.Process.StartTime, sb.Process.BootID) {
-		return nil, errdefs.FailedPrecondition("sandbox %s is not running: its infra process is gone", sb.ID)
-	}
-	host := h.host
-	host.Warnf = func(format string, args ...any) { log.G(ctx).Warn(fmt.Sprintf(format, args...)) }
-	host.UserNamespaces = h.usernsSupported()
-	spec, err := oci.ContainerSpec(oci.ContainerSpecInput{
-		Host:           host,
-		ID:             c.ID,
-		SandboxID:      sb.ID,
-		Sandbox:        req.SandboxConfig,
-		Config:         req.Config,
-		Image:          req.Image,
-		RootfsPath:     req.Rootfs,
-		SandboxPid:     sb.Process.Pid,
-		ResolvConfPath: req.ResolvConfPath,
-		HostsPath:      req.HostsPath,
-		HostnamePath:   req.HostnamePath,
-		ShmPath:        req.ShmPath,
-		ImageVolumes:   req.ImageVolumePaths(),
-	})
+	spec, err := h.containerSpec(ctx, sb, req)
 	if err != nil {
-		return nil, fmt.Errorf("generating spec: %w", err)
+		return nil, err
 	}
 	user := handlers.SpecUser(spec)
 	failed := true
@@ -74,6 +56,48 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		return nil, err
 	}
 	return &handlers.ContainerCreated{Process: p, ExitFile: h.exitFile(c.ID), User: user}, nil
+}
+
+// containerSpec generates the container's spec: its namespaces are the
+// infra process's, or the pinned ones of a pod without an infra container.
+func (h *Handler) containerSpec(ctx context.Context, sb *store.Sandbox, req *handlers.ContainerRequest) (*specs.Spec, error) {
+	host := h.host
+	host.Warnf = func(format string, args ...any) { log.G(ctx).Warn(fmt.Sprintf(format, args...)) }
+	host.UserNamespaces = h.usernsSupported()
+	in := oci.ContainerSpecInput{
+		Host:           host,
+		ID:             req.Container.ID,
+		SandboxID:      sb.ID,
+		Sandbox:        req.SandboxConfig,
+		Config:         req.Config,
+		Image:          req.Image,
+		RootfsPath:     req.Rootfs,
+		ResolvConfPath: req.ResolvConfPath,
+		HostsPath:      req.HostsPath,
+		HostnamePath:   req.HostnamePath,
+		ShmPath:        req.ShmPath,
+		ImageVolumes:   req.ImageVolumePaths(),
+	}
+	switch {
+	case sb.Process != nil:
+		if !proc.Alive(sb.Process.Pid, sb.Process.StartTime, sb.Process.BootID) {
+			return nil, errdefs.FailedPrecondition("sandbox %s is not running: its infra process is gone", sb.ID)
+		}
+		in.SandboxPid = sb.Process.Pid
+	case hasInfra(sb):
+		return nil, errdefs.FailedPrecondition("sandbox %s is not running: it has no infra process", sb.ID)
+	default:
+		paths, err := pinnedNamespacePaths(sb, req.Config)
+		if err != nil {
+			return nil, err
+		}
+		in.NamespacePaths = paths
+	}
+	spec, err := oci.ContainerSpec(in)
+	if err != nil {
+		return nil, fmt.Errorf("generating spec: %w", err)
+	}
+	return spec, nil
 }
 
 // StartContainer runs `runc start`. A container that exits at once is

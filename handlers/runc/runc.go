@@ -1,6 +1,7 @@
 // Package runc is the handler for trusted pods: plain OCI containers run by
 // runc (or any OCI runtime binary) under conmon, one conmon per container,
-// CRI-O style. The pod's infra (pause) container holds its namespaces.
+// CRI-O style. The pod's infra (pause) container holds its namespaces, or,
+// for a pod that needs none (drop_infra_ctr), pins do (noinfra.go).
 package runc
 
 import (
@@ -36,6 +37,9 @@ type Options struct {
 	Dir string
 	// Host is what the spec generator needs to know about this machine.
 	Host oci.Host
+	// DropInfra runs pods that need no infra container without one
+	// (drop_infra_ctr; noinfra.go).
+	DropInfra bool
 }
 
 // Handler runs containers with an OCI runtime under conmon. It holds no
@@ -51,6 +55,9 @@ type Handler struct {
 	features func() (runtimeFeatures, error)
 	// userns says whether pods may have their own user namespace (userns.go).
 	userns usernsProbe
+	// dropInfra: pods that need no infra container run without one
+	// (noinfra.go).
+	dropInfra bool
 }
 
 // New checks the binaries and creates the state dirs.
@@ -67,6 +74,7 @@ func New(opts Options) (*Handler, error) {
 		monitorPath: opts.MonitorPath,
 		dir:         opts.Dir,
 		host:        opts.Host,
+		dropInfra:   opts.DropInfra,
 	}
 	for _, d := range []string{h.rt.root, h.exitDir(), h.socketDir(), filepath.Join(h.dir, "bundles")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {

@@ -16,13 +16,15 @@ import (
 const infraOOMScoreAdj = -998
 
 // StartSandbox runs the pod's infra (pause) container in the pod's netns.
-// Its namespaces (ipc, uts, pid) are what the pod's containers join.
+// Its namespaces (ipc, uts, pid) are what the pod's containers join. A pod
+// that needs none (noinfra.go) gets its IPC and UTS namespaces pinned
+// instead.
 func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest) (*handlers.SandboxStarted, error) {
 	sb := req.Sandbox
 	ctx = logger(ctx, sb.ID)
 	host := h.host
 	host.UserNamespaces = h.usernsSupported()
-	spec, err := oci.SandboxSpec(oci.SandboxSpecInput{
+	in := oci.SandboxSpecInput{
 		Host:           host,
 		ID:             sb.ID,
 		Config:         req.Config,
@@ -34,7 +36,11 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		HostnamePath:   req.HostnamePath,
 		ShmPath:        req.ShmPath,
 		OOMScoreAdj:    infraOOMScoreAdj,
-	})
+	}
+	if !h.needsInfra(req.Config) {
+		return h.startPinned(ctx, req, in)
+	}
+	spec, err := oci.SandboxSpec(in)
 	if err != nil {
 		return nil, fmt.Errorf("generating infra spec: %w", err)
 	}
@@ -56,18 +62,34 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		h.cleanupContainer(context.WithoutCancel(ctx), sb.ID)
 		return nil, fmt.Errorf("starting infra container: %w", err)
 	}
-	return &handlers.SandboxStarted{Process: p}, nil
+	return &handlers.SandboxStarted{Process: p, Extra: map[string]string{extraInfra: infraPause}}, nil
 }
 
-// StopSandbox stops the infra container: pause exits 0 on SIGTERM.
+// StopSandbox stops the infra container (pause exits 0 on SIGTERM), or
+// unpins the namespaces of a pod without one.
 func (h *Handler) StopSandbox(ctx context.Context, sb *store.Sandbox) error {
-	_, err := h.stop(logger(ctx, sb.ID), sb.ID, handlers.StopOptions{Timeout: 10 * time.Second})
+	ctx = logger(ctx, sb.ID)
+	if err := releasePins(sb); err != nil {
+		return err
+	}
+	if !hasInfra(sb) {
+		return nil
+	}
+	_, err := h.stop(ctx, sb.ID, handlers.StopOptions{Timeout: 10 * time.Second})
 	return err
 }
 
-// RemoveSandbox deletes the infra container's runtime state.
+// RemoveSandbox deletes the infra container's runtime state, or the pins
+// of a pod without one (StopSandbox has released them already).
 func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
-	return h.cleanupContainer(logger(ctx, sb.ID), sb.ID)
+	ctx = logger(ctx, sb.ID)
+	if err := releasePins(sb); err != nil {
+		return err
+	}
+	if !hasInfra(sb) {
+		return nil
+	}
+	return h.cleanupContainer(ctx, sb.ID)
 }
 
 // Restore has nothing to reattach: conmon and the exit files carry on
