@@ -21,3 +21,11 @@ type SandboxChecker interface {
 type Warmer interface {
 	Warm(ctx context.Context)
 }
+
+// PauseUser is implemented by a handler that runs some pods' sandbox from
+// the pause image (runc's infra container). RunPodSandbox prepares the
+// pause rootfs only for a pod NeedsPause is true for; a handler that does
+// not implement it gets none.
+type PauseUser interface {
+	NeedsPause(cfg *runtimeapi.PodSandboxConfig) bool
+}

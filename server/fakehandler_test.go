@@ -94,6 +94,12 @@ type fakeHandler struct {
 
 var _ handlers.Handler = (*fakeHandler)(nil)
 
+// pausingHandler is the fake as the oci handler: its pods run from the
+// pause image, as runc's with an infra container do.
+type pausingHandler struct{ *fakeHandler }
+
+func (pausingHandler) NeedsPause(*runtimeapi.PodSandboxConfig) bool { return true }
+
 // newFakeHandler reports this test process as every sandbox's process, so
 // that a sandbox stays Ready until stopped.
 func newFakeHandler(t *testing.T) *fakeHandler {
@@ -431,7 +437,7 @@ func (e *fakeEnv) start(h *fakeHandler) {
 	e.h = h
 	e.deps.Store = e.st
 	e.deps.Handlers = handlers.Registry{
-		fakeOCI: {Name: fakeOCI, Type: configs.RuntimeTypeOCI, Handler: h},
+		fakeOCI: {Name: fakeOCI, Type: configs.RuntimeTypeOCI, Handler: pausingHandler{h}},
 		fakeVM:  {Name: fakeVM, Type: configs.RuntimeTypeVM, Handler: h},
 	}
 	e.s = NewRuntimeService(e.deps)

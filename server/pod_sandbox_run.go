@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/image"
 	"github.com/crivm/crivm/internal/errdefs"
@@ -186,7 +185,7 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 		}, nil
 	}}
 	pauseRootfs := steps.Step{Name: "preparing pause rootfs", Do: func(ctx context.Context) (steps.Cleanup, error) {
-		if entry.Type != configs.RuntimeTypeOCI {
+		if p, ok := entry.Handler.(handlers.PauseUser); !ok || !p.NeedsPause(cfg) {
 			return nil, nil
 		}
 		rootfs, img, err := s.pauseRootfs(ctx, sb, idMappings(userns))

@@ -150,3 +150,8 @@ func pinnedNamespacePaths(sb *store.Sandbox, ctr *runtimeapi.ContainerConfig) (m
 	}
 	return paths, nil
 }
+
+var _ handlers.PauseUser = (*Handler)(nil)
+
+// NeedsPause: only a pod with an infra container runs the pause image.
+func (h *Handler) NeedsPause(cfg *runtimeapi.PodSandboxConfig) bool { return h.needsInfra(cfg) }

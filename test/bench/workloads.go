@@ -43,7 +43,10 @@ func (p *Pods) Start(ctx context.Context) (Started, time.Duration, error) {
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: name},
 		Hostname:     name,
 		LogDirectory: fmt.Sprintf("%s/%s", p.LogDir, name),
-		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
+		// What the kubelet sends for a pod without shareProcessNamespace.
+		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+		}},
 	}
 	ctr := &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "sleep"},
