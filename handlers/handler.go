@@ -25,7 +25,9 @@ import (
 // method returns.
 type Handler interface {
 	// StartSandbox starts the pod's isolation boundary in req.NetNSPath:
-	// runc runs the infra (pause) container, vm boots the VM and its agent.
+	// runc runs the infra (pause) container, or pins the pod's IPC and UTS
+	// namespaces when it needs none (drop_infra_ctr); vm boots or clones
+	// the VM and connects to its agent.
 	// On failure it leaves nothing running.
 	StartSandbox(ctx context.Context, req *SandboxRequest) (*SandboxStarted, error)
 	// StopSandbox stops the boundary; the caller has stopped the containers.
