@@ -27,8 +27,8 @@ import (
 // QEMU and virtiofsd run in a cgroup of the sandbox, <cgroup_parent>/crivm-<id>
 // (CgroupDefaultParent when the pod gives none, as for runc pods), so the
 // pod's limits, the kubelet's stats and its eviction cover the whole VM.
-// Only the cgroupfs layout is supported: the systemd driver would need a
-// transient scope made over D-Bus, which crivm does not do for VMs.
+// Under the systemd driver the cgroup is a transient scope in the pod's
+// slice instead (cgroup_systemd.go); what follows holds for both.
 //
 // They are in it from their first instruction, so that nothing they
 // allocate is charged to the daemon:
@@ -38,9 +38,13 @@ import (
 //   - cgroup v1 (and hybrid): the daemon binary re-executes itself as a
 //     tiny shim (CgroupExecName) that writes its pid to cgroup.procs in
 //     every hierarchy (files the daemon opened and passed down: the shim
-//     runs in the pod's mount namespace, which has no /sys), then execs QEMU: the memory QEMU allocates belongs
-//     to an mm made by that exec, inside the pod's memory cgroup. The
-//     binary must call reexec.Init first thing in main (cmd/crivm does).
+//     runs in the pod's mount namespace, which has no /sys), then execs
+//     QEMU: the memory QEMU allocates belongs to an mm made by that exec,
+//     inside the pod's memory cgroup. The binary must call reexec.Init
+//     first thing in main (cmd/crivm does).
+//   - a systemd scope not started yet (v1 and v2): the shim reports its
+//     pid and waits while the daemon starts the scope with it
+//     (cgroup_systemd.go), then execs.
 //
 // v1 hierarchies joined: cpu, cpuacct, cpuset (cpuset.cpus and .mems copied
 // from the parent into each level made here), memory, pids, blkio, freezer,
@@ -221,6 +225,9 @@ type Cgroup struct {
 	// /kubepods/besteffort/pod<uid>/crivm-<sandbox id>.
 	Path string
 	l    *cgroupLayout
+	// scope is the systemd unit that owns Path under the systemd
+	// driver; nil under cgroupfs.
+	scope *systemdScope
 }
 
 // NewCgroup is the cgroup at p (absolute) in this host's hierarchies. It
@@ -314,14 +321,28 @@ var v2Controllers = []string{"cpu", "cpuset", "io", "memory", "pids", "hugetlb"}
 // its parent's; on v2, the ancestors' subtree_control enables the
 // controllers above where the kernel offers them (best effort: the
 // kubelet's pod cgroups already have them).
+//
+// A systemd scope is made with its first process (place), not here:
+// Create only checks that systemd answers, so that an unreachable one
+// fails the pod before anything runs.
 func (c *Cgroup) Create() error {
+	if c.scope != nil {
+		return checkSystemd(context.Background())
+	}
+	return c.createDirs()
+}
+
+// createDirs is Create's work under cgroupfs, and what a systemd scope
+// needs beside systemd's own directories: those of the v1 hierarchies
+// systemd does not manage. v2 controllers are systemd's to enable there.
+func (c *Cgroup) createDirs() error {
 	for _, h := range c.l.V1 {
 		if err := mkdirLevels(h.Mount, c.Path, h.has("cpuset")); err != nil {
 			return err
 		}
 	}
 	if c.l.Unified != "" {
-		if c.l.v2() {
+		if c.l.v2() && c.scope == nil {
 			enableV2Controllers(c.l.Unified, path.Dir(c.Path))
 		}
 		if err := mkdirLevels(c.l.Unified, c.Path, false); err != nil {
@@ -420,9 +441,16 @@ var cgroupRemoveWait = 3 * time.Second
 // processes in it are gone: a busy one (EBUSY, e.g. virtiofsd's sandboxed
 // child still exiting) is retried for a few seconds. Its ancestors stay
 // (they are the kubelet's, or shared). A cgroup that does not exist is
-// fine.
+// fine. A systemd scope is stopped first (systemd removes its own
+// directories); with systemd unreachable, a scope none of whose
+// directories exists is taken for never made.
 func (c *Cgroup) Remove(ctx context.Context) error {
 	var errs []error
+	if c.scope != nil {
+		if err := stopScope(ctx, c.scope); err != nil && (!errdefs.IsClass(err, errdefs.ErrFailedPrecondition) || c.anyDir()) {
+			errs = append(errs, err)
+		}
+	}
 	deadline := time.Now().Add(cgroupRemoveWait)
 	for _, d := range c.Dirs() {
 		for {
@@ -442,6 +470,16 @@ func (c *Cgroup) Remove(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// anyDir reports that the cgroup's directory exists in some hierarchy.
+func (c *Cgroup) anyDir() bool {
+	for _, d := range c.Dirs() {
+		if _, err := os.Stat(d); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // KillAll SIGKILLs every process in the cgroup: the VMM processes of a
 // sandbox whose daemon died before it could record them (a crash between
 // QEMU's start and its pidfile). The cgroup is the sandbox's own, so
@@ -450,7 +488,9 @@ func (c *Cgroup) KillAll() error {
 	var errs []error
 	for _, d := range c.Dirs() {
 		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
-		if errors.Is(err, os.ErrNotExist) {
+		// ENODEV: a cgroup being removed (systemd removes an emptied
+		// scope's on its own).
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) {
 			continue
 		}
 		if err != nil {
@@ -511,11 +551,15 @@ func (c *Cgroup) MemoryLimit() (limit uint64, at string, err error) {
 }
 
 // place makes cmd start inside c: through CLONE_INTO_CGROUP on v2, through
-// the CgroupExecName shim on v1. The returned func releases what place
+// the CgroupExecName shim on v1, through the shim's sync mode when c is a
+// systemd scope not started yet. The returned func releases what place
 // held; call it once cmd has started (or failed to).
 func (c *Cgroup) place(cmd *exec.Cmd) (func(), error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &unix.SysProcAttr{}
+	}
+	if c.scope != nil && !c.exists() {
+		return c.placeFirst(cmd)
 	}
 	if c.l.v2() {
 		dir := filepath.Join(c.l.Unified, c.Path)
@@ -564,17 +608,35 @@ func selfPath() (p string, err error) {
 	return reexec.Command(CgroupExecName).Path, nil
 }
 
+// cgroupExecUsage is the shim's command line: -sync FD selects the sync
+// mode (cgroupExecSync on FD before anything else).
+var cgroupExecUsage = fmt.Errorf("usage: %s [-sync FD] FIRST_FD COUNT -- /PROGRAM [ARG...]", CgroupExecName)
+
+// cgroupExecSyncArg splits off the shim's "-sync FD"; sync is -1 without.
+func cgroupExecSyncArg(args []string) (sync int, rest []string, err error) {
+	if len(args) == 0 || args[0] != "-sync" {
+		return -1, args, nil
+	}
+	if len(args) < 2 {
+		return -1, nil, cgroupExecUsage
+	}
+	fd, err := strconv.Atoi(args[1])
+	if err != nil || fd < 3 {
+		return -1, nil, cgroupExecUsage
+	}
+	return fd, args[2:], nil
+}
+
 // cgroupExecArgs splits the shim's arguments: the first inherited
 // cgroup.procs fd, their count, "--", then the program and its arguments.
 func cgroupExecArgs(args []string) (fds []int, argv []string, err error) {
-	usage := fmt.Errorf("usage: %s FIRST_FD COUNT -- /PROGRAM [ARG...]", CgroupExecName)
 	if len(args) < 4 || args[2] != "--" || !filepath.IsAbs(args[3]) {
-		return nil, nil, usage
+		return nil, nil, cgroupExecUsage
 	}
 	first, err1 := strconv.Atoi(args[0])
 	n, err2 := strconv.Atoi(args[1])
 	if err1 != nil || err2 != nil || first < 3 || n < 0 || n > 64 {
-		return nil, nil, usage
+		return nil, nil, cgroupExecUsage
 	}
 	for i := range n {
 		fds = append(fds, first+i)
@@ -582,15 +644,26 @@ func cgroupExecArgs(args []string) (fds []int, argv []string, err error) {
 	return fds, args[3:], nil
 }
 
-// cgroupExecMain is the shim: it writes its pid to each inherited
-// cgroup.procs fd, then execs the program, which keeps its pid. Errors go
-// to stderr (the program's log) and end the shim with 126 (cgroup) or 127
-// (exec).
+// cgroupExecMain is the shim: in sync mode it waits until the daemon has
+// placed it, it writes its pid to each inherited cgroup.procs fd, then
+// execs the program, which keeps its pid. Errors go to stderr (the
+// program's log) and end the shim with 126 (cgroup) or 127 (exec).
 func cgroupExecMain() {
-	fds, argv, err := cgroupExecArgs(os.Args[1:])
+	sync, args, err := cgroupExecSyncArg(os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "crivm: %v\n", err)
 		os.Exit(2)
+	}
+	fds, argv, err := cgroupExecArgs(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "crivm: %v\n", err)
+		os.Exit(2)
+	}
+	if sync >= 0 {
+		if err := cgroupExecSync(sync); err != nil {
+			fmt.Fprintf(os.Stderr, "crivm: %v\n", err)
+			os.Exit(126)
+		}
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()))
 	for _, fd := range fds {

@@ -246,7 +246,7 @@ func TestMachineFor(t *testing.T) {
 		}
 	}
 	c := (&MachineConfig{QEMUPath: "/q", Accel: AccelKVM, MachineType: MachineMicrovm, Kernel: "/k", Initrd: "/i", Dir: "/run/vm/x"}).withDefaults()
-	if args := strings.Join(qemuArgs(c, qemuFDs{QMP: 3, Agent: 4, Console: 5}), " "); !strings.Contains(args, "-M microvm,pcie=on ") || !strings.Contains(args, "-device virtio-serial-pci") {
+	if args := strings.Join(qemuArgs(c, qemuFDs{QMP: 3, Agent: 4, Console: 5}), " "); !strings.Contains(args, "-M microvm,pcie=on,mem-merge=off ") || !strings.Contains(args, "-device virtio-serial-pci") {
 		t.Errorf("microvm args: %s", args)
 	}
 }

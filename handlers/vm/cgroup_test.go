@@ -82,17 +82,25 @@ func TestVMFits(t *testing.T) {
 }
 
 // TestSandboxCgroup: cgroupfs places the VM under the pod's parent (or
-// /crivm); the systemd driver is refused for VM pods, saying why.
+// /crivm); systemd in the scope crivm-vm-<id>.scope of the pod's slice (or
+// system.slice); a parent of the other driver is refused.
 func TestSandboxCgroup(t *testing.T) {
 	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	for _, tt := range []struct {
-		driver, parent, want string
-		class                error
+		driver, parent, want, unit string
+		class                      error
 	}{
-		{"", "", vmm.CgroupDefaultParent + "/crivm-" + id, nil},
-		{"cgroupfs", "/kubepods/besteffort/pod1", "/kubepods/besteffort/pod1/crivm-" + id, nil},
-		{"cgroupfs", "kubepods-besteffort-pod1.slice", "", errdefs.ErrInvalidArgument},
-		{"systemd", "kubepods-besteffort-pod1.slice", "", errdefs.ErrFailedPrecondition},
+		{driver: "", parent: "", want: vmm.CgroupDefaultParent + "/crivm-" + id},
+		{driver: "cgroupfs", parent: "/kubepods/besteffort/pod1", want: "/kubepods/besteffort/pod1/crivm-" + id},
+		{driver: "cgroupfs", parent: "kubepods-besteffort-pod1.slice", class: errdefs.ErrInvalidArgument},
+		{driver: "systemd", parent: "kubepods-besteffort-pod1.slice", unit: "crivm-vm-" + id + ".scope",
+			want: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/crivm-vm-" + id + ".scope"},
+		{driver: "systemd", parent: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2.slice", unit: "crivm-vm-" + id + ".scope",
+			want: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2.slice/crivm-vm-" + id + ".scope"},
+		{driver: "systemd", parent: "", unit: "crivm-vm-" + id + ".scope", want: "/system.slice/crivm-vm-" + id + ".scope"},
+		{driver: "systemd", parent: "/kubepods/besteffort/pod1", class: errdefs.ErrInvalidArgument},
+		{driver: "systemd", parent: "kubepods--pod1.slice", class: errdefs.ErrInvalidArgument},
+		{driver: "cgroupfs2", parent: "/kubepods", class: errdefs.ErrFailedPrecondition},
 	} {
 		h := &Handler{name: "vm", cgroupDriver: tt.driver}
 		cg, err := h.sandboxCgroup(podWith(tt.parent, 0, 0), id)
@@ -100,16 +108,13 @@ func TestSandboxCgroup(t *testing.T) {
 			if !errdefs.IsClass(err, tt.class) {
 				t.Errorf("driver %q parent %q: %v, want %v", tt.driver, tt.parent, err, tt.class)
 			}
-			if tt.driver == "systemd" && (err == nil || !strings.Contains(err.Error(), `cgroup_manager = "cgroupfs"`)) {
-				t.Errorf("systemd refusal does not say what to set: %v", err)
-			}
 			continue
 		}
 		if err != nil {
 			t.Skipf("no cgroup hierarchy here: %v", err)
 		}
-		if cg.Path != tt.want {
-			t.Errorf("driver %q parent %q: %s, want %s", tt.driver, tt.parent, cg.Path, tt.want)
+		if cg.Path != tt.want || cg.Unit() != tt.unit {
+			t.Errorf("driver %q parent %q: %s unit %q, want %s unit %q", tt.driver, tt.parent, cg.Path, cg.Unit(), tt.want, tt.unit)
 		}
 	}
 }

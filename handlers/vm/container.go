@@ -82,6 +82,8 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		ResolvConfPath: req.ResolvConfPath, HostsPath: req.HostsPath, HostnamePath: req.HostnamePath, ShmPath: req.ShmPath,
 		ResolvedSources: resolved,
 		ImageVolumes:    req.ImageVolumePaths(),
+		// GuestSpec's parent in the guest: the host's may be a systemd slice.
+		CgroupParent: agentproxy.GuestCgroupParent,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("generating spec: %w", err)

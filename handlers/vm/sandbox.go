@@ -72,7 +72,8 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		}},
 		{Name: "creating the VM's cgroup", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// Before anything runs in it; removed after QEMU and
-			// virtiofsd are gone (the steps undo in reverse).
+			// virtiofsd are gone (the steps undo in reverse). A systemd
+			// scope is started with the first of them (vmm.Cgroup).
 			var err error
 			if cg, err = h.sandboxCgroup(req.Config, sb.ID); err != nil {
 				return nil, err
@@ -382,18 +383,24 @@ func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 	return errors.Join(errs...)
 }
 
-// sandboxCgroup is the cgroup QEMU and virtiofsd of sandbox id run in:
-// <cgroup_parent>/crivm-<id>, the parent defaulting to /crivm (see
-// vmm.Cgroup). Only the cgroupfs driver places them there.
+// sandboxCgroup is the cgroup QEMU and virtiofsd of sandbox id run in,
+// below the pod's cgroup_parent (see vmm.Cgroup): under cgroupfs
+// <cgroup_parent>/crivm-<id>, the parent defaulting to /crivm; under
+// systemd the transient scope crivm-vm-<id>.scope in the pod's slice
+// (system.slice by default).
 func (h *Handler) sandboxCgroup(cfg *runtimeapi.PodSandboxConfig, id string) (*vmm.Cgroup, error) {
-	if h.cgroupDriver != "" && h.cgroupDriver != "cgroupfs" {
-		return nil, errdefs.FailedPrecondition("handler %q: VM pods need cgroup_manager = \"cgroupfs\" (it is %q): crivm starts QEMU inside the pod's cgroup by its cgroupfs path, and does not make systemd scopes for VMs", h.name, h.cgroupDriver)
+	parent := cfg.GetLinux().GetCgroupParent()
+	switch h.cgroupDriver {
+	case "", "cgroupfs":
+		p, err := vmm.SandboxCgroupPath(parent, id)
+		if err != nil {
+			return nil, err
+		}
+		return vmm.NewCgroup(p)
+	case "systemd":
+		return vmm.NewSystemdCgroup(parent, id)
 	}
-	p, err := vmm.SandboxCgroupPath(cfg.GetLinux().GetCgroupParent(), id)
-	if err != nil {
-		return nil, err
-	}
-	return vmm.NewCgroup(p)
+	return nil, errdefs.FailedPrecondition("handler %q: unknown cgroup_manager %q", h.name, h.cgroupDriver)
 }
 
 // removeCgroup removes sb's cgroup, found again from its stored config

@@ -85,8 +85,8 @@ type Options struct {
 	// SeccompUseDefaultWhenEmpty is the config key of that name: a
 	// container that asks for no seccomp profile gets the default one.
 	SeccompUseDefaultWhenEmpty bool
-	// CgroupDriver is cgroup_manager: VM pods need "cgroupfs" (or empty),
-	// since QEMU is placed in the pod's cgroup by path (vmm.Cgroup).
+	// CgroupDriver is cgroup_manager: under "systemd" a VM's cgroup is a
+	// transient scope in the pod's slice, else a directory (vmm.Cgroup).
 	CgroupDriver string
 }
 
