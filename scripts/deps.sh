@@ -11,6 +11,7 @@ PKGS=(
   busybox-static                         # test images
   gcc libc6-dev                          # the static C pause and test helpers (internal/cbuild), cgo
   xz-utils zstd kmod ca-certificates git make
+  systemd util-linux                     # a private systemd (PID 1 of its own namespaces) for the systemd cgroup driver tests
 )
 
 missing=()
