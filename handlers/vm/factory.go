@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -172,6 +173,45 @@ func (h *Handler) template(ctx context.Context, spec templateSpec) *vmTemplate {
 		log.G(bctx).Info("VM template ready", "template", spec.key(), "memory_mib", spec.MemoryMiB, "vcpus", spec.VCPUs, "took", time.Since(start).Round(time.Millisecond))
 	}()
 	return t
+}
+
+// templateFailed replaces t, whose clone failed to start, by a failed
+// template of its spec: pods boot until templateRetry has passed and a new
+// build is tried.
+func (h *Handler) templateFailed(t *vmTemplate, err error) {
+	h.factory.mu.Lock()
+	defer h.factory.mu.Unlock()
+	if h.factory.cur != t {
+		return
+	}
+	failed := &vmTemplate{spec: t.spec, built: make(chan struct{}), err: err, failedAt: time.Now()}
+	close(failed.built)
+	h.factory.cur = failed
+}
+
+// startClone starts a clone of t with mc's pod parts (its dir, tap,
+// cgroup, namespace, uid) and t's machine, and resumes it. On failure
+// nothing of it runs.
+func startClone(ctx context.Context, mc vmm.MachineConfig, t *vmTemplate) (vmm.MachineConfig, *vmm.VM, error) {
+	mc.VCPUs, mc.MemoryMiB = t.spec.VCPUs, t.spec.MemoryMiB
+	mc.RAM = &vmm.RAMFile{File: t.ram}
+	mc.VMGenID = true
+	mc.Taps = slices.Clone(mc.Taps)
+	mc.Taps[0].MAC = templateMAC.String()
+	in, err := t.openState()
+	if err != nil {
+		return mc, nil, fmt.Errorf("opening the template's state: %w", err)
+	}
+	defer in.Close()
+	mc.Incoming = in
+	vm, err := vmm.Start(ctx, mc)
+	if err != nil {
+		return mc, nil, err
+	}
+	if err := vm.LoadState(ctx); err != nil {
+		return mc, nil, errors.Join(fmt.Errorf("loading the template's state: %w", err), vm.Kill(context.WithoutCancel(ctx)))
+	}
+	return mc, vm, nil
 }
 
 // templatesDir holds a template's VM dir while it is built.

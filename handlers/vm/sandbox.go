@@ -161,25 +161,18 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + agentproxy.TransportVsock
 			}
 			if t := src.tpl; t != nil {
-				mc.VCPUs, mc.MemoryMiB = t.spec.VCPUs, t.spec.MemoryMiB
-				mc.RAM = &vmm.RAMFile{File: t.ram}
-				mc.VMGenID = true
-				mc.Taps[0].MAC = templateMAC.String()
-				bootMAC = templateMAC
-				in, err := t.openState()
-				if err != nil {
-					return nil, fmt.Errorf("opening the template's state: %w", err)
+				cmc, cvm, err := startClone(ctx, mc, t)
+				if err == nil {
+					vm, bootMAC = cvm, templateMAC
+					record = vmRecord{MemoryMiB: cmc.MemoryMiB, VCPUs: cmc.VCPUs, VMMUID: user.UID, Template: t.spec.key()}
+					return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
 				}
-				defer in.Close()
-				mc.Incoming = in
-				if vm, err = vmm.Start(ctx, mc); err != nil {
+				if ctx.Err() != nil {
 					return nil, err
 				}
-				if err := vm.LoadState(ctx); err != nil {
-					return nil, errors.Join(fmt.Errorf("loading the template's state: %w", err), vm.Kill(ctx))
-				}
-				record = vmRecord{MemoryMiB: mc.MemoryMiB, VCPUs: mc.VCPUs, VMMUID: user.UID, Template: t.spec.key()}
-				return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
+				log.G(ctx).Warn("cloning the VM template failed: this pod boots, and so do later ones until the template is rebuilt", "template", t.spec.key(), "err", err)
+				h.templateFailed(t, err)
+				src = cloneSource{reason: "clone_failed"}
 			}
 			// A CID another VM holds makes QEMU fail at start: try others.
 			for attempt := range 3 {
