@@ -151,6 +151,11 @@ type MachineConfig struct {
 	Incoming *os.File
 	// MemMerge marks guest RAM mergeable by the host's KSM.
 	MemMerge bool
+	// FreePageReporting adds a virtio-balloon device that reports the
+	// pages the guest frees, which QEMU gives back to the host. Not for
+	// templates and clones: QEMU 7.2 discards a file-backed RAM's pages by
+	// punching holes in the file (a sealed template refuses that).
+	FreePageReporting bool
 	// VMGenID adds a vmgenid device: a clone's guest kernel sees a new
 	// generation ID at resume and reseeds its RNG. Templates and their
 	// clones need it (their device sets must match).
@@ -230,6 +235,9 @@ func (c *MachineConfig) validate() error {
 		if !c.RAM.Shared && len(c.VirtioFS) > 0 {
 			return errdefs.InvalidArgument("virtio-fs needs shared guest RAM; a clone's is private")
 		}
+	}
+	if c.FreePageReporting && c.RAM != nil {
+		return errdefs.InvalidArgument("free page reporting with a RAM file: QEMU 7.2 would punch holes in it")
 	}
 	if c.Incoming != nil && c.RAM == nil {
 		return errdefs.InvalidArgument("loading device state needs the template's RAM file")
@@ -361,6 +369,9 @@ func qemuArgs(c MachineConfig, fds qemuFDs) []string {
 	}
 	if c.VMGenID {
 		args = append(args, "-device", "vmgenid,guid=auto")
+	}
+	if c.FreePageReporting {
+		args = append(args, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on")
 	}
 	if c.Incoming != nil {
 		args = append(args, "-incoming", "defer")

@@ -196,6 +196,7 @@ func startClone(ctx context.Context, mc vmm.MachineConfig, t *vmTemplate) (vmm.M
 	mc.VCPUs, mc.MemoryMiB = t.spec.VCPUs, t.spec.MemoryMiB
 	mc.RAM = &vmm.RAMFile{File: t.ram}
 	mc.VMGenID = true
+	mc.FreePageReporting = false
 	mc.Taps = slices.Clone(mc.Taps)
 	mc.Taps[0].MAC = templateMAC.String()
 	in, err := t.openState()

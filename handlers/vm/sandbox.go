@@ -151,6 +151,8 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				MountNS:     sh.pin(),
 				User:        user,
 				MemMerge:    h.cfg.KSM,
+				// A clone (startClone) drops it: its RAM is the template's.
+				FreePageReporting: true,
 			}
 			if virtiofsd != nil {
 				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: agentproxy.SharedTag, Socket: virtiofsd.Socket()}}

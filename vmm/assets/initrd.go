@@ -34,7 +34,7 @@ var (
 	// expect the kernel to provide: a privileged container in a VM may
 	// create a bridge (critest's `brctl addbr`), and the guest has no
 	// modprobe to load it on demand. bridge adds ~700 KiB to the initrd.
-	BaseGuestModules = []string{"virtio_pci", "virtio_console", "9pnet_virtio", "9p", "virtio_net", "button", "evdev", "bridge"}
+	BaseGuestModules = []string{"virtio_pci", "virtio_console", "9pnet_virtio", "9p", "virtio_net", "virtio_balloon", "button", "evdev", "bridge"}
 	// VsockGuestModules add the virtio vsock transport.
 	VsockGuestModules = []string{"vmw_vsock_virtio_transport"}
 	// VirtioFSGuestModules add virtio-fs (and fuse) for a virtiofsd share.
