@@ -109,6 +109,7 @@ func runDaemon(g globalFlags) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
+	go releaseIdle(watchCtx)
 	rs.Sweep(ctx)
 	rs.Restore(ctx)
 	for _, e := range d.handlers {
