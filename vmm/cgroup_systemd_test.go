@@ -3,26 +3,19 @@ package vmm
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	sddbus "github.com/coreos/go-systemd/v22/dbus"
-	"go.podman.io/storage/pkg/reexec"
-	"golang.org/x/sys/unix"
-
 	"github.com/crivm/crivm/internal/cgroupstat"
 	"github.com/crivm/crivm/internal/errdefs"
+	"github.com/crivm/crivm/test/testutil/testsystemd"
 )
 
 func TestExpandSlice(t *testing.T) {
@@ -221,269 +214,11 @@ func TestSystemdUnreachable(t *testing.T) {
 	}
 }
 
-// A systemd for the test: PID 1 of its own PID, mount and cgroup
-// namespaces, the cgroup namespace rooted at /crivm-sdtest-<pid> of every
-// hierarchy, its /run a tmpfs. Two re-executions of the test binary make
-// it: sdNSName moves itself into the test's cgroup and clones sdInitName
-// into new namespaces, which mounts the hierarchies afresh (so paths are
-// the namespace's) and execs systemd.
-const (
-	sdNSName   = "crivm-test-systemd-ns"
-	sdInitName = "crivm-test-systemd-init"
-	sdBinary   = "/lib/systemd/systemd"
-	// sdInsideEnv marks the test binary nsenter runs inside.
-	sdInsideEnv = "CRIVM_TEST_SYSTEMD_INSIDE"
-)
-
-func init() {
-	reexec.Register(sdNSName, sdNSMain)
-	reexec.Register(sdInitName, sdInitMain)
-}
-
-func sdFail(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "crivm test systemd: "+format+"\n", args...)
-	os.Exit(1)
-}
-
-// sdNSMain: args are the layout (JSON), the test cgroup's path and the
-// unit directory. It prints the init's pid and waits for it.
-func sdNSMain() {
-	var l cgroupLayout
-	if len(os.Args) != 4 || json.Unmarshal([]byte(os.Args[1]), &l) != nil {
-		sdFail("usage: %s LAYOUT CGROUP UNITDIR", sdNSName)
-	}
-	cg := &Cgroup{Path: os.Args[2], l: &l}
-	self := []byte(strconv.Itoa(os.Getpid()))
-	for _, d := range cg.Dirs() {
-		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), self, 0o644); err != nil {
-			sdFail("joining %s: %v", d, err)
-		}
-	}
-	cmd := reexec.Command(sdInitName, os.Args[1], os.Args[3])
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP, Pdeathsig: unix.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		sdFail("starting init: %v", err)
-	}
-	// Out of the namespace's root again: on v2, a cgroup with processes
-	// of its own cannot give its children controllers.
-	root := []byte(strconv.Itoa(os.Getpid()))
-	for _, d := range cg.Dirs() {
-		os.WriteFile(filepath.Join(filepath.Dir(d), "cgroup.procs"), root, 0o644)
-	}
-	fmt.Println(cmd.Process.Pid)
-	cmd.Wait()
-}
-
-// sdInitMain is PID 1 of the namespaces: args are the layout and the
-// unit directory.
-func sdInitMain() {
-	var l cgroupLayout
-	if len(os.Args) != 3 || json.Unmarshal([]byte(os.Args[1]), &l) != nil {
-		sdFail("usage: %s LAYOUT UNITDIR", sdInitName)
-	}
-	mount := func(src, target, fstype, data string) {
-		if err := os.MkdirAll(target, 0o755); err != nil {
-			sdFail("%v", err)
-		}
-		if err := unix.Mount(src, target, fstype, 0, data); err != nil {
-			sdFail("mounting %s on %s: %v", fstype, target, err)
-		}
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		sdFail("making / private: %v", err)
-	}
-	mount("proc", "/proc", "proc", "")
-	if len(l.V1) > 0 {
-		mount("tmpfs", filepath.Dir(l.V1[0].Mount), "tmpfs", "mode=755")
-		for _, h := range l.V1 {
-			opts := h.Controllers
-			if strings.HasPrefix(opts[0], "name=") {
-				opts = append([]string{"none"}, opts...)
-			}
-			mount("cgroup", h.Mount, "cgroup", strings.Join(opts, ","))
-		}
-	}
-	if l.Unified != "" {
-		mount("cgroup2", l.Unified, "cgroup2", "")
-	}
-	mount("tmpfs", "/run", "tmpfs", "mode=755")
-	env := []string{"container=crivm-test", "SYSTEMD_UNIT_PATH=" + os.Args[2], "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	err := unix.Exec(sdBinary, []string{sdBinary, "--system", "--unit=crivm-test.target", "--log-target=console", "--log-level=notice"}, env)
-	sdFail("exec %s: %v", sdBinary, err)
-}
-
-// testSystemd is a running test systemd.
-type testSystemd struct {
-	pid    int // the init's, in the test's PID namespace
-	socket string
-}
-
-// startTestSystemd starts a systemd for the test, or skips saying why
-// this machine cannot.
-func startTestSystemd(t *testing.T) *testSystemd {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("a test systemd needs root")
-	}
-	for _, b := range []string{sdBinary, "/usr/bin/nsenter"} {
-		if _, err := os.Stat(b); err != nil {
-			t.Skipf("a test systemd needs %s: %v", b, err)
-		}
-	}
-	l, err := hostCgroupLayout()
-	if err != nil {
-		t.Skipf("no cgroup hierarchy: %v", err)
-	}
-	units := t.TempDir()
-	if err := os.WriteFile(filepath.Join(units, "crivm-test.target"), []byte("[Unit]\nDescription=crivm test systemd\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// At each hierarchy's root, as TestCgroupPlacement's: on v2 the
-	// root may hold processes and still give its children controllers.
-	root, err := newCgroup(l, fmt.Sprintf("/crivm-sdtest-%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeTree(t, root) })
-	if err := root.createDirs(); err != nil {
-		t.Fatal(err)
-	}
-	layout, _ := json.Marshal(l)
-	log := filepath.Join(t.TempDir(), "systemd.log")
-	logf, err := os.Create(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := reexec.Command(sdNSName, string(layout), root.Path, units)
-	cmd.Stderr = logf
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var line [32]byte
-	n, _ := out.Read(line[:])
-	pid, err := strconv.Atoi(strings.TrimSpace(string(line[:n])))
-	if err != nil {
-		cmd.Wait()
-		b, _ := os.ReadFile(log)
-		t.Fatalf("starting a test systemd: no pid reported (%q): %s", line[:n], b)
-	}
-	sd := &testSystemd{pid: pid, socket: fmt.Sprintf("/proc/%d/root/run/systemd/private", pid)}
-	t.Cleanup(func() {
-		unix.Kill(pid, unix.SIGKILL)
-		cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(log)
-			t.Logf("test systemd's log:\n%s", b)
-		}
-	})
-	// Its socket is there once it listens. systemd refuses a peer
-	// outside its PID namespace (it cannot see the peer's pid), so only
-	// the test inside can talk to it (waitSettled).
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if _, err := os.Stat(sd.socket); err == nil {
-			return sd
-		}
-	}
-	b, _ := os.ReadFile(log)
-	t.Fatalf("test systemd made no %s in 30 s: %s", sd.socket, b)
-	return nil
-}
-
-// waitSettled waits until systemd's manager, at systemdSocket, has
-// finished starting up.
-func waitSettled(t *testing.T) {
-	t.Helper()
-	var state string
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var conn *sddbus.Conn
-		if conn, err = connectSystemd(ctx); err == nil {
-			state, err = conn.GetManagerProperty("SystemState")
-			conn.Close()
-		}
-		cancel()
-		if state == `"running"` || state == `"degraded"` {
-			return
-		}
-	}
-	t.Fatalf("systemd did not settle in 30 s (state %s, %v)", state, err)
-}
-
-// removeTree removes the cgroup and everything below it in every
-// hierarchy, deepest first, retrying while processes exit.
-func removeTree(t *testing.T, c *Cgroup) {
-	for _, d := range c.Dirs() {
-		var dirs []string
-		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		slices.Reverse(dirs)
-		for _, p := range dirs {
-			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				err := unix.Rmdir(p)
-				if err == nil || errors.Is(err, unix.ENOENT) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Errorf("removing test cgroup %s: %v", p, err)
-					break
-				}
-			}
-		}
-	}
-}
-
-// StartTestSystemd starts a systemd for the test (or skips saying why
-// this machine cannot) and returns its pid, for RunInTestSystemd.
-func StartTestSystemd(t *testing.T) int { return startTestSystemd(t).pid }
-
-// RunInTestSystemd runs test name of this binary inside the namespaces of
-// the test systemd pid, with env added, and fails t unless it passed.
-func RunInTestSystemd(t *testing.T, pid int, name string, env ...string) {
-	t.Helper()
-	// nsenter's /proc/self would be nsenter: the test binary by path.
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("/usr/bin/nsenter", "-t", strconv.Itoa(pid), "-m", "-p", "-C", "--",
-		self, "-test.run=^"+name+"$", "-test.v", "-test.count=1")
-	cmd.Env = append(append(os.Environ(), sdInsideEnv+"=1"), env...)
-	out, err := cmd.CombinedOutput()
-	t.Logf("inside the test systemd's namespaces:\n%s", out)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	if !strings.Contains(string(out), "--- PASS: "+name+" ") {
-		t.Fatalf("%s did not pass", name)
-	}
-}
-
-// InsideTestSystemd skips a test not run by RunInTestSystemd, and waits
-// for the test systemd to settle in one that is.
-func InsideTestSystemd(t *testing.T) {
-	t.Helper()
-	if os.Getenv(sdInsideEnv) == "" {
-		t.Skip("run by RunInTestSystemd inside a test systemd's namespaces")
-	}
-	waitSettled(t)
-}
-
 // TestSystemdScope: against a real systemd (PID 1 of namespaces of its
 // own), the code runs inside those namespaces (TestSystemdScopeInside)
 // as crivm runs on a systemd host.
 func TestSystemdScope(t *testing.T) {
-	RunInTestSystemd(t, StartTestSystemd(t), "TestSystemdScopeInside")
+	testsystemd.Run(t, testsystemd.Start(t), "TestSystemdScopeInside")
 }
 
 // startPlaced starts argv in cg through place and waits until the shim
@@ -522,7 +257,7 @@ func startPlaced(t *testing.T, cg *Cgroup, argv ...string) *exec.Cmd {
 // crivm joins, Stats reads it, and KillAll then Remove stop the unit and
 // take every directory away.
 func TestSystemdScopeInside(t *testing.T) {
-	InsideTestSystemd(t)
+	conn := testsystemd.Conn(t)
 	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	const slice = "kubepods-burstable-pod1234.slice"
 	cg, err := NewSystemdCgroup(slice, id)
@@ -540,11 +275,6 @@ func TestSystemdScopeInside(t *testing.T) {
 		t.Fatalf("Create made a directory of the scope: systemd must")
 	}
 	ctx := context.Background()
-	conn, err := connectSystemd(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 
 	first := startPlaced(t, cg, "/bin/sleep", "300")
 	second := startPlaced(t, cg, "/bin/sleep", "301")

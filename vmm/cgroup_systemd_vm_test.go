@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/crivm/crivm/internal/cgroupstat"
+	"github.com/crivm/crivm/test/testutil/testsystemd"
 	"github.com/crivm/crivm/vmm"
 )
 
-// TestVMSystemdScope: under a test systemd (vmm.StartTestSystemd), a VM
+// TestVMSystemdScope: under a test systemd (testsystemd.Start), a VM
 // over 9p starts its scope with QEMU (the shim waits inside vmm.Start), a
 // VM over virtio-fs with virtiofsd, QEMU joining it; both are in the
 // scope in every hierarchy from their start, its memory is theirs, and
@@ -27,7 +28,7 @@ func TestVMSystemdScope(t *testing.T) {
 	fsd, _ := vmm.FindVirtiofsd("")
 	bootMu.Lock()
 	defer bootMu.Unlock()
-	vmm.RunInTestSystemd(t, vmm.StartTestSystemd(t), "TestVMSystemdScopeInside",
+	testsystemd.Run(t, testsystemd.Start(t), "TestVMSystemdScopeInside",
 		"CRIVM_TEST_VMLINUX="+vmlinux, "CRIVM_TEST_INITRD="+initrd, "CRIVM_TEST_VIRTIOFSD="+fsd)
 }
 
@@ -38,7 +39,7 @@ func inCgroup(dir string, pid int) bool {
 }
 
 func TestVMSystemdScopeInside(t *testing.T) {
-	vmm.InsideTestSystemd(t)
+	testsystemd.Conn(t) // skips unless run by TestVMSystemdScope; waits for systemd to settle
 	vmlinux, initrd, fsdPath := os.Getenv("CRIVM_TEST_VMLINUX"), os.Getenv("CRIVM_TEST_INITRD"), os.Getenv("CRIVM_TEST_VIRTIOFSD")
 	for i, fs := range []string{"9p", "virtio-fs"} {
 		t.Run(fs, func(t *testing.T) {
