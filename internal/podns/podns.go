@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -110,9 +111,32 @@ func Create(pin string, root Root) error {
 	// This goroutine runs on a thread in the host's namespace: only Run's
 	// and Create's locked threads ever enter another.
 	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", m.nsfd), pin, "", unix.MS_BIND, ""); err != nil {
-		return errors.Join(fmt.Errorf("pinning the namespace: %w", err), os.Remove(pin))
+		return errors.Join(fmt.Errorf("pinning the namespace (%s): %w", pinDiagnosis(pin), err), os.Remove(pin))
 	}
 	return nil
+}
+
+// pinDiagnosis says, for a pin that failed with EINVAL once under a test
+// systemd and never again, which namespace the pinning thread was in
+// against the process's, and whether the mount holding pin is one of that
+// thread's (the kernel refuses a bind onto another namespace's mount).
+func pinDiagnosis(pin string) string {
+	thread, _ := os.Readlink("/proc/thread-self/ns/mnt")
+	proc, _ := os.Readlink("/proc/self/ns/mnt")
+	var stx unix.Statx_t
+	mntID := "?"
+	if unix.Statx(unix.AT_FDCWD, pin, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx) == nil {
+		mntID = strconv.FormatUint(stx.Mnt_id, 10)
+	}
+	listed := false
+	if b, err := os.ReadFile("/proc/thread-self/mountinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == mntID {
+				listed = true
+			}
+		}
+	}
+	return fmt.Sprintf("thread mount ns %s, process %s, pin on mount %s, in the thread's mountinfo: %v", thread, proc, mntID, listed)
 }
 
 func checkPaths(root Root) error {

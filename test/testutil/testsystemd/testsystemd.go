@@ -85,6 +85,17 @@ func Start(t *testing.T) int {
 	for _, b := range []string{Binary, "unshare", "nsenter"} {
 		testutil.RequiresBinary(t, b)
 	}
+	// One test systemd on the machine at a time, across test binaries (go
+	// test runs packages in parallel): the lock is held until the test
+	// ends.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "crivm-test-systemd.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
 	mounts := hostCgroupMounts(t)
 	name := fmt.Sprintf("crivm-test-sd-%d", os.Getpid())
 	units := t.TempDir()
