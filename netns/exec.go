@@ -99,7 +99,13 @@ func pluginErr(err error, stdout, stderr []byte) error {
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("netplugin failed: %q", stderr)}
+		// How it ended (an exit code or a signal) and whatever it printed:
+		// a plugin that dies silently says nothing else.
+		msg := fmt.Sprintf("netplugin failed (%s): %q", ee.ProcessState, stderr)
+		if len(stdout) > 0 {
+			msg += fmt.Sprintf(", stdout %q", stdout)
+		}
+		return &types.Error{Code: types.ErrInternal, Msg: msg}
 	}
 	return err
 }

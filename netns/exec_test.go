@@ -40,6 +40,18 @@ func TestPluginExec(t *testing.T) {
 		t.Errorf("plugin error: %v, want code 11 %q", err, "try again")
 	}
 
+	// 2b. A plugin that dies without a word: the error says how it ended.
+	for _, tt := range []struct{ script, want string }{
+		{`exit 3`, "exit status 3"},
+		{`kill -9 $$`, "signal: killed"},
+		{`echo not-json; exit 1`, `stdout "not-json\n"`},
+	} {
+		_, err = e.ExecPlugin(ctx, writePlugin(t, tt.script), nil, nil)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("plugin %q: %v, want an error saying %s", tt.script, err, tt.want)
+		}
+	}
+
 	// 3. A hanging plugin whose child holds its stdout: at the deadline
 	//    both die and the call returns (libcni's exec waits forever).
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
