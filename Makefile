@@ -115,6 +115,8 @@ generate:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags "$(TAGS)" ./...
+	$(GO) vet -tags "$(TAGS) nodee2e" ./test/nodee2e/
+	$(GO) vet -tags "$(TAGS) crivm_crashpoints crivm_pprof" ./cmd/crivm/ ./internal/crashpoint/
 
 clean:
 	rm -rf bin

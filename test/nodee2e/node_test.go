@@ -21,7 +21,6 @@ import (
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crivm/crivm/netns"
 	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/registry"
 	"github.com/crivm/crivm/test/testutil"
