@@ -256,19 +256,27 @@ func TestWedgedCall(t *testing.T) {
 	for _, tt := range otherCalls(t.Context(), p.h, ca, cb) {
 		within(t, 10*time.Second, tt.name, tt.call)
 	}
+	returnsOnlyAfter(t, wedged, release, "the wedged Stats")
+}
+
+// returnsOnlyAfter asserts that the call reporting on done has not
+// returned, then releases the guest and asserts that it returns, without
+// error.
+func returnsOnlyAfter(t *testing.T, done <-chan error, release func(), what string) {
+	t.Helper()
 	select {
-	case err := <-wedged:
-		t.Fatalf("the wedged Stats returned (%v) before the guest answered", err)
+	case err := <-done:
+		t.Fatalf("%s returned (%v) before the guest answered", what, err)
 	default:
 	}
 	release()
 	select {
-	case err := <-wedged:
+	case err := <-done:
 		if err != nil {
-			t.Errorf("the wedged Stats, once released: %v", err)
+			t.Errorf("%s, once the guest answered: %v", what, err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the wedged Stats did not return once released")
+		t.Fatalf("%s did not return once the guest answered", what)
 	}
 }
 
@@ -304,20 +312,7 @@ func TestWedgedReconnect(t *testing.T) {
 		}
 		within(t, 10*time.Second, tt.name, tt.call)
 	}
-	select {
-	case err := <-behind:
-		t.Fatalf("Stats of the reconnecting sandbox returned (%v) before the guest answered", err)
-	default:
-	}
-	release()
-	select {
-	case err := <-behind:
-		if err != nil {
-			t.Errorf("Stats behind the reconnect, once the guest answered: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Stats behind the reconnect did not return once the guest answered")
-	}
+	returnsOnlyAfter(t, behind, release, "Stats behind the reconnect")
 	if got := fa.dials(); got != 2 {
 		t.Errorf("%d dials, want 2", got)
 	}
