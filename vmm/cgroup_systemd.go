@@ -214,28 +214,53 @@ func waitJob(ctx context.Context, ch <-chan string, what string) error {
 // startScope starts the scope with pid as its first process and waits
 // until systemd has made its cgroup.
 func startScope(ctx context.Context, s *systemdScope, pid int) error {
-	ctx, cancel := context.WithTimeout(ctx, systemdJobWait)
-	defer cancel()
-	conn, err := connectSystemd(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ch := make(chan string, 1)
-	if _, err := conn.StartTransientUnitContext(ctx, s.Unit, "replace", scopeProperties(s, pid), ch); err != nil {
-		return fmt.Errorf("starting systemd scope %s in %s: %w", s.Unit, s.Slice, err)
-	}
-	if err := waitJob(ctx, ch, "starting systemd scope "+s.Unit); err != nil {
-		// A failed unit stays loaded under its name until reset.
-		_ = conn.ResetFailedUnitContext(context.WithoutCancel(ctx), s.Unit)
-		return err
-	}
-	return nil
+	return withSystemd(ctx, func(ctx context.Context, conn *sddbus.Conn) error {
+		ch := make(chan string, 1)
+		if _, err := conn.StartTransientUnitContext(ctx, s.Unit, "replace", scopeProperties(s, pid), ch); err != nil {
+			return fmt.Errorf("starting systemd scope %s in %s: %w", s.Unit, s.Slice, err)
+		}
+		if err := waitJob(ctx, ch, "starting systemd scope "+s.Unit); err != nil {
+			// A failed unit stays loaded under its name until reset.
+			_ = conn.ResetFailedUnitContext(context.WithoutCancel(ctx), s.Unit)
+			return err
+		}
+		return nil
+	})
 }
 
 // stopScope stops the scope and waits for the job; a scope that is not
 // loaded (never made, or gone with its last process) is fine.
 func stopScope(ctx context.Context, s *systemdScope) error {
+	return withSystemd(ctx, func(ctx context.Context, conn *sddbus.Conn) error {
+		ch := make(chan string, 1)
+		_, err := conn.StopUnitContext(ctx, s.Unit, "replace", ch)
+		switch {
+		case dbusErrorIs(err, "org.freedesktop.systemd1.NoSuchUnit"):
+			return nil
+		case err != nil:
+			return fmt.Errorf("stopping systemd scope %s: %w", s.Unit, err)
+		}
+		if err := waitJob(ctx, ch, "stopping systemd scope "+s.Unit); err != nil {
+			return err
+		}
+		// A scope that failed (a process OOM-killed, say) stays loaded as
+		// failed until reset; it is gone after this.
+		if err := conn.ResetFailedUnitContext(ctx, s.Unit); err != nil && !dbusErrorIs(err, "org.freedesktop.systemd1.NoSuchUnit") && !dbusErrorIs(err, "org.freedesktop.systemd1.LoadFailed") {
+			return fmt.Errorf("resetting systemd scope %s: %w", s.Unit, err)
+		}
+		return nil
+	})
+}
+
+// checkSystemd connects to systemd and closes the connection, for an
+// early, precise error before any process is started.
+func checkSystemd(ctx context.Context) error {
+	return withSystemd(ctx, func(context.Context, *sddbus.Conn) error { return nil })
+}
+
+// withSystemd runs fn with a connection to systemd, all of it bounded by
+// systemdJobWait.
+func withSystemd(ctx context.Context, fn func(context.Context, *sddbus.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, systemdJobWait)
 	defer cancel()
 	conn, err := connectSystemd(ctx)
@@ -243,36 +268,7 @@ func stopScope(ctx context.Context, s *systemdScope) error {
 		return err
 	}
 	defer conn.Close()
-	ch := make(chan string, 1)
-	_, err = conn.StopUnitContext(ctx, s.Unit, "replace", ch)
-	switch {
-	case dbusErrorIs(err, "org.freedesktop.systemd1.NoSuchUnit"):
-		return nil
-	case err != nil:
-		return fmt.Errorf("stopping systemd scope %s: %w", s.Unit, err)
-	}
-	if err := waitJob(ctx, ch, "stopping systemd scope "+s.Unit); err != nil {
-		return err
-	}
-	// A scope that failed (a process OOM-killed, say) stays loaded as
-	// failed until reset; it is gone after this.
-	if err := conn.ResetFailedUnitContext(ctx, s.Unit); err != nil && !dbusErrorIs(err, "org.freedesktop.systemd1.NoSuchUnit") && !dbusErrorIs(err, "org.freedesktop.systemd1.LoadFailed") {
-		return fmt.Errorf("resetting systemd scope %s: %w", s.Unit, err)
-	}
-	return nil
-}
-
-// checkSystemd connects to systemd and closes the connection, for an
-// early, precise error before any process is started.
-func checkSystemd(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, systemdJobWait)
-	defer cancel()
-	conn, err := connectSystemd(ctx)
-	if err != nil {
-		return err
-	}
-	conn.Close()
-	return nil
+	return fn(ctx, conn)
 }
 
 // exists reports that the cgroup's directory exists in every hierarchy.

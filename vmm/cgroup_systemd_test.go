@@ -183,15 +183,7 @@ func TestSystemdUnreachable(t *testing.T) {
 	cmd := exec.Command("/bin/touch", marker)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	release, err := cg.place(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Start()
-	release()
-	if err != nil {
-		t.Fatal(err)
-	}
+	placeAndStart(t, cg, cmd)
 	err = cmd.Wait()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 126 {
@@ -221,13 +213,9 @@ func TestSystemdScope(t *testing.T) {
 	testsystemd.Run(t, testsystemd.Start(t), "TestSystemdScopeInside")
 }
 
-// startPlaced starts argv in cg through place and waits until the shim
-// (if any) has exec'd it.
-func startPlaced(t *testing.T, cg *Cgroup, argv ...string) *exec.Cmd {
+// placeAndStart starts cmd in cg through place.
+func placeAndStart(t *testing.T, cg *Cgroup, cmd *exec.Cmd) {
 	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
 	release, err := cg.place(cmd)
 	if err != nil {
 		t.Fatal(err)
@@ -237,6 +225,16 @@ func startPlaced(t *testing.T, cg *Cgroup, argv ...string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startPlaced starts argv in cg through place and waits until the shim
+// (if any) has exec'd it.
+func startPlaced(t *testing.T, cg *Cgroup, argv ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	placeAndStart(t, cg, cmd)
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	want := filepath.Base(argv[0])
 	pid := cmd.Process.Pid

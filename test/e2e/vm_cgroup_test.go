@@ -288,22 +288,30 @@ func TestVMCgroup(t *testing.T) {
 
 	// 5. Removal: QEMU and virtiofsd end, the cgroup goes in every
 	//    hierarchy; its parent stays (it is the kubelet's).
+	removeVMPod(t, e, sbID, want, qemu, fsd)
+	if len(cgroupDirs(parent)) == 0 {
+		t.Errorf("the parent %s was removed: it is not crivm's", parent)
+	}
+}
+
+// removeVMPod stops and removes sandbox sbID and asserts that pids
+// (QEMU, virtiofsd) ended and cg is gone in every hierarchy.
+func removeVMPod(t *testing.T, e *runcEnv, sbID, cg string, pids ...int) {
+	t.Helper()
+	ctx := context.Background()
 	if err := e.rs.StopPodSandbox(ctx, sbID); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
 		t.Fatal(err)
 	}
-	for _, pid := range []int{qemu, fsd} {
+	for _, pid := range pids {
 		if proc.Alive(pid, 0, "") {
 			t.Errorf("pid %d alive after RemovePodSandbox", pid)
 		}
 	}
-	if dirs := cgroupDirs(want); len(dirs) > 0 {
+	if dirs := cgroupDirs(cg); len(dirs) > 0 {
 		t.Errorf("cgroup dirs left after RemovePodSandbox: %v", dirs)
-	}
-	if len(cgroupDirs(parent)) == 0 {
-		t.Errorf("the parent %s was removed: it is not crivm's", parent)
 	}
 }
 
@@ -410,20 +418,7 @@ func TestVMCgroupSystemd(t *testing.T) {
 
 	// 5. Removal: QEMU and virtiofsd end, the scope is stopped and its
 	//    cgroup goes in every hierarchy; the slice stays (the kubelet's).
-	if err := e.rs.StopPodSandbox(ctx, sbID); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
-		t.Fatal(err)
-	}
-	for _, pid := range []int{qemu, fsd} {
-		if proc.Alive(pid, 0, "") {
-			t.Errorf("pid %d alive after RemovePodSandbox", pid)
-		}
-	}
-	if dirs := cgroupDirs(want); len(dirs) > 0 {
-		t.Errorf("cgroup dirs left after RemovePodSandbox: %v", dirs)
-	}
+	removeVMPod(t, e, sbID, want, qemu, fsd)
 	u, err := conn.GetUnitPropertiesContext(ctx, unit)
 	if err != nil {
 		t.Fatal(err)
