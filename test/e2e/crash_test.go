@@ -77,82 +77,77 @@ func (e *runcEnv) crashAfter(t *testing.T, step string, call func() error) {
 // or fully gone: no VM, infra container, conmon, netns, veth, IP, cgroup,
 // mount, VM dir or pod dir is left, and the sweep says what it released.
 func TestCrashDuringRunPodSandbox(t *testing.T) {
-	for _, handler := range []string{"runc", "vm"} {
-		t.Run(handler, func(t *testing.T) {
-			if handler == "vm" {
-				requiresVM(t)
-			}
-			if _, err := framework.Bin(framework.CrashpointBinary); err != nil {
-				t.Fatal(err)
-			}
-			e := newRuncEnv(t)
-			ctx := context.Background()
+	eachHandler(t, func(t *testing.T, handler string) {
+		if _, err := framework.Bin(framework.CrashpointBinary); err != nil {
+			t.Fatal(err)
+		}
+		e := newRuncEnv(t)
+		ctx := context.Background()
 
-			// 1. One pod run to the end names the steps to crash after.
-			sbID, err := e.rs.RunPodSandbox(ctx, e.podConfig("crash-probe"), handler)
+		// 1. One pod run to the end names the steps to crash after.
+		sbID, err := e.rs.RunPodSandbox(ctx, e.podConfig("crash-probe"), handler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := rpcSteps(t, e.d.Log(), "RunPodSandbox", "sandbox", sbID)
+		if err := e.rs.StopPodSandbox(ctx, sbID); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: crashing after each of %d steps: %q", handler, len(names), names)
+
+		for i, step := range names {
+			// 2. A daemon that dies right after the step, restarted.
+			name := fmt.Sprintf("crash-%d", i)
+			e.crashAfter(t, step, func() error {
+				_, err := e.rs.RunPodSandbox(ctx, e.podConfig(name), handler)
+				return err
+			})
+			id := lastMatch(t, e.d.Log(), `rpc=RunPodSandbox sandbox=([0-9a-f]{64}) pod=e2e/`+name+` `)
+
+			// 3. The sweep at the restart: the pod is whole or gone.
+			pods, err := e.rs.ListPodSandbox(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			names := rpcSteps(t, e.d.Log(), "RunPodSandbox", "sandbox", sbID)
-			if err := e.rs.StopPodSandbox(ctx, sbID); err != nil {
-				t.Fatal(err)
-			}
-			if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("%s: crashing after each of %d steps: %q", handler, len(names), names)
-
-			for i, step := range names {
-				// 2. A daemon that dies right after the step, restarted.
-				name := fmt.Sprintf("crash-%d", i)
-				e.crashAfter(t, step, func() error {
-					_, err := e.rs.RunPodSandbox(ctx, e.podConfig(name), handler)
-					return err
-				})
-				id := lastMatch(t, e.d.Log(), `rpc=RunPodSandbox sandbox=([0-9a-f]{64}) pod=e2e/`+name+` `)
-
-				// 3. The sweep at the restart: the pod is whole or gone.
-				pods, err := e.rs.ListPodSandbox(ctx, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				kept := false
-				for _, p := range pods {
-					if p.Id == id {
-						kept = true
-						if step != "recording sandbox" && step != "dropping the intent" {
-							t.Errorf("step %q: the half-made pod is listed after the restart", step)
-						}
-						if err := e.rs.StopPodSandbox(ctx, id); err != nil {
-							t.Fatal(err)
-						}
-						if err := e.rs.RemovePodSandbox(ctx, id); err != nil {
-							t.Fatal(err)
-						}
+			kept := false
+			for _, p := range pods {
+				if p.Id == id {
+					kept = true
+					if step != "recording sandbox" && step != "dropping the intent" {
+						t.Errorf("step %q: the half-made pod is listed after the restart", step)
+					}
+					if err := e.rs.StopPodSandbox(ctx, id); err != nil {
+						t.Fatal(err)
+					}
+					if err := e.rs.RemovePodSandbox(ctx, id); err != nil {
+						t.Fatal(err)
 					}
 				}
-				if !kept && i > 0 {
-					if err := e.d.WaitLog(5*time.Second, "released a sandbox a crash left half-made", id); err != nil {
-						t.Errorf("step %q: %v", step, err)
-					}
-				}
-
-				// 4. Nothing of it is left.
-				e.checkNoLeaks(t, id)
-				for _, dir := range []string{
-					filepath.Join(e.d.Runroot, "pods", id),
-					filepath.Join(e.d.Runroot, "handlers", "vm", id[:32]),
-				} {
-					if _, err := os.Stat(dir); !os.IsNotExist(err) {
-						t.Errorf("step %q: %s left behind (%v)", step, dir, err)
-					}
-				}
-				if t.Failed() {
-					t.Fatalf("step %q: leaks (see above)", step)
+			}
+			if !kept && i > 0 {
+				if err := e.d.WaitLog(5*time.Second, "released a sandbox a crash left half-made", id); err != nil {
+					t.Errorf("step %q: %v", step, err)
 				}
 			}
-		})
-	}
+
+			// 4. Nothing of it is left.
+			e.checkNoLeaks(t, id)
+			for _, dir := range []string{
+				filepath.Join(e.d.Runroot, "pods", id),
+				filepath.Join(e.d.Runroot, "handlers", "vm", id[:32]),
+			} {
+				if _, err := os.Stat(dir); !os.IsNotExist(err) {
+					t.Errorf("step %q: %s left behind (%v)", step, dir, err)
+				}
+			}
+			if t.Failed() {
+				t.Fatalf("step %q: leaks (see above)", step)
+			}
+		}
+	})
 }
 
 // TestCrashDuringCreateContainer kills the daemon right after each step of
@@ -160,88 +155,83 @@ func TestCrashDuringRunPodSandbox(t *testing.T) {
 // container is either fully there or fully gone (no runc state, conmon,
 // rootfs mount or guest share entry), while its pod runs on.
 func TestCrashDuringCreateContainer(t *testing.T) {
-	for _, handler := range []string{"runc", "vm"} {
-		t.Run(handler, func(t *testing.T) {
-			if handler == "vm" {
-				requiresVM(t)
-			}
-			e := newRuncEnv(t)
-			ctx := context.Background()
-			pod := e.podConfig("crash-ctr")
-			sbID, err := e.rs.RunPodSandbox(ctx, pod, handler)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.ids = append(e.ids, sbID)
-			t.Cleanup(func() {
-				e.rs.StopPodSandbox(context.Background(), sbID)
-				e.rs.RemovePodSandbox(context.Background(), sbID)
+	eachHandler(t, func(t *testing.T, handler string) {
+		e := newRuncEnv(t)
+		ctx := context.Background()
+		pod := e.podConfig("crash-ctr")
+		sbID, err := e.rs.RunPodSandbox(ctx, pod, handler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.ids = append(e.ids, sbID)
+		t.Cleanup(func() {
+			e.rs.StopPodSandbox(context.Background(), sbID)
+			e.rs.RemovePodSandbox(context.Background(), sbID)
+		})
+
+		// 1. One container created to the end names the steps.
+		probe, err := e.rs.CreateContainer(ctx, sbID, e.containerConfig("probe", "sleep", "3600"), pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := rpcSteps(t, e.d.Log(), "CreateContainer", "container", probe)
+		if err := e.rs.RemoveContainer(ctx, probe); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: crashing after each of %d steps: %q", handler, len(names), names)
+
+		for i, step := range names {
+			// 2. A daemon that dies right after the step, restarted.
+			name := fmt.Sprintf("crash-%d", i)
+			e.crashAfter(t, step, func() error {
+				_, err := e.rs.CreateContainer(ctx, sbID, e.containerConfig(name, "sleep", "3600"), pod)
+				return err
 			})
+			id := lastMatch(t, e.d.Log(), `rpc=CreateContainer .*container=([0-9a-f]{64}) name=k8s_`+name+`_`)
 
-			// 1. One container created to the end names the steps.
-			probe, err := e.rs.CreateContainer(ctx, sbID, e.containerConfig("probe", "sleep", "3600"), pod)
+			// 3. The container is whole or gone; the pod runs on.
+			ctrs, err := e.rs.ListContainers(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			names := rpcSteps(t, e.d.Log(), "CreateContainer", "container", probe)
-			if err := e.rs.RemoveContainer(ctx, probe); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("%s: crashing after each of %d steps: %q", handler, len(names), names)
-
-			for i, step := range names {
-				// 2. A daemon that dies right after the step, restarted.
-				name := fmt.Sprintf("crash-%d", i)
-				e.crashAfter(t, step, func() error {
-					_, err := e.rs.CreateContainer(ctx, sbID, e.containerConfig(name, "sleep", "3600"), pod)
-					return err
-				})
-				id := lastMatch(t, e.d.Log(), `rpc=CreateContainer .*container=([0-9a-f]{64}) name=k8s_`+name+`_`)
-
-				// 3. The container is whole or gone; the pod runs on.
-				ctrs, err := e.rs.ListContainers(ctx, nil)
-				if err != nil {
+			for _, c := range ctrs {
+				if c.Id != id {
+					continue
+				}
+				if step != "recording container" && step != "dropping the container intent" {
+					t.Errorf("step %q: the half-made container is listed after the restart", step)
+				}
+				if err := e.rs.RemoveContainer(ctx, id); err != nil {
 					t.Fatal(err)
 				}
-				for _, c := range ctrs {
-					if c.Id != id {
-						continue
-					}
-					if step != "recording container" && step != "dropping the container intent" {
-						t.Errorf("step %q: the half-made container is listed after the restart", step)
-					}
-					if err := e.rs.RemoveContainer(ctx, id); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if ps, err := e.rs.PodSandboxStatus(ctx, sbID, false); err != nil || ps.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
-					t.Fatalf("step %q: the pod after the restart: %v %v", step, ps, err)
-				}
+			}
+			if ps, err := e.rs.PodSandboxStatus(ctx, sbID, false); err != nil || ps.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+				t.Fatalf("step %q: the pod after the restart: %v %v", step, ps, err)
+			}
 
-				// 4. Nothing of the container is left.
-				out, _ := exec.Command("sh", "-c", "ps -eo args | grep -E 'conmon|runc' | grep -v grep || true").Output()
-				if strings.Contains(string(out), id) {
-					t.Errorf("step %q: a process of %s is left:\n%s", step, id, out)
-				}
-				for _, m := range mountsUnder(t, e.d.Root, e.d.Runroot) {
-					if strings.Contains(m, id) {
-						t.Errorf("step %q: mount left: %s", step, m)
-					}
-				}
-				for _, p := range []string{
-					filepath.Join(e.d.Runroot, "handlers", "runc", "bundles", id),
-					filepath.Join(e.d.Runroot, "handlers", "vm", sbID[:32], "staging", id),
-				} {
-					if _, err := os.Stat(p); !os.IsNotExist(err) {
-						t.Errorf("step %q: %s left (%v)", step, p, err)
-					}
-				}
-				if t.Failed() {
-					t.Fatalf("step %q: leaks (see above)", step)
+			// 4. Nothing of the container is left.
+			out, _ := exec.Command("sh", "-c", "ps -eo args | grep -E 'conmon|runc' | grep -v grep || true").Output()
+			if strings.Contains(string(out), id) {
+				t.Errorf("step %q: a process of %s is left:\n%s", step, id, out)
+			}
+			for _, m := range mountsUnder(t, e.d.Root, e.d.Runroot) {
+				if strings.Contains(m, id) {
+					t.Errorf("step %q: mount left: %s", step, m)
 				}
 			}
-		})
-	}
+			for _, p := range []string{
+				filepath.Join(e.d.Runroot, "handlers", "runc", "bundles", id),
+				filepath.Join(e.d.Runroot, "handlers", "vm", sbID[:32], "staging", id),
+			} {
+				if _, err := os.Stat(p); !os.IsNotExist(err) {
+					t.Errorf("step %q: %s left (%v)", step, p, err)
+				}
+			}
+			if t.Failed() {
+				t.Fatalf("step %q: leaks (see above)", step)
+			}
+		}
+	})
 }
 
 // TestVMAgentReconnect breaks a VM pod's agent connection twice (the test
@@ -334,42 +324,37 @@ func TestCrashDuringPodTeardown(t *testing.T) {
 		"teardown: containers stopped", "teardown: boundary stopped", "teardown: network torn down",
 		"teardown: containers removed", "teardown: handler state removed", "teardown: infra rootfs removed",
 	}
-	for _, handler := range []string{"runc", "vm"} {
-		t.Run(handler, func(t *testing.T) {
-			if handler == "vm" {
-				requiresVM(t)
+	eachHandler(t, func(t *testing.T, handler string) {
+		e := newRuncEnv(t)
+		ctx := context.Background()
+		for i, point := range points {
+			// 1. A pod with a running container.
+			pod := e.podConfig(fmt.Sprintf("teardown-%d", i))
+			sbID, err := e.rs.RunPodSandbox(ctx, pod, handler)
+			if err != nil {
+				t.Fatal(err)
 			}
-			e := newRuncEnv(t)
-			ctx := context.Background()
-			for i, point := range points {
-				// 1. A pod with a running container.
-				pod := e.podConfig(fmt.Sprintf("teardown-%d", i))
-				sbID, err := e.rs.RunPodSandbox(ctx, pod, handler)
-				if err != nil {
-					t.Fatal(err)
-				}
-				e.startContainer(t, sbID, e.containerConfig("app", "sleep", "3600"), pod)
+			e.startContainer(t, sbID, e.containerConfig("app", "sleep", "3600"), pod)
 
-				// 2. Its removal dies at the point; the daemon restarts.
-				e.crashAfter(t, point, func() error { return e.rs.RemovePodSandbox(ctx, sbID) })
+			// 2. Its removal dies at the point; the daemon restarts.
+			e.crashAfter(t, point, func() error { return e.rs.RemovePodSandbox(ctx, sbID) })
 
-				// 3. The retried removal finishes, and nothing is left.
-				if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
-					t.Fatalf("point %q: RemovePodSandbox after the restart: %v", point, err)
-				}
-				if _, err := e.rs.PodSandboxStatus(ctx, sbID, false); err == nil {
-					t.Errorf("point %q: the pod is still there", point)
-				}
-				e.checkNoLeaks(t, sbID)
-				for _, dir := range []string{filepath.Join(e.d.Runroot, "pods", sbID), filepath.Join(e.d.Runroot, "handlers", "vm", sbID[:32])} {
-					if _, err := os.Stat(dir); !os.IsNotExist(err) {
-						t.Errorf("point %q: %s left behind (%v)", point, dir, err)
-					}
-				}
-				if t.Failed() {
-					t.Fatalf("point %q: leaks (see above)", point)
+			// 3. The retried removal finishes, and nothing is left.
+			if err := e.rs.RemovePodSandbox(ctx, sbID); err != nil {
+				t.Fatalf("point %q: RemovePodSandbox after the restart: %v", point, err)
+			}
+			if _, err := e.rs.PodSandboxStatus(ctx, sbID, false); err == nil {
+				t.Errorf("point %q: the pod is still there", point)
+			}
+			e.checkNoLeaks(t, sbID)
+			for _, dir := range []string{filepath.Join(e.d.Runroot, "pods", sbID), filepath.Join(e.d.Runroot, "handlers", "vm", sbID[:32])} {
+				if _, err := os.Stat(dir); !os.IsNotExist(err) {
+					t.Errorf("point %q: %s left behind (%v)", point, dir, err)
 				}
 			}
-		})
-	}
+			if t.Failed() {
+				t.Fatalf("point %q: leaks (see above)", point)
+			}
+		}
+	})
 }

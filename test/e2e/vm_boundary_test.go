@@ -59,6 +59,19 @@ func hostMountPoints(t *testing.T, ours ...string) []string {
 	return out
 }
 
+// eachHandler runs fn as a subtest for the runc and the vm handler (the
+// latter skipped, saying why, where VMs cannot run).
+func eachHandler(t *testing.T, fn func(t *testing.T, handler string)) {
+	for _, handler := range []string{"runc", "vm"} {
+		t.Run(handler, func(t *testing.T) {
+			if handler == "vm" {
+				requiresVM(t)
+			}
+			fn(t, handler)
+		})
+	}
+}
+
 // eachSharedFS runs fn as a subtest for 9p and for virtio-fs (skipped,
 // saying why, where virtiofsd is missing).
 func eachSharedFS(t *testing.T, fn func(t *testing.T, fs string)) {
