@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/vmm"
 )
@@ -62,14 +61,7 @@ func TestFreePageReporting(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer vm.Kill(context.Background())
-			c, err := agentproxy.Connect(ctx, &agentproxy.SerialDialer{Path: vm.AgentSocket()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.WaitHealthy(ctx, 5*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			c := healthyAgent(t, ctx, vm)
 			if _, err := c.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "sb", Hostname: "fpr",
 				Mounts: []*api.SharedMount{{Tag: "crivmtest", MountPoint: "/run/crivm/test", ReadOnly: true}}}); err != nil {
 				t.Fatal(err)

@@ -126,6 +126,23 @@ func shortDir(t *testing.T) string {
 	return d
 }
 
+// healthyAgent connects to vm's agent and waits until it answers Health
+// (dumping the guest console if it never does); the connection closes
+// when the test ends.
+func healthyAgent(t *testing.T, ctx context.Context, vm *vmm.VM) *agentproxy.Client {
+	t.Helper()
+	c, err := agentproxy.Connect(ctx, &agentproxy.SerialDialer{Path: vm.AgentSocket()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.WaitHealthy(ctx, 5*time.Second); err != nil {
+		dumpConsole(t, vm)
+		t.Fatal(err)
+	}
+	return c
+}
+
 func dumpConsole(t *testing.T, vm *vmm.VM) {
 	t.Helper()
 	if b, err := os.ReadFile(vm.ConsoleLog()); err == nil {
@@ -467,14 +484,7 @@ func TestVMNetNSTap(t *testing.T) {
 		t.Fatal("the test process itself ended up in the pod's netns")
 	}
 
-	c, err := agentproxy.Connect(ctx, &agentproxy.SerialDialer{Path: vm.AgentSocket()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.WaitHealthy(ctx, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	c := healthyAgent(t, ctx, vm)
 	if _, err := c.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "n", Mounts: []*api.SharedMount{{Tag: "bb", MountPoint: "/bb", ReadOnly: true}}}); err != nil {
 		t.Fatal(err)
 	}

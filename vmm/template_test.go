@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/vmm"
 )
@@ -107,14 +106,7 @@ func TestTemplateClones(t *testing.T) {
 			dumpConsole(t, vm)
 			t.Fatal(err)
 		}
-		c, err := agentproxy.Connect(ctx, &agentproxy.SerialDialer{Path: vm.AgentSocket()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.WaitHealthy(ctx, 5*time.Second); err != nil {
-			dumpConsole(t, vm)
-			t.Fatal(err)
-		}
+		c := healthyAgent(t, ctx, vm)
 		t.Logf("clone %d: QEMU start to healthy agent in %v", i, time.Since(start).Round(time.Millisecond))
 		entropy := make([]byte, 64)
 		rand.Read(entropy)
