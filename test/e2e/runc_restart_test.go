@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -82,32 +81,14 @@ func TestRuncDaemonRestart(t *testing.T) {
 	e.checkNoLeaks(t, sbID, ctrID)
 }
 
-// processesOf returns the infra and container pids from verbose status.
+// processesOf returns the container and infra pids from verbose status.
 func processesOf(t *testing.T, e *runcEnv, sbID, ctrID string) []int {
 	t.Helper()
-	var pids []int
-	st, err := e.rs.ContainerStatus(context.Background(), ctrID, true)
-	if err != nil {
-		t.Fatal(err)
+	_, info := e.sandboxStatus(t, sbID)
+	if info.Process.Pid == 0 {
+		t.Fatalf("verbose sandbox info of %s names no process", sbID)
 	}
-	var info struct {
-		Process struct{ Pid int } `json:"process"`
-	}
-	if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil || info.Process.Pid == 0 {
-		t.Fatalf("verbose container info: %q %v", st.Info["info"], err)
-	}
-	pids = append(pids, info.Process.Pid)
-	ps, err := e.rs.PodSandboxStatus(context.Background(), sbID, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sinfo struct {
-		Process struct{ Pid int } `json:"process"`
-	}
-	if err := json.Unmarshal([]byte(ps.Info["info"]), &sinfo); err != nil || sinfo.Process.Pid == 0 {
-		t.Fatalf("verbose sandbox info: %q %v", ps.Info["info"], err)
-	}
-	return append(pids, sinfo.Process.Pid)
+	return []int{e.containerPid(t, ctrID), info.Process.Pid}
 }
 
 func fileSize(t *testing.T, p string) int64 {
