@@ -6,11 +6,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/crivm/crivm/internal/mountfs"
+	"github.com/crivm/crivm/internal/mountfs/mountfstest"
 	"github.com/crivm/crivm/internal/podns"
 	"github.com/crivm/crivm/internal/proc"
 	"github.com/crivm/crivm/store"
-	"github.com/crivm/crivm/test/testutil"
 )
 
 // TestReconcile: after a restart, records whose host process is gone
@@ -81,16 +80,7 @@ func TestReconcile(t *testing.T) {
 // infra container) stays Ready after a restart while its netns and every
 // pin its record names exist, and becomes NotReady when one is gone.
 func TestReconcilePinned(t *testing.T) {
-	testutil.RequiresRoot(t)
-	dir := t.TempDir()
-	if err := mountfs.MakePrivateMount(dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := mountfs.UnmountAll(dir); err != nil {
-			t.Error(err)
-		}
-	})
+	dir := mountfstest.PrivateDir(t)
 	pins := podns.IPCUTS{IPC: filepath.Join(dir, "ipc.ns"), UTS: filepath.Join(dir, "uts.ns"), Hostname: "p"}
 	if err := podns.PinIPCUTS(pins); err != nil {
 		t.Fatal(err)

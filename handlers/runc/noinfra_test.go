@@ -13,11 +13,10 @@ import (
 
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
-	"github.com/crivm/crivm/internal/mountfs"
+	"github.com/crivm/crivm/internal/mountfs/mountfstest"
 	"github.com/crivm/crivm/internal/podns"
 	"github.com/crivm/crivm/internal/proc"
 	"github.com/crivm/crivm/store"
-	"github.com/crivm/crivm/test/testutil"
 )
 
 func podWith(opts *runtimeapi.NamespaceOption) *runtimeapi.PodSandboxConfig {
@@ -128,17 +127,8 @@ func joined(s *specs.Spec) map[specs.LinuxNamespaceType]string {
 // infra process and has none, is not running; a container that asks for
 // the pod's PID namespace in a pod that has none is refused.
 func TestContainerSpecPinned(t *testing.T) {
-	testutil.RequiresRoot(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := mountfs.MakePrivateMount(dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := mountfs.UnmountAll(dir); err != nil {
-			t.Error(err)
-		}
-	})
+	dir := mountfstest.PrivateDir(t)
 	ctrPid := &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}
 	pod := podWith(ctrPid)
 	pins := podPins(dir, pod)
@@ -222,13 +212,8 @@ func TestContainerSpecPinned(t *testing.T) {
 // StopSandbox unpins them and RemoveSandbox finds nothing more to do, both
 // idempotent.
 func TestSandboxPinnedLifecycle(t *testing.T) {
-	testutil.RequiresRoot(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := mountfs.MakePrivateMount(dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mountfs.UnmountAll(dir) })
+	dir := mountfstest.PrivateDir(t)
 	h := testHandler(true)
 	sb := &store.Sandbox{ID: "sb1", Extra: map[string]string{}}
 	started, err := h.StartSandbox(ctx, &handlers.SandboxRequest{

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/internal/mountfs"
+	"github.com/crivm/crivm/internal/mountfs/mountfstest"
 	"github.com/crivm/crivm/test/testutil"
 )
 
@@ -30,17 +31,8 @@ func nsIno(t *testing.T, path string) uint64 {
 // them by path sees both; Unpin removes them and may be called again; an
 // empty path pins nothing of that kind.
 func TestPinIPCUTS(t *testing.T) {
-	testutil.RequiresRoot(t)
 	testutil.RequiresBinary(t, "nsenter")
-	dir := t.TempDir()
-	if err := mountfs.MakePrivateMount(dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := mountfs.UnmountAll(dir); err != nil {
-			t.Error(err)
-		}
-	})
+	dir := mountfstest.PrivateDir(t)
 	p := IPCUTS{IPC: filepath.Join(dir, "ipc.ns"), UTS: filepath.Join(dir, "uts.ns"), Hostname: "pinned-pod"}
 	if err := PinIPCUTS(p); err != nil {
 		t.Fatal(err)
@@ -89,12 +81,7 @@ func TestPinIPCUTS(t *testing.T) {
 // TestPinIPCUTSFailure: when a pin cannot be made nothing is left: the
 // IPC pin made before a UTS pin file that already exists is removed.
 func TestPinIPCUTSFailure(t *testing.T) {
-	testutil.RequiresRoot(t)
-	dir := t.TempDir()
-	if err := mountfs.MakePrivateMount(dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mountfs.UnmountAll(dir) })
+	dir := mountfstest.PrivateDir(t)
 	taken := filepath.Join(dir, "uts.ns")
 	if err := os.WriteFile(taken, nil, 0o444); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/crivm/crivm/internal/mountfs"
+	"github.com/crivm/crivm/internal/mountfs/mountfstest"
 	"github.com/crivm/crivm/test/testutil"
 )
 
@@ -20,16 +20,9 @@ import (
 // for it; the cleanup releases the pin and checks nothing stays mounted.
 func newPod(t *testing.T) (dir, pin string) {
 	t.Helper()
-	testutil.RequiresRoot(t)
-	dir = t.TempDir()
-	if err := mountfs.MakePrivateMount(dir); err != nil {
-		t.Fatal(err)
-	}
+	dir = mountfstest.PrivateDir(t)
 	t.Cleanup(func() {
 		if err := Release(pin); err != nil {
-			t.Error(err)
-		}
-		if err := mountfs.UnmountAll(dir); err != nil {
 			t.Error(err)
 		}
 	})
