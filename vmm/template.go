@@ -60,14 +60,6 @@ func SealTemplateRAM(f *os.File) error {
 	return nil
 }
 
-// TemplateRAMSealed reports whether f carries every seal SealTemplateRAM
-// adds.
-func TemplateRAMSealed(f *os.File) bool {
-	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
-	const want = unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
-	return err == nil && seals&want == want
-}
-
 // migrationTimeout bounds a save or load of device state: a few hundred
 // KiB through a pipe or file.
 const migrationTimeout = 30 * time.Second

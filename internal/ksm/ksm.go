@@ -70,14 +70,3 @@ func (c Control) Restore() error {
 	}
 	return os.Remove(saved)
 }
-
-// PagesSharing is how many pages KSM currently saves (pages_sharing).
-func (c Control) PagesSharing() (int64, error) {
-	b, err := os.ReadFile(filepath.Join(c.Dir, "pages_sharing"))
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	_, err = fmt.Sscan(strings.TrimSpace(string(b)), &n)
-	return n, err
-}
