@@ -147,7 +147,7 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 		if hostNet {
 			return nil, nil
 		}
-		ns, err := netns.New(s.deps.NetNSDir, "crivm-"+sb.ID[:32])
+		ns, err := netns.New(s.deps.NetNSDir, netnsName(sb.ID))
 		if err != nil {
 			return nil, err
 		}
@@ -155,7 +155,7 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 		return func(context.Context) error { return ns.Remove() }, nil
 	}}
 	pinNetNS := steps.Step{Name: "pinning the sandbox's network namespace", Do: func(ctx context.Context) (steps.Cleanup, error) {
-		ns, err := netns.NewFromPID(s.deps.NetNSDir, "crivm-"+sb.ID[:32], sb.Process.Pid)
+		ns, err := netns.NewFromPID(s.deps.NetNSDir, netnsName(sb.ID), sb.Process.Pid)
 		if err != nil {
 			return nil, err
 		}
@@ -246,7 +246,7 @@ func (s *RuntimeService) runSandboxSteps(sb *store.Sandbox, cfg *runtimeapi.PodS
 		p.State = store.SandboxNotReady
 		p.Extra = map[string]string{"pod_dir": files.Dir}
 		if !hostNet {
-			p.NetNSPath = netns.PathIn(s.deps.NetNSDir, "crivm-"+sb.ID[:32])
+			p.NetNSPath = netns.PathIn(s.deps.NetNSDir, netnsName(sb.ID))
 		}
 		if err := s.deps.Store.PendingSandboxes.Add(&p); err != nil {
 			return nil, err

@@ -127,9 +127,14 @@ func isNamed(named []string, id string) bool {
 	return slices.ContainsFunc(named, func(n string) bool { return strings.HasPrefix(n, id) })
 }
 
+// netnsName is the name under which RunPodSandbox pins the network
+// namespace of sandbox id, from the first 32 characters of the id. The
+// orphan sweep finds namespaces by it.
+func netnsName(id string) string { return "crivm-" + id[:32] }
+
 // netnsPathOf is where RunPodSandbox pins the network namespace of
 // sandbox id.
-func netnsPathOf(dir, id string) string { return netns.PathIn(dir, "crivm-"+id[:32]) }
+func netnsPathOf(dir, id string) string { return netns.PathIn(dir, netnsName(id)) }
 
 // networkOrphans are the pod networks: CNI attachments in this daemon's
 // cache, and network namespaces. A namespace's name carries the first 32
