@@ -30,7 +30,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -84,59 +83,78 @@ func Create(pin string, root Root) error {
 		return fmt.Errorf("creating the namespace pin: %w", err)
 	}
 	f.Close()
-	type made struct {
-		nsfd int
-		err  error
-	}
-	// The descriptor of the new namespace keeps it alive once the
-	// thread that made it is gone, until the pin does.
-	var m made
-	onSpareThread(func() {
-		if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
-			m.err = fmt.Errorf("unsharing the mount namespace: %w", err)
-			return
+	// Linux 6.18 numbers namespaces from per-CPU batches, and binds a
+	// mount namespace's file only if its number is above the binder's own
+	// namespace's (a guard against namespace loops). In a daemon that runs
+	// in a namespace of its own (a container, a unit with PrivateTmp) a
+	// new namespace made on one CPU may be numbered below the daemon's and
+	// refused with EINVAL where one made on another CPU is not. Each CPU's
+	// numbers rise, so the CPU that made the daemon's namespace (if the
+	// daemon may still run there) gives one that binds: on EINVAL the namespace is made again on each
+	// allowed CPU in turn.
+	for _, cpu := range cpusToTry() {
+		var nsfd int
+		if nsfd, err = newNamespace(root, cpu); err != nil {
+			break
 		}
-		if err := build(root); err != nil {
-			m.err = err
-			return
+		// This goroutine runs on a thread in the host's namespace: only
+		// Run's and Create's locked threads ever enter another.
+		err = unix.Mount(fmt.Sprintf("/proc/self/fd/%d", nsfd), pin, "", unix.MS_BIND, "")
+		unix.Close(nsfd)
+		if err == nil {
+			return nil
 		}
-		if m.nsfd, m.err = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0); m.err != nil {
-			m.err = fmt.Errorf("opening the new namespace: %w", m.err)
+		err = fmt.Errorf("pinning the namespace: %w", err)
+		if !errors.Is(err, unix.EINVAL) {
+			break
 		}
-	})
-	if m.err != nil {
-		return errors.Join(m.err, os.Remove(pin))
 	}
-	defer unix.Close(m.nsfd)
-	// This goroutine runs on a thread in the host's namespace: only Run's
-	// and Create's locked threads ever enter another.
-	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", m.nsfd), pin, "", unix.MS_BIND, ""); err != nil {
-		return errors.Join(fmt.Errorf("pinning the namespace (%s): %w", pinDiagnosis(pin), err), os.Remove(pin))
-	}
-	return nil
+	return errors.Join(err, os.Remove(pin))
 }
 
-// pinDiagnosis says, for a pin that failed with EINVAL once under a test
-// systemd and never again, which namespace the pinning thread was in
-// against the process's, and whether the mount holding pin is one of that
-// thread's (the kernel refuses a bind onto another namespace's mount).
-func pinDiagnosis(pin string) string {
-	thread, _ := os.Readlink("/proc/thread-self/ns/mnt")
-	proc, _ := os.Readlink("/proc/self/ns/mnt")
-	var stx unix.Statx_t
-	mntID := "?"
-	if unix.Statx(unix.AT_FDCWD, pin, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx) == nil {
-		mntID = strconv.FormatUint(stx.Mnt_id, 10)
+// cpusToTry is where Create makes a namespace: first wherever the thread
+// runs (-1), then on each CPU the process may use.
+func cpusToTry() []int {
+	cpus := []int{-1}
+	var set unix.CPUSet
+	if unix.SchedGetaffinity(0, &set) != nil {
+		return cpus
 	}
-	listed := false
-	if b, err := os.ReadFile("/proc/thread-self/mountinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) > 0 && f[0] == mntID {
-				listed = true
-			}
+	for i := 0; i < len(set)*64; i++ {
+		if set.IsSet(i) {
+			cpus = append(cpus, i)
 		}
 	}
-	return fmt.Sprintf("thread mount ns %s, process %s, pin on mount %s, in the thread's mountinfo: %v", thread, proc, mntID, listed)
+	return cpus
+}
+
+// newNamespace makes a mount namespace holding root on a spare thread
+// bound to cpu (-1: any) and returns a descriptor of it, which keeps it
+// alive once that thread is gone.
+func newNamespace(root Root, cpu int) (int, error) {
+	nsfd := -1
+	var err error
+	onSpareThread(func() {
+		if cpu >= 0 {
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err = unix.SchedSetaffinity(0, &set); err != nil {
+				err = fmt.Errorf("binding the thread to CPU %d: %w", cpu, err)
+				return
+			}
+		}
+		if err = unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+			err = fmt.Errorf("unsharing the mount namespace: %w", err)
+			return
+		}
+		if err = build(root); err != nil {
+			return
+		}
+		if nsfd, err = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			err = fmt.Errorf("opening the new namespace: %w", err)
+		}
+	})
+	return nsfd, err
 }
 
 func checkPaths(root Root) error {
