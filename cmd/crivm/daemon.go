@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -406,13 +407,9 @@ func lockRoot(path string) (*os.File, steps.Cleanup, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening lock file: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
+	if err := flockOrWaitForDead(f, lockGrace); err != nil {
 		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, nil, fmt.Errorf("another crivm (pid %s) holds %s", string(holder), path)
-		}
-		return nil, nil, fmt.Errorf("locking %s: %w", path, err)
+		return nil, nil, err
 	}
 	if err := f.Truncate(0); err == nil {
 		fmt.Fprintf(f, "%d", os.Getpid())
@@ -424,6 +421,37 @@ func lockRoot(path string) (*os.File, steps.Cleanup, error) {
 		}
 		return errors.Join(err, f.Close())
 	}, nil
+}
+
+// lockGrace is how long a start waits for a lock whose recorded holder is
+// gone. A crivm killed while it forks a child (a CNI plugin, QEMU) leaves
+// the lock's open file in that child until the child's exec closes it.
+const lockGrace = 5 * time.Second
+
+// flockOrWaitForDead locks f. A lock held by a live crivm is refused at
+// once; one whose recorded holder has exited is waited for up to grace.
+func flockOrWaitForDead(f *os.File, grace time.Duration) error {
+	deadline := time.Now().Add(grace)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("locking %s: %w", f.Name(), err)
+		}
+		b, _ := os.ReadFile(f.Name())
+		holder := strings.TrimSpace(string(b))
+		pid, perr := strconv.Atoi(holder)
+		alive := perr != nil || pid <= 0 || unix.Kill(pid, 0) != unix.ESRCH
+		if alive {
+			return fmt.Errorf("another crivm (pid %s) holds %s", holder, f.Name())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("crivm pid %d, which locked %s, is gone, but the lock is still held after %v (by a process it started?)", pid, f.Name(), grace)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // listenUnix listens on sock with mode 0660, replacing a stale socket but
