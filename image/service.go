@@ -2,7 +2,8 @@
 // containers/storage (overlay by default), over go.podman.io/image and
 // go.podman.io/storage. It also gives handlers a container's writable
 // rootfs. Build with the tags containers_image_openpgp
-// exclude_graphdriver_btrfs.
+// exclude_graphdriver_btrfs (the Makefile's TAGS add two that only make
+// the binary smaller).
 package image
 
 import (

@@ -11,7 +11,7 @@ SOCK=/run/crivm/crivm.sock
 LOG=/tmp/crivm-demo.log
 export CONTAINER_RUNTIME_ENDPOINT=unix://$SOCK
 CTL="$BIN/crivmctl"
-TAGS="containers_image_openpgp exclude_graphdriver_btrfs"
+TAGS="containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_zfs grpcnotrace"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

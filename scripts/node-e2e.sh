@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
-TAGS="containers_image_openpgp exclude_graphdriver_btrfs"
+TAGS="containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_zfs grpcnotrace"
 DOC=docs/conformance.md
 BEGIN='<!-- node-e2e:begin -->'
 END='<!-- node-e2e:end -->'

@@ -18,7 +18,7 @@ import (
 const CrashpointBinary = "crivm-crashpoints"
 
 // BuildTags are the tags crivm is built with (containers/image and storage).
-const BuildTags = "containers_image_openpgp exclude_graphdriver_btrfs"
+const BuildTags = "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_zfs grpcnotrace"
 
 var (
 	binOnce sync.Once
