@@ -136,7 +136,9 @@ func main() {
 				running = append(running, s)
 			}
 			time.Sleep(2 * time.Second)
-			line := fmt.Sprintf("  %-11s %3d pods: daemon RSS %6.1f MB", r.name, k, float64(rss(r.pid))/1e6)
+			status := filepath.Join("/proc", strconv.Itoa(r.pid), "status")
+			line := fmt.Sprintf("  %-11s %3d pods: daemon RSS %6.1f MB (anon %5.1f, file %5.1f)", r.name, k, float64(rss(r.pid))/1e6,
+				float64(procKB(status, "RssAnon:"))*1024/1e6, float64(procKB(status, "RssFile:"))*1024/1e6)
 			if k > 0 {
 				helpers, pauses := r.helpers(), 0
 				var pss int64
