@@ -50,7 +50,9 @@ func TestFlockOrWaitForDead(t *testing.T) {
 				}
 				fmt.Fprint(other, tt.holder(t))
 				if tt.release > 0 {
-					time.AfterFunc(tt.release, func() { unix.Flock(int(other.Fd()), unix.LOCK_UN) })
+					fd, released := int(other.Fd()), make(chan struct{})
+					time.AfterFunc(tt.release, func() { unix.Flock(fd, unix.LOCK_UN); close(released) })
+					defer func() { <-released }() // before other closes
 				}
 			}
 			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
