@@ -532,3 +532,79 @@ func TestVMStopFallsBackToQuit(t *testing.T) {
 	}
 	assertNoSockets(t, dir)
 }
+
+// TestVMAttachTap starts a VM whose NIC has no host side, as a pool's VM
+// boots before its pod exists, then gives it a tap in a network namespace
+// QEMU does not run in: frames pass both ways (the guest pings the tap's
+// host address).
+func TestVMAttachTap(t *testing.T) {
+	requireVM(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("iproute2 missing")
+	}
+	vmlinux, initrd, _ := buildAssets(t)
+	share := busyboxShare(t)
+	bootMu.Lock()
+	defer bootMu.Unlock()
+
+	// 1. The pod's network namespace with a tap holding 10.99.0.1/24.
+	ns := fmt.Sprintf("crivm-vmmattach-%d", os.Getpid())
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run("-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	run("-n", ns, "addr", "add", "10.99.0.1/24", "dev", "tap0")
+	run("-n", ns, "link", "set", "tap0", "up")
+	nsPath := "/run/netns/" + ns
+
+	// 2. A VM with an unplugged NIC, in the test's network namespace.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := shortDir(t)
+	vm, err := vmm.Start(ctx, vmm.MachineConfig{
+		QEMUPath: qemuPath, Accel: vmm.AccelTCG, MemoryMiB: 256,
+		Kernel: vmlinux, Initrd: initrd, Dir: dir,
+		SharedDirs: []vmm.SharedDir{{Tag: "bb", HostPath: share, ReadOnly: true}},
+		Taps:       []vmm.Tap{{MAC: "02:c0:ff:ee:00:02", Unplugged: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			dumpConsole(t, vm)
+		}
+		if err := vm.Kill(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	c := healthyAgent(t, ctx, vm)
+	if _, err := c.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "a", Mounts: []*api.SharedMount{{Tag: "bb", MountPoint: "/bb", ReadOnly: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	ping := func() (string, error) {
+		r, err := c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"/bb/busybox", "sh", "-c",
+			"/bb/busybox ip addr add 10.99.0.2/24 dev eth0 2>/dev/null; /bb/busybox ip link set eth0 up; /bb/busybox ping -c 1 -W 3 10.99.0.1"}})
+		if err != nil {
+			return "", err
+		}
+		return string(r.Stdout) + string(r.Stderr), nil
+	}
+	// 3. The guest's NIC is down until the tap is there (see AttachTap).
+	if r, err := c.ExecProcess(ctx, &api.ExecProcessRequest{Args: []string{"/bb/busybox", "cat", "/sys/class/net/eth0/operstate"}}); err != nil || strings.TrimSpace(string(r.Stdout)) != "down" {
+		t.Fatalf("guest eth0 before the tap: %v %q, want down", err, r.GetStdout())
+	}
+
+	// 4. Attached: the tap's host address answers.
+	if err := vm.AttachTap(ctx, 0, nsPath, "tap0"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ping(); err != nil || !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("ping after the tap is attached: %v: %q", err, out)
+	}
+}

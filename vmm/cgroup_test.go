@@ -393,3 +393,46 @@ func TestCgroupPlacement(t *testing.T) {
 		})
 	}
 }
+
+// TestCgroupMove moves a running process into a cgroup made for it.
+func TestCgroupMove(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	host, err := hostCgroupLayout()
+	if err != nil {
+		t.Skip(err)
+	}
+	parent := fmt.Sprintf("/crivm-vmmtest-move-%d", time.Now().UnixNano()%1000000)
+	cg, err := newCgroup(host, parent+"/crivm-moved")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parentCg, _ := newCgroup(host, parent)
+	cmd := exec.Command("/bin/sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		cg.Remove(context.Background())
+		parentCg.Remove(context.Background())
+	})
+	if got := cgroupOf(t, pid, ""); got == cg.Path {
+		t.Fatalf("pid %d starts in %s already", pid, got)
+	}
+	if err := cg.Move(context.Background(), pid); err != nil {
+		t.Fatal(err)
+	}
+	controllers := []string{""}
+	if !host.v2() {
+		controllers = []string{"memory", "cpu", "pids"}
+	}
+	for _, c := range controllers {
+		if got := cgroupOf(t, pid, c); got != cg.Path {
+			t.Errorf("controller %q: pid %d in %q after Move, want %q", c, pid, got, cg.Path)
+		}
+	}
+}

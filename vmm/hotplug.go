@@ -1,0 +1,73 @@
+package vmm
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/crivm/crivm/netns"
+)
+
+// What a running VM gets after its start: a VM booted ahead of its pod
+// (a pool's) gets its pod's tap and cgroup once the pod exists.
+
+// hotplugTimeout bounds the QMP calls that attach a tap.
+const hotplugTimeout = 10 * time.Second
+
+// AttachTap gives NIC i, started Unplugged (a hub port with nothing else
+// on its hub), the tap named tap in the network namespace nsPath: the
+// daemon opens the tap there and passes it to QEMU (getfd), which adds it
+// as a netdev and as a second port of the NIC's hub. QEMU needs neither
+// the namespace nor any privilege over the tap. Without a vnet header:
+// a hub forwards plain frames.
+//
+// The guest must not have sent on the NIC before: QEMU 7.2 queues a frame
+// sent while the hub has no other port and never flushes that queue, and
+// the NIC transmits nothing after it (a link flap does not help). A
+// guest's NIC stays down until CreateSandbox configures it.
+func (v *VM) AttachTap(ctx context.Context, i int, nsPath, tap string) error {
+	f, err := netns.OpenTap(nsPath, tap, false)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(ctx, hotplugTimeout)
+	defer cancel()
+	fdName := fmt.Sprintf("crivm-tap%d", i)
+	tapID := fmt.Sprintf("tap%d", i)
+	return v.QMP(ctx, func(q *QMP) error {
+		if err := q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": fdName}, nil, f); err != nil {
+			return fmt.Errorf("passing the tap: %w", err)
+		}
+		if err := q.Execute(ctx, "netdev_add", map[string]any{"type": "tap", "id": tapID, "fd": fdName}, nil); err != nil {
+			return fmt.Errorf("adding the tap: %w", err)
+		}
+		if err := q.Execute(ctx, "netdev_add", map[string]any{"type": "hubport", "id": "hub" + tapID, "hubid": i, "netdev": tapID}, nil); err != nil {
+			return fmt.Errorf("plugging the tap into NIC %d's hub: %w", i, err)
+		}
+		return nil
+	})
+}
+
+// Move places a running process in c: its threads and what it allocates
+// from then on (cgroup v2 and v1 move no charge: pages the process touched
+// before stay charged where it was). A systemd scope not started yet is
+// started with pid.
+func (c *Cgroup) Move(ctx context.Context, pid int) error {
+	if c.scope != nil {
+		return c.adopt(ctx, pid)
+	}
+	if err := c.createDirs(); err != nil {
+		return err
+	}
+	b := []byte(strconv.Itoa(pid))
+	for _, d := range c.Dirs() {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), b, 0o644); err != nil {
+			return fmt.Errorf("moving pid %d to cgroup %s: %w", pid, d, err)
+		}
+	}
+	return nil
+}
