@@ -134,9 +134,12 @@ type RuntimeHandler struct {
 	// AgentPath is the static guest agent. Empty: crivm-agent next to the
 	// crivm binary, else /usr/libexec/crivm/crivm-agent.
 	AgentPath string `toml:"agent_path" json:"agent_path,omitempty"`
-	// VMFactory is how VMs are made: "none" (each boots) or "template"
-	// (clones of a saved template VM; see handlers/vm/factory.go).
+	// VMFactory is how VMs are made: "none" (each boots), "template"
+	// (clones of a saved template VM; see handlers/vm/factory.go) or
+	// "pool" (VMs booted ahead of pods; handlers/vm/pool.go).
 	VMFactory string `toml:"vm_factory" json:"vm_factory,omitempty"`
+	// VMPoolSize is how many booted VMs the pool keeps ready.
+	VMPoolSize int `toml:"vm_pool_size" json:"vm_pool_size,omitempty"`
 	// KSM marks this handler's guest RAM mergeable and turns the host's
 	// same-page merging on while crivm runs (internal/ksm).
 	KSM bool `toml:"ksm" json:"ksm,omitempty"`

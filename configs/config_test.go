@@ -143,6 +143,21 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{"crivm.conf", "crivm.runtime.runtimes.vm.vcpus", "unknown key"},
 		},
 		{
+			name: "pool without a size",
+			main: "[crivm.runtime.runtimes.vm]\nvm_factory = \"pool\"\n",
+			want: []string{"crivm.runtime.runtimes.vm.vm_pool_size", "at least 1"},
+		},
+		{
+			name: "pool size without the pool",
+			main: "[crivm.runtime.runtimes.vm]\nvm_pool_size = 2\n",
+			want: []string{"crivm.runtime.runtimes.vm.vm_pool_size", "applies to vm_factory = \"pool\" only"},
+		},
+		{
+			name: "pool size on runc",
+			main: "[crivm.runtime.runtimes.runc]\nvm_pool_size = 2\n",
+			want: []string{"crivm.runtime.runtimes.runc.vm_pool_size", "applies to runtime_type"},
+		},
+		{
 			name: "wrong type",
 			main: "[crivm]\nroot = \"/x\"\n[crivm.runtime.runtimes.vm]\ndefault_vcpus = \"two\"\n",
 			want: []string{"crivm.conf:4: key crivm.runtime.runtimes.vm.default_vcpus: incompatible types"},

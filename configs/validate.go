@@ -194,7 +194,7 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			{"virtio_fs_cache", h.VirtioFSCache != ""},
 			{"max_vcpus", h.MaxVCPUs != 0}, {"max_memory_mib", h.MaxMemoryMiB != 0},
 			{"vmm_uid_base", h.VMMUIDBase != 0}, {"vmm_uid_count", h.VMMUIDCount != 0},
-			{"vm_factory", h.VMFactory != ""}, {"ksm", h.KSM}, {"tcg_cache_mib", h.TCGCacheMiB != 0},
+			{"vm_factory", h.VMFactory != ""}, {"vm_pool_size", h.VMPoolSize != 0}, {"ksm", h.KSM}, {"tcg_cache_mib", h.TCGCacheMiB != 0},
 		}
 		for _, k := range vmOnly {
 			if k.set {
@@ -220,8 +220,13 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			oneOf(hp+"virtio_fs_cache", h.VirtioFSCache, "auto", "always", "none"),
 			oneOf(hp+"vm_factory", h.VMFactory, "none", "template", "pool"),
 		)
-		if h.VMFactory == "pool" {
-			errs = append(errs, keyErr(hp+"vm_factory", "\"pool\" (a warm pool of booted VMs) is not implemented: use \"template\" or \"none\""))
+		switch {
+		case h.VMPoolSize < 0 || h.VMPoolSize > 64:
+			errs = append(errs, keyErr(hp+"vm_pool_size", "%d is outside 0..64", h.VMPoolSize))
+		case h.VMFactory == "pool" && h.VMPoolSize == 0:
+			errs = append(errs, keyErr(hp+"vm_pool_size", "vm_factory = \"pool\" needs a vm_pool_size of at least 1"))
+		case h.VMFactory != "pool" && h.VMPoolSize != 0:
+			errs = append(errs, keyErr(hp+"vm_pool_size", "applies to vm_factory = \"pool\" only"))
 		}
 		if h.DefaultVCPUs < 1 || h.DefaultVCPUs > 255 {
 			errs = append(errs, keyErr(hp+"default_vcpus", "%d is outside 1..255", h.DefaultVCPUs))

@@ -16,10 +16,13 @@ type SandboxChecker interface {
 }
 
 // Warmer is implemented by a handler that prepares ahead of its first pod
-// (the vm handler builds its VM template). The daemon calls Warm in the
-// background once it serves; Warm logs its own failures.
+// (the vm handler builds its VM template, or boots its pool). The daemon
+// calls Warm in the background once it serves, and Cool when it shuts
+// down, which releases what was prepared and no pod took (pooled VMs);
+// both log their own failures.
 type Warmer interface {
 	Warm(ctx context.Context)
+	Cool(ctx context.Context)
 }
 
 // PauseUser is implemented by a handler that runs some pods' sandbox from

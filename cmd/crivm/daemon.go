@@ -138,10 +138,12 @@ func runDaemon(g globalFlags) error {
 			}
 			logger.Info("shutting down: pods and containers keep running", "signal", sig.String())
 			stopGracefully(gs, 10*time.Second)
+			d.cool(ctx)
 			err := d.shutdown(cfg.SocketPath())
 			logger.Info("crivm stopped")
 			return err
 		case err := <-serveErr:
+			d.cool(ctx)
 			return errors.Join(fmt.Errorf("serving: %w", err), d.shutdown(cfg.SocketPath()))
 		}
 	}
@@ -160,6 +162,15 @@ func stopGracefully(gs stopper, timeout time.Duration) {
 	case <-done:
 	case <-time.After(timeout):
 		gs.Stop()
+	}
+}
+
+// cool has each handler release what it prepared ahead of pods.
+func (d *daemon) cool(ctx context.Context) {
+	for _, e := range d.handlers {
+		if w, ok := e.Handler.(handlers.Warmer); ok {
+			w.Cool(ctx)
+		}
 	}
 }
 

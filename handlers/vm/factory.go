@@ -374,16 +374,32 @@ func tailConsole(vm *vmm.VM) string {
 
 var _ handlers.Warmer = (*Handler)(nil)
 
-// Warm builds the template of the handler's default size ahead of the
-// first pod, when vm_factory = "template".
+// Warm prepares the handler's factory ahead of the first pod: the
+// template of its default size (vm_factory = "template"), or the pool,
+// after removing the pooled VMs a previous daemon left (vm_factory =
+// "pool").
 func (h *Handler) Warm(ctx context.Context) {
-	if h.cfg.VMFactory != factoryTemplate {
+	if h.cfg.VMFactory != factoryTemplate && h.cfg.VMFactory != factoryPool {
 		return
+	}
+	if h.cfg.VMFactory == factoryPool {
+		h.sweepPool(ctx)
 	}
 	a, err := h.prepareAssets(ctx)
 	if err != nil {
-		log.G(ctx).Warn("preparing guest assets for the VM template", "handler", h.name, "err", err)
+		log.G(ctx).Warn("preparing guest assets for the VM factory", "handler", h.name, "err", err)
+		return
+	}
+	if h.cfg.VMFactory == factoryPool {
+		h.fillPool(context.WithoutCancel(ctx), a)
 		return
 	}
 	h.templateFor(ctx, a, 0, 0)
+}
+
+// Cool kills the pooled VMs no pod took.
+func (h *Handler) Cool(ctx context.Context) {
+	if h.cfg.VMFactory == factoryPool {
+		h.coolPool(ctx)
+	}
 }

@@ -106,7 +106,8 @@ func cgroupExists(cg *vmm.Cgroup) bool {
 }
 
 // Owned lists the VM dirs, by name: the first 32 characters of their
-// sandboxes' IDs.
+// sandboxes' IDs. A pod that took a pooled VM has a symlink of that name
+// to the pooled VM's dir.
 func (h *Handler) Owned(ctx context.Context) ([]handlers.Owned, error) {
 	entries, err := os.ReadDir(h.dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -117,10 +118,13 @@ func (h *Handler) Owned(ctx context.Context) ([]handlers.Owned, error) {
 	}
 	var out []handlers.Owned
 	for _, e := range entries {
-		if !e.IsDir() || !isVMDirName(e.Name()) {
+		if !isVMDirName(e.Name()) {
 			continue
 		}
-		dir := filepath.Join(h.dir, e.Name())
+		dir, ok := h.orphanDir(e.Name())
+		if !ok {
+			continue
+		}
 		what := []string{"VM dir " + dir}
 		if vmm.Running(dir) {
 			what = append(what, "QEMU running")
@@ -133,23 +137,58 @@ func (h *Handler) Owned(ctx context.Context) ([]handlers.Owned, error) {
 	return out, nil
 }
 
-// ReleaseOrphan releases the VM whose dir is named key: QEMU killed (found
-// through its pidfile, checked against the running process), virtiofsd
-// stopped, whatever else is in the VM's cgroup killed and the cgroup
-// removed, then the share and the pod mount namespace released and the
-// dir removed. The dir goes last: it is what finds the rest at a retry.
+// orphanDir is the VM dir the entry key of the handler's dir names: key
+// itself, or the pooled VM's dir it links to.
+func (h *Handler) orphanDir(key string) (string, bool) {
+	p := filepath.Join(h.dir, key)
+	fi, err := os.Lstat(p)
+	switch {
+	case err != nil:
+		return "", false
+	case fi.IsDir():
+		return p, true
+	case fi.Mode()&fs.ModeSymlink != 0:
+		if t, err := os.Readlink(p); err == nil && isPoolDirName(t) {
+			return filepath.Join(h.dir, t), true
+		}
+	}
+	return "", false
+}
+
+// ReleaseOrphan releases the VM whose dir is named key (releaseVMDir),
+// and the symlink of that name when the pod had taken a pooled VM.
 func (h *Handler) ReleaseOrphan(ctx context.Context, key string) error {
 	if !isVMDirName(key) {
 		return errdefs.InvalidArgument("vm orphan %q: not a VM dir name", key)
 	}
-	dir := filepath.Join(h.dir, key)
-	if fi, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+	p := filepath.Join(h.dir, key)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return err
-	} else if !fi.IsDir() {
-		return errdefs.InvalidArgument("vm orphan %s: not a directory", dir)
 	}
+	dir, ok := h.orphanDir(key)
+	if !ok {
+		return errdefs.InvalidArgument("vm orphan %s: not a directory", p)
+	}
+	if err := h.releaseVMDir(ctx, dir, key); err != nil {
+		return err
+	}
+	if dir != p {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// releaseVMDir releases the VM in dir, whose cgroup is named for key:
+// QEMU killed (found through its pidfile, checked against the running
+// process), virtiofsd stopped, whatever else is in the VM's cgroup killed
+// and the cgroup removed, then the share and the pod mount namespace
+// released and the dir removed. The dir goes last: it is what finds the
+// rest at a retry.
+func (h *Handler) releaseVMDir(ctx context.Context, dir, key string) error {
 	sh := share{dir: dir}
 	if vm, err := vmm.Reconnect(ctx, dir); err == nil {
 		if err := vm.Kill(ctx); err != nil {

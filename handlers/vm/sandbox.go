@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -44,6 +45,8 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		virtiofsd *vmm.Virtiofsd
 		cg        *vmm.Cgroup
 		src       cloneSource
+		pv        *pooledVM // taken from the pool
+		adopting  bool      // pv is the pod's: adoptPooled undoes it
 		client    *agentproxy.Client
 		health    *api.HealthResponse
 		started   time.Time
@@ -70,6 +73,19 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			src = h.templateFor(ctx, assets, guestMiB, vcpus)
 			return nil, nil
 		}},
+		{Name: "taking a pooled VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if h.cfg.VMFactory != factoryPool {
+				return nil, nil
+			}
+			pv, src.reason = h.takePooled(ctx, assets, guestMiB, vcpus)
+			// Until adopted (the dir step), nothing of the pod touched it.
+			return func(ctx context.Context) error {
+				if pv != nil && !adopting {
+					h.putBack(ctx, pv)
+				}
+				return nil
+			}, nil
+		}},
 		{Name: "creating the VM's cgroup", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// Before anything runs in it; removed after QEMU and
 			// virtiofsd are gone (the steps undo in reverse). A systemd
@@ -84,6 +100,13 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 					src = cloneSource{reason: "cgroup_too_small"}
 				}
 			}
+			if pv != nil {
+				if err := h.checkCgroupFits(cg, req.Config, pv.spec.MemoryMiB); err != nil {
+					log.G(ctx).Info("the pod's cgroup cannot hold the pooled VM: booting", "err", err)
+					h.putBack(ctx, pv)
+					pv, src = nil, cloneSource{reason: "cgroup_too_small"}
+				}
+			}
 			if err := h.checkCgroupFits(cg, req.Config, guestMiB); err != nil {
 				return nil, err
 			}
@@ -93,6 +116,12 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			return func(ctx context.Context) error { return cg.Remove(ctx) }, nil
 		}},
 		{Name: "creating VM dir and share", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if pv != nil {
+				// The pooled VM's, named for the pod; the VM moves in
+				// with the tap, below.
+				dir, sh, user, record = pv.dir, share{dir: pv.dir}, pv.user, pv.record
+				return nil, nil
+			}
 			if err := sh.create([]string{h.cfg.HypervisorPath, assets.virtiofsd, assets.vmlinux, assets.initrd}); err != nil {
 				return nil, errors.Join(err, sh.destroy())
 			}
@@ -102,6 +131,9 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			return func(context.Context) error { return sh.destroy() }, nil
 		}},
 		{Name: "choosing QEMU's uid", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if pv != nil {
+				return nil, nil // the pooled VM's
+			}
 			var release func()
 			var err error
 			if user, release, err = h.claimIdentity(sb.ID, assets.sharedFS != sharedFSVirtio); err != nil {
@@ -133,6 +165,10 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		}},
 		{Name: "booting VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			started = time.Now()
+			if pv != nil {
+				vm, bootMAC, adopting = pv.vm, pv.mac, true
+				return h.adoptPooled(ctx, pv, sb.ID, cg, req.NetNSPath)
+			}
 			var err error
 			mc := vmm.MachineConfig{
 				QEMUPath:    h.cfg.HypervisorPath,
@@ -203,6 +239,12 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			return nil, err // the tap's cleanup removes the mirror too
 		}},
 		{Name: "connecting to the guest agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if pv != nil {
+				client, health = pv.client, pv.health
+				h.m.VMStarted(h.name, "pool", "")
+				log.G(ctx).Info("VM taken from the pool", "pool_vm", pv.id[:12], "booted_in", pv.took.Round(time.Millisecond))
+				return nil, nil // adoptPooled's undo closes it
+			}
 			var err error
 			if client, err = agentproxy.Connect(ctx, agentDialer(vm.Dir())); err != nil {
 				return nil, err
@@ -278,10 +320,13 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 		"cgroup":        cg.Path,
 		"vm_source":     "boot",
 	}
-	if src.tpl != nil {
+	switch {
+	case pv != nil:
+		extra["vm_source"] = "pool"
+	case src.tpl != nil:
 		extra["vm_source"] = "clone"
 		extra["vm_template"] = src.tpl.spec.key()
-	} else if src.reason != "" {
+	case src.reason != "":
 		extra["vm_not_cloned"] = src.reason
 	}
 	if virtiofsd != nil {
@@ -372,7 +417,13 @@ func (h *Handler) RemoveSandbox(ctx context.Context, sb *store.Sandbox) error {
 	if err := vmm.StopVirtiofsd(ctx, h.share(sb.ID).virtiofsdDir(), virtiofsdGrace); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	errs = append(errs, h.share(sb.ID).destroy())
+	derr := h.share(sb.ID).destroy()
+	errs = append(errs, derr)
+	// A pod that took a pooled VM: the name of its VM dir, a symlink,
+	// which finds the dir at a retry until the dir is gone.
+	if alias := filepath.Join(h.dir, sb.ID[:32]); derr == nil && h.vmDir(sb.ID) != alias {
+		errs = append(errs, os.Remove(alias))
+	}
 	// Last: QEMU (StopSandbox) and virtiofsd are gone by now.
 	errs = append(errs, h.removeCgroup(ctx, sb))
 	return errors.Join(errs...)

@@ -50,6 +50,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,6 +119,8 @@ type Handler struct {
 
 	// factory holds the VM template (vm_factory = "template").
 	factory factory
+	// pool holds the booted VMs of vm_factory = "pool".
+	pool vmPool
 
 	// logs holds each container's *logWriter, by container ID.
 	logs sync.Map
@@ -245,7 +248,23 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 	return a, nil
 }
 
-func (h *Handler) vmDir(id string) string { return filepath.Join(h.dir, id[:32]) }
+// vmDir is sandbox id's VM dir: its name is the first 32 characters of
+// id, a dir, or a symlink to the pooled VM's dir the pod took (see
+// adoptPooled), which vmDir follows. Only the daemon writes the handler's
+// dir.
+func (h *Handler) vmDir(id string) string {
+	d := filepath.Join(h.dir, id[:32])
+	if t, err := os.Readlink(d); err == nil && isPoolDirName(t) {
+		return filepath.Join(h.dir, t)
+	}
+	return d
+}
+
+// isPoolDirName holds for the names of pooled VMs' dirs.
+func isPoolDirName(s string) bool {
+	key, ok := strings.CutPrefix(s, poolDirPrefix)
+	return ok && isVMDirName(key)
+}
 
 // share is the sandbox's file share with its guest (9p or virtio-fs).
 func (h *Handler) share(id string) share { return share{dir: h.vmDir(id)} }

@@ -20,6 +20,8 @@ type Metrics struct {
 	vmBoot      *prometheus.HistogramVec
 	vmStarts    *prometheus.CounterVec
 	oomKills    *prometheus.CounterVec
+	poolReady   *prometheus.GaugeVec
+	poolBytes   *prometheus.GaugeVec
 }
 
 // New registers crivm's metrics in reg.
@@ -48,13 +50,19 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 10),
 		}, []string{"accel"}),
 		vmStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "crivm_vm_starts_total", Help: "VM pod starts by handler, how the VM was made (boot or clone) and, for a boot under a factory, why it was not a clone.",
+			Name: "crivm_vm_starts_total", Help: "VM pod starts by handler, how the VM was made (boot, clone or pool) and, for a boot under a factory, why it was not a clone.",
 		}, []string{"handler", "source", "reason"}),
 		oomKills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "crivm_container_oom_kills_total", Help: "Processes the kernel OOM-killed in containers, by handler (VM guests report each kill).",
 		}, []string{"handler"}),
+		poolReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "crivm_vm_pool_ready", Help: "Booted VMs a handler's pool (vm_factory = \"pool\") holds for pods to take.",
+		}, []string{"handler"}),
+		poolBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "crivm_vm_pool_memory_bytes", Help: "Host memory (PSS of QEMU) of the VMs a handler's pool holds, when last refilled or taken from.",
+		}, []string{"handler"}),
 	}
-	for _, c := range []prometheus.Collector{m.rpcs, m.rpcDuration, m.podStart, m.pullBytes, m.pullTime, m.vmBoot, m.vmStarts, m.oomKills} {
+	for _, c := range []prometheus.Collector{m.rpcs, m.rpcDuration, m.podStart, m.pullBytes, m.pullTime, m.vmBoot, m.vmStarts, m.oomKills, m.poolReady, m.poolBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -96,13 +104,23 @@ func (m *Metrics) VMBooted(accel string, d time.Duration) {
 	m.vmBoot.WithLabelValues(accel).Observe(d.Seconds())
 }
 
-// VMStarted records how a VM pod's VM was made: source "boot" or
-// "clone"; reason is why a handler with a factory booted ("" otherwise).
+// VMStarted records how a VM pod's VM was made: source "boot", "clone"
+// or "pool"; reason is why a handler with a factory booted ("" otherwise).
 func (m *Metrics) VMStarted(handler, source, reason string) {
 	if m == nil {
 		return
 	}
 	m.vmStarts.WithLabelValues(handler, source, reason).Inc()
+}
+
+// VMPool records what handler's VM pool holds: ready VMs and their host
+// memory.
+func (m *Metrics) VMPool(handler string, ready int, bytes int64) {
+	if m == nil {
+		return
+	}
+	m.poolReady.WithLabelValues(handler).Set(float64(ready))
+	m.poolBytes.WithLabelValues(handler).Set(float64(bytes))
 }
 
 // OOMKill records a process OOM-killed in a container of handler.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,33 +28,17 @@ func TestVMTemplateClones(t *testing.T) {
 	ctx := context.Background()
 	hostKernel := strings.TrimSpace(readFile(t, "/proc/sys/kernel/osrelease"))
 
-	type clone struct {
-		sbID, ctrID string
-		pod         *runtimeapi.PodSandboxConfig
-		info        sandboxInfo
-		ip          string
-	}
-	run := func(name string) clone {
+	run := func(name string) factoryPod {
 		t.Helper()
-		pod := e.podConfig(name)
-		sbID, err := e.rs.RunPodSandbox(ctx, pod, "vm")
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.ids = append(e.ids, sbID)
-		t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
-		st, info := e.sandboxStatus(t, sbID)
-		c := clone{sbID: sbID, pod: pod, info: info, ip: st.Status.Network.Ip}
-		c.ctrID = e.startContainer(t, sbID, e.containerConfig("app", "sh", "-c", "echo hello-from-clone; exec sleep 3600"), pod)
-		return c
+		return e.runFactoryPod(t, name, "echo hello-from-clone; exec sleep 3600")
 	}
 
 	// 1. Two pods: the first waits for the template's build, both are
 	//    clones of it.
 	a, b := run("clone-a"), run("clone-b")
-	for _, c := range []clone{a, b} {
+	for _, c := range []factoryPod{a, b} {
 		if c.info.Extra["vm_source"] != "clone" || c.info.Extra["vm_template"] == "" {
-			t.Fatalf("pod %s: vm_source %q template %q (not cloned: %q), want a clone", c.pod.Metadata.Name, c.info.Extra["vm_source"], c.info.Extra["vm_template"], c.info.Extra["vm_not_cloned"])
+			t.Fatalf("pod %s: vm_source %q template %q (not cloned: %q), want a clone", c.cfg.Metadata.Name, c.info.Extra["vm_source"], c.info.Extra["vm_template"], c.info.Extra["vm_not_cloned"])
 		}
 	}
 	t.Logf("clone start (QEMU to CreateSandbox): %s ms and %s ms", a.info.Extra["boot_ms"], b.info.Extra["boot_ms"])
@@ -62,7 +47,7 @@ func TestVMTemplateClones(t *testing.T) {
 	if got := strings.TrimSpace(e.exec(t, a.ctrID, "uname", "-r")); got == hostKernel || got != a.info.Extra["guest_kernel"] {
 		t.Errorf("uname -r in a clone: %q (host %q, guest %q)", got, hostKernel, a.info.Extra["guest_kernel"])
 	}
-	logPath := filepath.Join(a.pod.LogDirectory, "app.log")
+	logPath := filepath.Join(a.cfg.LogDirectory, "app.log")
 	var logData string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(logData, "hello-from-clone"); time.Sleep(100 * time.Millisecond) {
 		logData = readFile(t, logPath)
@@ -72,7 +57,7 @@ func TestVMTemplateClones(t *testing.T) {
 	}
 
 	// 3. What each clone must own differs between them.
-	draw := func(c clone) string {
+	draw := func(c factoryPod) string {
 		return strings.Join(strings.Fields(e.exec(t, c.ctrID, "sh", "-c", "head -c 32 /dev/urandom | od -An -tx1")), "")
 	}
 	pairs := []struct {
@@ -158,7 +143,46 @@ func TestVMTemplateClones(t *testing.T) {
 	}
 
 	// 7. Stop and remove: nothing is left of the clones.
-	for _, id := range []string{a.sbID, b.sbID, c.sbID, bigID} {
+	e.removeFactoryPods(t, []factoryPod{a, b, c}, bigID)
+}
+
+// factoryPod is a VM pod with one container, as the VM factory tests
+// start them.
+type factoryPod struct {
+	sbID, ctrID string
+	cfg         *runtimeapi.PodSandboxConfig
+	info        sandboxInfo
+	ip          string
+}
+
+// runFactoryPod starts a VM pod named name whose container "app" runs
+// script.
+func (e *runcEnv) runFactoryPod(t *testing.T, name, script string) factoryPod {
+	t.Helper()
+	cfg := e.podConfig(name)
+	sbID, err := e.rs.RunPodSandbox(context.Background(), cfg, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, sbID)
+	t.Cleanup(func() { e.rs.RemovePodSandbox(context.Background(), sbID) })
+	st, info := e.sandboxStatus(t, sbID)
+	p := factoryPod{sbID: sbID, cfg: cfg, info: info, ip: st.Status.Network.Ip}
+	p.ctrID = e.startContainer(t, sbID, e.containerConfig("app", "sh", "-c", script), cfg)
+	return p
+}
+
+// removeFactoryPods stops and removes pods and the sandboxes more, and
+// checks that nothing is left of the pods' VM dirs, nor of their names
+// (a symlink for a pod that took a pooled VM).
+func (e *runcEnv) removeFactoryPods(t *testing.T, pods []factoryPod, more ...string) {
+	t.Helper()
+	ctx := context.Background()
+	ids := slices.Clone(more)
+	for _, p := range pods {
+		ids = append(ids, p.sbID)
+	}
+	for _, id := range ids {
 		if err := e.rs.StopPodSandbox(ctx, id); err != nil {
 			t.Fatal(err)
 		}
@@ -166,9 +190,15 @@ func TestVMTemplateClones(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, c := range []clone{a, b, c} {
-		if _, err := os.Stat(c.info.Extra["vm_dir"]); !os.IsNotExist(err) {
-			t.Errorf("VM dir %s left (%v)", c.info.Extra["vm_dir"], err)
+	for _, p := range pods {
+		dir := p.info.Extra["vm_dir"]
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("VM dir %s left (%v)", dir, err)
+		}
+		if name := filepath.Join(filepath.Dir(dir), p.sbID[:32]); name != dir {
+			if _, err := os.Lstat(name); !os.IsNotExist(err) {
+				t.Errorf("the pod's VM dir name %s left (%v)", name, err)
+			}
 		}
 	}
 }

@@ -1,0 +1,427 @@
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/agentproxy"
+	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/internal/log"
+	"github.com/crivm/crivm/internal/steps"
+	"github.com/crivm/crivm/netns"
+	"github.com/crivm/crivm/vmm"
+)
+
+// VM pool (vm_factory = "pool").
+//
+// The handler keeps vm_pool_size VMs of its default size booted ahead of
+// pods, on the current guest assets, one boot at a time. A pooled VM is
+// made as a pod's VM boots (a VM dir, mount namespace and share of its
+// own, its own QEMU uid, its agent waited for), except for what only a
+// pod gives it: its NIC has no host side (an unplugged hub port), its
+// QEMU runs in an empty network namespace of its own, and it runs in a
+// cgroup of its own named for its pool ID (below CgroupDefaultParent, or
+// a scope in system.slice under systemd). Pooled VMs share nothing with
+// each other; each serves one pod and dies with it.
+//
+// A pod that fits (memory and vCPUs no larger, 9p, its cgroup able to hold
+// the VM) takes one: the pod's VM dir name becomes a symlink to the pooled
+// VM's dir (vmDir follows it), QEMU moves to the pod's cgroup, the pod's
+// tap is attached to the NIC, and CreateSandbox configures the guest as
+// for a booted VM; the pool then boots a replacement. A pod that does not
+// fit, or finds the pool empty, boots, logged and counted.
+//
+// What a pooled VM touched before its pod took it (its guest's boot and
+// QEMU's own memory) stays charged to the pool cgroup it booted in: no
+// cgroup version moves charges with a process. The pod's cgroup is
+// charged from the move on. docs/security.md says what that costs.
+//
+// The pool lives in the daemon: Cool (shutdown) kills the VMs no pod
+// took, and Warm (start) kills any a previous daemon left, then fills the
+// pool again. Pods that took one are VM pods like any other after that,
+// and survive a restart.
+
+const factoryPool = "pool"
+
+// poolDirPrefix names pooled VMs' dirs in the handler's dir: the prefix
+// and the first 32 hex digits of the pool ID.
+const poolDirPrefix = "pool-"
+
+// poolRetry is how long the pool waits after a failed boot before it
+// boots again.
+const poolRetry = time.Minute
+
+// poolSpec is what a pooled VM is made of; a pod takes one only of the
+// handler's current spec.
+type poolSpec struct {
+	QEMU, Accel, Machine, Kernel, Initrd, Transport string
+	VCPUs, MemoryMiB, TBSizeMiB                     int
+}
+
+// pooledVM is one booted VM waiting for a pod.
+type pooledVM struct {
+	id     string // random, in sandbox ID form
+	spec   poolSpec
+	dir    string
+	vm     *vmm.VM
+	client *agentproxy.Client
+	health *api.HealthResponse
+	cg     *vmm.Cgroup // the pool cgroup it booted in
+	user   *vmm.Identity
+	mac    net.HardwareAddr
+	record vmRecord
+	took   time.Duration // its boot
+}
+
+// vmPool holds a handler's pooled VMs.
+type vmPool struct {
+	// mu guards the fields below. It is never held across I/O.
+	mu       sync.Mutex
+	spec     poolSpec // of ready and of the VM booting
+	ready    []*pooledVM
+	booting  bool      // a fill goroutine runs
+	failedAt time.Time // the last failed boot
+	cooled   bool      // Cool ran: nothing boots any more
+}
+
+// poolSpecFor is the handler's pooled VM on assets a.
+func (h *Handler) poolSpecFor(a *guestAssets) poolSpec {
+	return poolSpec{
+		QEMU: h.cfg.HypervisorPath, Accel: a.accel.Accel, Machine: a.machine,
+		Kernel: a.vmlinux, Initrd: a.initrd, Transport: a.transport,
+		VCPUs: h.cfg.DefaultVCPUs, MemoryMiB: h.cfg.DefaultMemoryMiB, TBSizeMiB: h.tbSizeMiB(a.accel.Accel),
+	}
+}
+
+// takePooled returns a pooled VM for a pod of memMiB and vcpus on assets
+// a, or why it gets none (a metric label). A VM that died waiting is
+// discarded. Taking one starts a refill.
+func (h *Handler) takePooled(ctx context.Context, a *guestAssets, memMiB, vcpus int) (*pooledVM, string) {
+	if h.cfg.VMFactory != factoryPool {
+		return nil, ""
+	}
+	if a.sharedFS != sharedFS9p {
+		return nil, "virtio_fs"
+	}
+	spec := h.poolSpecFor(a)
+	if memMiB > spec.MemoryMiB || vcpus > spec.VCPUs {
+		return nil, "too_big"
+	}
+	defer h.fillPool(context.WithoutCancel(ctx), a)
+	for {
+		h.pool.mu.Lock()
+		if h.pool.spec != spec || len(h.pool.ready) == 0 {
+			h.pool.mu.Unlock()
+			return nil, "pool_empty"
+		}
+		pv := h.pool.ready[0]
+		h.pool.ready = h.pool.ready[1:]
+		h.pool.mu.Unlock()
+		h.reportPool()
+		select {
+		case <-pv.vm.Exited():
+			log.G(ctx).Warn("a pooled VM died while it waited: discarding it", "pool_vm", pv.id[:12], "console", tailConsole(pv.vm))
+			h.discardPooled(ctx, pv)
+			continue
+		default:
+		}
+		return pv, ""
+	}
+}
+
+// putBack returns a pooled VM a pod took but could not use (its cgroup
+// cannot hold it) before anything of the pod touched it.
+func (h *Handler) putBack(ctx context.Context, pv *pooledVM) {
+	h.pool.mu.Lock()
+	if !h.pool.cooled && h.pool.spec == pv.spec {
+		h.pool.ready = append(h.pool.ready, pv)
+		pv = nil
+	}
+	h.pool.mu.Unlock()
+	if pv != nil {
+		h.discardPooled(ctx, pv)
+	}
+	h.reportPool()
+}
+
+// fillPool boots VMs, one after another in the background, until the pool
+// holds vm_pool_size of the current spec. VMs of an older spec (the guest
+// assets changed) are discarded.
+func (h *Handler) fillPool(ctx context.Context, a *guestAssets) {
+	spec := h.poolSpecFor(a)
+	h.pool.mu.Lock()
+	var stale []*pooledVM
+	if h.pool.spec != spec {
+		stale, h.pool.ready, h.pool.spec = h.pool.ready, nil, spec
+	}
+	start := !h.pool.booting && !h.pool.cooled
+	if start {
+		h.pool.booting = true
+	}
+	h.pool.mu.Unlock()
+	for _, pv := range stale {
+		h.discardPooled(ctx, pv)
+	}
+	if !start {
+		return
+	}
+	go func() {
+		for {
+			h.pool.mu.Lock()
+			wait := poolRetry - time.Since(h.pool.failedAt)
+			need := !h.pool.cooled && h.pool.spec == spec && len(h.pool.ready) < h.cfg.VMPoolSize && wait <= 0
+			if !need {
+				h.pool.booting = false
+				h.pool.mu.Unlock()
+				return
+			}
+			h.pool.mu.Unlock()
+			pv, err := h.bootPooled(ctx, spec, a)
+			h.pool.mu.Lock()
+			switch {
+			case err != nil:
+				h.pool.failedAt = time.Now()
+			case h.pool.cooled || h.pool.spec != spec:
+			default:
+				h.pool.ready = append(h.pool.ready, pv)
+				pv = nil
+			}
+			h.pool.mu.Unlock()
+			if err != nil {
+				log.G(ctx).Warn("booting a pooled VM failed: pods boot their own until the pool retries", "retry_after", poolRetry, "err", err)
+			} else if pv != nil {
+				h.discardPooled(ctx, pv)
+			}
+			h.reportPool()
+		}
+	}()
+}
+
+// reportPool sets the pool's metrics.
+func (h *Handler) reportPool() {
+	h.pool.mu.Lock()
+	pids := make([]int, 0, len(h.pool.ready))
+	for _, pv := range h.pool.ready {
+		pids = append(pids, pv.vm.PID())
+	}
+	h.pool.mu.Unlock()
+	var bytes int64
+	for _, pid := range pids {
+		bytes += pssOf(pid)
+	}
+	h.m.VMPool(h.name, len(pids), bytes)
+}
+
+// pssOf is a process's proportional set size in bytes; 0 when unknown.
+func pssOf(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Pss:"); ok {
+			var kb int64
+			fmt.Sscan(v, &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// bootPooled boots one pooled VM of spec and waits for its agent. On
+// error nothing of it is left.
+func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets) (*pooledVM, error) {
+	var raw [32]byte
+	rand.Read(raw[:])
+	pv := &pooledVM{id: hex.EncodeToString(raw[:]), spec: spec}
+	pv.dir = filepath.Join(h.dir, poolDirPrefix+pv.id[:32])
+	pv.mac = net.HardwareAddr{0x02, 0xc7, 0x9e, raw[0], raw[1], raw[2]}
+	ctx = log.With(ctx, "pool_vm", pv.id[:12])
+	sh := share{dir: pv.dir}
+	start := time.Now()
+	var ns *netns.NetNS
+	_, err := steps.Run(ctx, []steps.Step{
+		{Name: "making the pooled VM's dir and share", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			// The dir goes last: destroy unmounts the namespaces pinned in it.
+			if err := sh.create([]string{spec.QEMU, spec.Kernel, spec.Initrd}); err != nil {
+				return nil, errors.Join(err, sh.destroy())
+			}
+			return func(context.Context) error { return sh.destroy() }, nil
+		}},
+		{Name: "making its network namespace", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			ns, err = netns.New(filepath.Join(pv.dir, "net"), "ns")
+			return nil, err // in the dir: gone with it
+		}},
+		{Name: "making its cgroup", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			if pv.cg, err = h.sandboxCgroup(&runtimeapi.PodSandboxConfig{}, pv.id); err != nil {
+				return nil, err
+			}
+			if err := pv.cg.Create(); err != nil {
+				return nil, errors.Join(err, pv.cg.Remove(ctx))
+			}
+			return func(ctx context.Context) error { return pv.cg.Remove(ctx) }, writeCgroupRecord(pv.dir, pv.cg.Path)
+		}},
+		{Name: "choosing its QEMU's uid", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			user, release, err := h.claimIdentity(poolDirPrefix+pv.id, true)
+			if err != nil {
+				return nil, err
+			}
+			defer release()
+			pv.user = user
+			pv.record = vmRecord{MemoryMiB: spec.MemoryMiB, VCPUs: max(spec.VCPUs, 1), VMMUID: user.UID}
+			return nil, writeVMRecord(pv.dir, pv.record)
+		}},
+		{Name: "booting the pooled VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			mc := vmm.MachineConfig{
+				QEMUPath: spec.QEMU, Accel: spec.Accel, MachineType: spec.Machine,
+				VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, TBSizeMiB: spec.TBSizeMiB,
+				Kernel: spec.Kernel, Initrd: spec.Initrd, Dir: pv.dir,
+				Name:       "crivm-pool-" + pv.id[:8],
+				NetNSPath:  ns.Path(),
+				Taps:       []vmm.Tap{{MAC: pv.mac.String(), Unplugged: true}},
+				SharedDirs: []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: sh.export()}},
+				Cgroup:     pv.cg, MountNS: sh.pin(), User: pv.user,
+				MemMerge: h.cfg.KSM, FreePageReporting: true,
+			}
+			if spec.Transport == agentproxy.TransportVsock {
+				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + agentproxy.TransportVsock
+			}
+			var err error
+			for attempt := range 3 {
+				if spec.Transport == agentproxy.TransportVsock {
+					mc.VsockCID = vsockCID(pv.id, attempt)
+				}
+				if pv.vm, err = vmm.Start(ctx, mc); err == nil || mc.VsockCID == 0 || !strings.Contains(err.Error(), "guest cid") {
+					break
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
+			pv.record.VsockCID = mc.VsockCID
+			return func(ctx context.Context) error { return pv.vm.Kill(ctx) }, writeVMRecord(pv.dir, pv.record)
+		}},
+		{Name: "waiting for its agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			var err error
+			if pv.client, err = agentproxy.Connect(ctx, agentDialer(pv.dir)); err != nil {
+				return nil, err
+			}
+			if pv.health, err = pv.client.WaitHealthy(ctx, 5*time.Second); err != nil {
+				pv.client.Close()
+				return nil, fmt.Errorf("waiting for the agent: %w (console: %s)", err, tailConsole(pv.vm))
+			}
+			return nil, nil
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	pv.took = time.Since(start)
+	h.m.VMBooted(spec.Accel, pv.took)
+	log.G(ctx).Info("pooled VM ready", "took", pv.took.Round(time.Millisecond), "guest_kernel", pv.health.KernelRelease)
+	return pv, nil
+}
+
+// discardPooled kills a pooled VM no pod uses and removes all of it.
+func (h *Handler) discardPooled(ctx context.Context, pv *pooledVM) {
+	if pv.client != nil {
+		pv.client.Close()
+	}
+	if err := h.releaseVMDir(ctx, pv.dir, pv.id[:32]); err != nil {
+		log.G(ctx).Warn("removing a pooled VM", "pool_vm", pv.id[:12], "err", err)
+	}
+}
+
+// adoptPooled makes pv the VM of the pod whose VM dir is named by id:
+// the pod's VM dir name becomes a symlink to pv's, QEMU moves to cg (the
+// pod's cgroup), the pod's tap is attached to the NIC, and the pool's
+// cgroup goes. The returned cleanup undoes it by removing all of pv.
+func (h *Handler) adoptPooled(ctx context.Context, pv *pooledVM, id string, cg *vmm.Cgroup, nsPath string) (steps.Cleanup, error) {
+	alias := filepath.Join(h.dir, id[:32])
+	undo := func(ctx context.Context) error {
+		h.discardPooled(ctx, pv)
+		// Its record names the pod's cgroup by now, which the pod's
+		// steps remove: the pool's is left to remove here.
+		if err := pv.cg.Remove(ctx); err != nil {
+			return err
+		}
+		if err := os.Remove(alias); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	err := func() error {
+		if err := os.Symlink(filepath.Base(pv.dir), alias); err != nil {
+			return fmt.Errorf("naming the pooled VM's dir for the pod: %w", err)
+		}
+		if err := writeCgroupRecord(pv.dir, cg.Path); err != nil {
+			return err
+		}
+		if err := cg.Move(ctx, pv.vm.PID()); err != nil {
+			return fmt.Errorf("moving QEMU to the pod's cgroup: %w", err)
+		}
+		if err := pv.vm.AttachTap(ctx, 0, nsPath, tapName); err != nil {
+			return fmt.Errorf("attaching the pod's tap: %w", err)
+		}
+		if err := pv.cg.Remove(ctx); err != nil {
+			return fmt.Errorf("removing the pool's cgroup: %w", err)
+		}
+		return nil
+	}()
+	if err != nil {
+		return nil, errors.Join(err, undo(ctx))
+	}
+	return undo, nil
+}
+
+// sweepPool kills the pooled VMs a previous daemon left: every pool dir
+// no pod's VM dir names.
+func (h *Handler) sweepPool(ctx context.Context) {
+	entries, err := os.ReadDir(h.dir)
+	if err != nil {
+		return
+	}
+	adopted := map[string]bool{}
+	for _, e := range entries {
+		if t, err := os.Readlink(filepath.Join(h.dir, e.Name())); err == nil {
+			adopted[t] = true
+		}
+	}
+	for _, e := range entries {
+		key, ok := strings.CutPrefix(e.Name(), poolDirPrefix)
+		if !ok || !e.IsDir() || !isVMDirName(key) || adopted[e.Name()] {
+			continue
+		}
+		if err := h.releaseVMDir(ctx, filepath.Join(h.dir, e.Name()), key); err != nil {
+			log.G(ctx).Warn("removing a pooled VM a previous crivm left", "dir", e.Name(), "err", err)
+			continue
+		}
+		log.G(ctx).Info("removed a pooled VM a previous crivm left", "dir", e.Name())
+	}
+}
+
+// coolPool kills the pooled VMs no pod took; nothing boots after it.
+func (h *Handler) coolPool(ctx context.Context) {
+	h.pool.mu.Lock()
+	h.pool.cooled = true
+	ready := h.pool.ready
+	h.pool.ready = nil
+	h.pool.mu.Unlock()
+	for _, pv := range ready {
+		h.discardPooled(ctx, pv)
+	}
+	h.reportPool()
+}

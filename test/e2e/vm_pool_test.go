@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestVMPool: with vm_factory = "pool", crivm keeps vm_pool_size VMs
+// booted, and a VM pod takes one. A pooled VM serves its pod like a booted
+// one (container, logs, exec, the pod IP from the host through the tap it
+// got when taken), runs in the pod's cgroup once taken, and two differ in
+// what must be each pod's; a pod bigger than the pool's VMs boots; the
+// pool refills; pods that took one survive a restart, which kills the
+// pooled VMs no pod took and fills the pool again; a stopped daemon
+// leaves no pooled VM running.
+func TestVMPool(t *testing.T) {
+	requiresVM(t)
+	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `vm_factory = "pool"`, "vm_pool_size = 2", "max_memory_mib = 1024")
+	ctx := context.Background()
+	hostKernel := strings.TrimSpace(readFile(t, "/proc/sys/kernel/osrelease"))
+	pooled := func() []string {
+		out, _ := exec.Command("pgrep", "-f", "qemu-system.*-name crivm-pool-").Output()
+		return strings.Fields(string(out))
+	}
+	waitReady := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if strings.Count(e.d.Log(), `msg="pooled VM ready"`) >= n {
+				return
+			}
+		}
+		t.Fatalf("the pool did not boot %d VMs; daemon log:\n%s", n, e.d.Log())
+	}
+
+	run := func(name string) factoryPod {
+		t.Helper()
+		return e.runFactoryPod(t, name, "echo hello-from-pool; exec nc -ll -p 8080 -e echo pong")
+	}
+
+	// 1. The pool fills: two booted VMs wait.
+	waitReady(2)
+	if got := pooled(); len(got) != 2 {
+		t.Fatalf("pooled QEMUs %v, want 2", got)
+	}
+
+	// 2. Two pods take them.
+	a, b := run("pool-a"), run("pool-b")
+	for _, p := range []factoryPod{a, b} {
+		if p.info.Extra["vm_source"] != "pool" {
+			t.Fatalf("pod %s: vm_source %q (not pooled: %q), want pool", p.cfg.Metadata.Name, p.info.Extra["vm_source"], p.info.Extra["vm_not_cloned"])
+		}
+	}
+	t.Logf("pooled pod start (taking the VM to CreateSandbox): %s ms and %s ms", a.info.Extra["boot_ms"], b.info.Extra["boot_ms"])
+
+	// 3. A taken VM is the pod's: the guest kernel inside, its log, and
+	//    the pod IP reachable from the host through the attached tap.
+	if got := strings.TrimSpace(e.exec(t, a.ctrID, "uname", "-r")); got == hostKernel || got != a.info.Extra["guest_kernel"] {
+		t.Errorf("uname -r in a pooled VM: %q (host %q, guest %q)", got, hostKernel, a.info.Extra["guest_kernel"])
+	}
+	var logData string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(logData, "hello-from-pool"); time.Sleep(100 * time.Millisecond) {
+		logData = readFile(t, filepath.Join(a.cfg.LogDirectory, "app.log"))
+	}
+	if !strings.Contains(logData, " stdout F hello-from-pool") {
+		t.Errorf("pooled VM container log: %q", logData)
+	}
+	for _, p := range []factoryPod{a, b} {
+		if pong := dialRead(p.ip+":8080", 10*time.Second); string(pong) != "pong\n" {
+			t.Errorf("pod %s IP %s:8080 from the host: %q, want pong", p.cfg.Metadata.Name, p.ip, pong)
+		}
+	}
+	pairs := []struct{ what, ga, gb string }{
+		{"MAC", e.exec(t, a.ctrID, "cat", "/sys/class/net/eth0/address"), e.exec(t, b.ctrID, "cat", "/sys/class/net/eth0/address")},
+		{"IP", a.ip, b.ip},
+		{"hostname", e.exec(t, a.ctrID, "hostname"), e.exec(t, b.ctrID, "hostname")},
+		{"boot_id", e.exec(t, a.ctrID, "cat", "/proc/sys/kernel/random/boot_id"), e.exec(t, b.ctrID, "cat", "/proc/sys/kernel/random/boot_id")},
+	}
+	for _, p := range pairs {
+		if strings.TrimSpace(p.ga) == "" || p.ga == p.gb {
+			t.Errorf("the pooled pods' %s: %q and %q, want two different values", p.what, p.ga, p.gb)
+		}
+	}
+
+	// 4. QEMU runs in the pod's cgroup now, and the pool's is gone.
+	qemu := a.info.Process.Pid
+	cg := strings.TrimSpace(readFile(t, fmt.Sprintf("/proc/%d/cgroup", qemu)))
+	if want := "crivm-" + a.sbID; !strings.Contains(cg, want) {
+		t.Errorf("pooled QEMU %d in cgroup %q, want the pod's (%s)", qemu, cg, want)
+	}
+
+	// 5. A pod bigger than the pool's VMs boots.
+	big := e.podConfig("pool-big")
+	big.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 512 << 20}
+	bigID, err := e.rs.RunPodSandbox(ctx, big, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, bigID)
+	if _, info := e.sandboxStatus(t, bigID); info.Extra["vm_source"] != "boot" || info.Extra["vm_not_cloned"] != "too_big" {
+		t.Errorf("a 512 MiB pod: vm_source %q, not pooled %q; want boot, too_big", info.Extra["vm_source"], info.Extra["vm_not_cloned"])
+	}
+
+	// 6. The pool refills behind the pods that took from it.
+	waitReady(4)
+
+	// 7. A restart: the pods keep running; the pooled VMs nobody took
+	//    die with the daemon, and the new one fills the pool again.
+	if err := e.d.Stop(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	taken := map[string]bool{fmt.Sprint(a.info.Process.Pid): true, fmt.Sprint(b.info.Process.Pid): true}
+	for _, pid := range pooled() {
+		if !taken[pid] {
+			t.Errorf("pooled QEMU %s, which no pod took, still runs after the daemon stopped", pid)
+		}
+	}
+	e.d.Start(ctx)
+	e.rs = e.d.RuntimeService(ctx)
+	if err := e.d.WaitLog(20*time.Second, "reattached to a running VM"); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(e.exec(t, b.ctrID, "hostname")); got != "pool-b" {
+		t.Errorf("pool-b after the restart: hostname %q", got)
+	}
+	waitReady(6)
+	c := run("pool-c")
+	if c.info.Extra["vm_source"] != "pool" {
+		t.Errorf("the first pod after a restart: vm_source %q (not pooled: %q), want pool", c.info.Extra["vm_source"], c.info.Extra["vm_not_cloned"])
+	}
+
+	// 8. Stop and remove: nothing is left of the pods' VMs.
+	e.removeFactoryPods(t, []factoryPod{a, b, c}, bigID)
+}
