@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,6 +63,56 @@ func TestOwnedVMDirs(t *testing.T) {
 	}
 	if err := h.ReleaseOrphan(context.Background(), "../"+a); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("ReleaseOrphan of a path: %v, want InvalidArgument", err)
+	}
+}
+
+// TestOwnedPoolAliases: a pod that took a pooled VM is listed by its VM
+// dir name, a symlink to the pooled VM's dir, which vmDir follows and
+// ReleaseOrphan removes with the dir; a symlink to anything else is
+// neither followed nor listed, and a pooled VM's own dir is the pool's
+// (sweepPool), not an orphan.
+func TestOwnedPoolAliases(t *testing.T) {
+	h := &Handler{dir: t.TempDir()}
+	id := strings.Repeat("ab", 32)
+	pool := poolDirPrefix + strings.Repeat("c", 32)
+	elsewhere := strings.Repeat("d", 32)
+	for _, d := range []string{pool, elsewhere} {
+		if err := os.Mkdir(filepath.Join(h.dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, target := range map[string]string{id[:32]: pool, strings.Repeat("e", 32): "../" + elsewhere, strings.Repeat("f", 32): elsewhere} {
+		if err := os.Symlink(target, filepath.Join(h.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := h.vmDir(id), filepath.Join(h.dir, pool); got != want {
+		t.Errorf("vmDir of a pod that took a pooled VM: %s, want %s", got, want)
+	}
+	if got, want := h.vmDir(strings.Repeat("f", 64)), filepath.Join(h.dir, strings.Repeat("f", 32)); got != want {
+		t.Errorf("vmDir through a symlink to a non-pool dir: %s, want the name itself %s", got, want)
+	}
+	got, err := h.Owned(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, o := range got {
+		ids = append(ids, o.ID)
+	}
+	if want := []string{id[:32], elsewhere}; !slices.Equal(ids, want) {
+		t.Errorf("Owned: %v, want %v", ids, want)
+	}
+	if err := h.ReleaseOrphan(context.Background(), id[:32]); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{id[:32], pool} {
+		if _, err := os.Lstat(filepath.Join(h.dir, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after ReleaseOrphan: %v, want it gone", p, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(h.dir, elsewhere)); err != nil {
+		t.Errorf("another dir after ReleaseOrphan: %v", err)
 	}
 }
 

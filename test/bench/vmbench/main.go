@@ -3,7 +3,9 @@
 // the bare-QEMU floor (the same kernel and agent initrd booted with vmm,
 // from QEMU start until the guest agent answers), in the same run; the
 // host memory (PSS) of each VM pod's QEMU; and pods started in parallel;
-// for each VM factory (vm_factory none and template), one handler each.
+// for each VM factory (vm_factory none, template and pool), one handler
+// each. The pool holds -parallel VMs, and every measurement starts with
+// it full: its refills never run beside another measurement.
 //
 //	go run -tags "containers_image_openpgp exclude_graphdriver_btrfs" ./test/bench/vmbench -n 5 -parallel 10
 package main
@@ -51,7 +53,8 @@ func main() {
 	// cache (under TCG).
 	conf := fmt.Sprintf("[crivm.runtime.runtimes.vm]\nshared_fs = %[1]q\n"+
 		"[crivm.runtime.runtimes.vm-template]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"template\"\n"+
-		"[crivm.runtime.runtimes.vm-template-tb32]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"template\"\ntcg_cache_mib = 32\n", *sharedFS)
+		"[crivm.runtime.runtimes.vm-template-tb32]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"template\"\ntcg_cache_mib = 32\n"+
+		"[crivm.runtime.runtimes.vm-pool]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"pool\"\nvm_pool_size = %[2]d\n", *sharedFS, *par)
 	if err := os.WriteFile(filepath.Join(d.DropIn, "30-bench.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -66,12 +69,28 @@ func main() {
 	if _, err := is.PullImage(ctx, &runtimeapi.ImageSpec{Image: img}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	factories := []struct{ handler, factory string }{{"vm", "none"}, {"vm-template", "template"}, {"vm-template-tb32", "template, tcg_cache_mib 32"}}
+	factories := []struct{ handler, factory string }{{"vm", "none"}, {"vm-template", "template"}, {"vm-template-tb32", "template, tcg_cache_mib 32"}, {"vm-pool", fmt.Sprintf("pool, vm_pool_size %d", *par)}}
+	// poolFull waits until the pool has booted as many VMs as pods took,
+	// plus its size: it is full again.
+	poolFull := func() {
+		for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			log := d.Log()
+			if strings.Count(log, `msg="pooled VM ready"`) >= *par+strings.Count(log, `msg="VM taken from the pool"`) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the pool did not refill")
+			}
+		}
+	}
 	pods := map[string]*bench.Pods{}
 	var accel string
 	for _, f := range factories {
 		p := &bench.Pods{RS: rs, Image: img, RuntimeHandler: f.handler, LogDir: t.TempDir(), Prefix: "vmbench-" + f.handler}
 		pods[f.handler] = p
+		if f.handler == "vm-pool" {
+			poolFull()
+		}
 		// 1. The first pod of each handler builds the guest assets (and
 		//    the template); it is not measured.
 		s, _, err := p.Start(ctx)
@@ -93,17 +112,19 @@ func main() {
 	start := map[string][]time.Duration{}
 	teardown := map[string][]time.Duration{}
 	for i := 0; i < *n; i++ {
+		poolFull()
 		floor = append(floor, bareBoot(t, ctx, accel, vmlinux, initrd))
 		for _, f := range factories {
+			poolFull()
 			s, dur, err := pods[f.handler].Start(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.HasPrefix(f.factory, "template") {
-				if src := sandboxInfo(t, ctx, rs, s.Sandbox).Extra["vm_source"]; src != "clone" {
-					t.Fatalf("a pod of %s was not cloned (%s)", f.handler, src)
-				}
+			want := map[string]string{"vm-template": "clone", "vm-template-tb32": "clone", "vm-pool": "pool"}[f.handler]
+			if src := sandboxInfo(t, ctx, rs, s.Sandbox).Extra["vm_source"]; want != "" && src != want {
+				t.Fatalf("a pod of %s has vm_source %s, want %s", f.handler, src, want)
 			}
+
 			start[f.handler] = append(start[f.handler], dur)
 			td, err := pods[f.handler].Teardown(ctx, s)
 			if err != nil {
@@ -129,6 +150,7 @@ func main() {
 	// 3. Pods at once, and the memory of each with all of them running.
 	for _, f := range factories {
 		p := pods[f.handler]
+		poolFull()
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		var started []bench.Started
@@ -149,6 +171,11 @@ func main() {
 		}
 		wg.Wait()
 		w := time.Since(wall)
+		if f.handler == "vm-pool" {
+			// Their PSS is read with the pool full again: QEMU's code
+			// is shared with its VMs as a pool's pods share it.
+			poolFull()
+		}
 		fmt.Printf("\nvm_factory %s: %d VM pods at once         %s  wall %v\n", f.factory, *par, bench.Summarize(each), w.Round(time.Millisecond))
 		time.Sleep(3 * time.Second)
 		var sum int64
