@@ -160,7 +160,9 @@ func MakePrivateMount(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	// fd is replaced below: the deferred close takes the last one (a
+	// descriptor closed twice may by then be another goroutine's).
+	defer func() { unix.Close(fd) }()
 	mounted, err := mountinfo.Mounted(dir)
 	if err != nil {
 		return fmt.Errorf("checking %s: %w", dir, err)
@@ -171,6 +173,7 @@ func MakePrivateMount(dir string) error {
 		}
 		unix.Close(fd)
 		if fd, err = OpenDir(dir); err != nil {
+			fd = -1
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package mountfs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -210,6 +211,50 @@ func TestOpenBeneath(t *testing.T) {
 		}
 		if !errors.Is(err, tt.want) && (err != nil || tt.want != nil) {
 			t.Errorf("OpenBeneath(%q) = %v, want %v", tt.rel, err, tt.want)
+		}
+	}
+}
+
+// MakePrivateMount closes each descriptor it opens once, whatever other
+// goroutines open meanwhile: readers racing it never see their own
+// descriptor closed under them (EBADF).
+func TestMakePrivateMountClosesOnlyItsOwn(t *testing.T) {
+	testutil.RequiresRoot(t)
+	base := t.TempDir()
+	mountTmpfs(t, base)
+	if err := unix.Mount("", base, "", unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				if _, err := os.ReadFile("/proc/self/stat"); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := range 300 {
+		dir := filepath.Join(base, "d", fmt.Sprint(i))
+		mkdirs(t, dir)
+		if err := MakePrivateMount(dir); err != nil {
+			t.Fatal(err)
+		}
+		unix.Unmount(dir, unix.MNT_DETACH)
+	}
+	close(stop)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a reader beside MakePrivateMount: %v", err)
 		}
 	}
 }
