@@ -28,23 +28,29 @@ const (
 	// another to be worth its two GCs: at most two per 2 MiB allocated,
 	// where the runtime runs one per heap goal (4 MiB at least).
 	releaseBurst = 2 << 20
+	// releaseFree is the least free heap, freed by a GC after the last
+	// release and not yet returned, for a release while quiet: a burst's
+	// garbage that was still referenced at its release, freed by a later
+	// GC, is otherwise returned only gradually.
+	releaseFree = 1 << 20
 )
 
 // idleRelease decides when to release, from the cumulative bytes the heap
 // has allocated, read once a period. Its zero value has released nothing.
 type idleRelease struct {
-	quiet, burst uint64
-	last         uint64 // the counter at the previous read
-	released     uint64 // the counter at the last release
+	quiet, burst, free uint64
+	last               uint64 // the counter at the previous read
+	released           uint64 // the counter at the last release
 }
 
-// due takes the counter and says whether to release now: the last period
-// was quiet and at least burst bytes were allocated since the last
-// release.
-func (r *idleRelease) due(allocs uint64) bool {
+// due takes the counter and the free heap not yet returned, and says
+// whether to release now: the last period was quiet, and at least burst
+// bytes were allocated since the last release or at least free bytes of
+// the heap are free and resident.
+func (r *idleRelease) due(allocs, free uint64) bool {
 	period := allocs - r.last
 	r.last = allocs
-	if period > r.quiet || allocs-r.released < r.burst {
+	if period > r.quiet || (allocs-r.released < r.burst && free < r.free) {
 		return false
 	}
 	r.released = allocs
@@ -58,8 +64,8 @@ func (r *idleRelease) due(allocs uint64) bool {
 // second, which debug.FreeOSMemory runs before it releases every free
 // span.
 func releaseIdle(ctx context.Context) {
-	r := idleRelease{quiet: releaseQuiet, burst: releaseBurst}
-	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	r := idleRelease{quiet: releaseQuiet, burst: releaseBurst, free: releaseFree}
+	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/released:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
 	t := time.NewTicker(releaseEvery)
 	defer t.Stop()
 	for {
@@ -69,7 +75,7 @@ func releaseIdle(ctx context.Context) {
 		case <-t.C:
 		}
 		metrics.Read(sample)
-		if r.due(sample[0].Value.Uint64()) {
+		if r.due(sample[0].Value.Uint64(), sample[2].Value.Uint64()) {
 			before := sample[1].Value.Uint64()
 			runtime.GC()
 			debug.FreeOSMemory()
