@@ -160,7 +160,7 @@ func (h *Handler) template(ctx context.Context, spec templateSpec) *vmTemplate {
 	t := &vmTemplate{spec: spec, built: make(chan struct{})}
 	h.factory.cur = t
 	// The build outlives the pod start that asked for it.
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), templateWait)
+	bctx, cancel := context.WithTimeout(h.background(ctx), templateWait)
 	go func() {
 		defer cancel()
 		defer close(t.built)
@@ -379,6 +379,7 @@ var _ handlers.Warmer = (*Handler)(nil)
 // after removing the pooled VMs a previous daemon left (vm_factory =
 // "pool").
 func (h *Handler) Warm(ctx context.Context) {
+	h.baseLog.Store(log.G(ctx).With("handler", h.name))
 	if h.cfg.VMFactory != factoryTemplate && h.cfg.VMFactory != factoryPool {
 		return
 	}
@@ -391,10 +392,22 @@ func (h *Handler) Warm(ctx context.Context) {
 		return
 	}
 	if h.cfg.VMFactory == factoryPool {
-		h.fillPool(context.WithoutCancel(ctx), a)
+		h.fillPool(h.background(ctx), a)
 		return
 	}
 	h.templateFor(ctx, a, 0, 0)
+}
+
+// background is ctx without its cancellation and, once Warm has run, with
+// the handler's own logger instead of the request's: work a request
+// starts for later pods (a template build, a pool refill) outlives it and
+// is not its.
+func (h *Handler) background(ctx context.Context) context.Context {
+	bctx := context.WithoutCancel(ctx)
+	if l := h.baseLog.Load(); l != nil {
+		bctx = log.WithLogger(bctx, l)
+	}
+	return bctx
 }
 
 // Cool kills the pooled VMs no pod took.

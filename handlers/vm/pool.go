@@ -118,7 +118,7 @@ func (h *Handler) takePooled(ctx context.Context, a *guestAssets, memMiB, vcpus 
 	if memMiB > spec.MemoryMiB || vcpus > spec.VCPUs {
 		return nil, "too_big"
 	}
-	defer h.fillPool(context.WithoutCancel(ctx), a)
+	defer h.fillPool(h.background(ctx), a)
 	for {
 		h.pool.mu.Lock()
 		if h.pool.spec != spec || len(h.pool.ready) == 0 {

@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -121,6 +122,9 @@ type Handler struct {
 	factory factory
 	// pool holds the booted VMs of vm_factory = "pool".
 	pool vmPool
+	// baseLog is the daemon's logger for the handler, set by Warm (see
+	// background).
+	baseLog atomic.Pointer[slog.Logger]
 
 	// logs holds each container's *logWriter, by container ID.
 	logs sync.Map
