@@ -41,6 +41,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -340,7 +341,8 @@ func addRedirect(from, to netlink.Link) error {
 // The tap must exist: OpenTap fails with ErrNotFound rather than let
 // TUNSETIFF create a new, unmirrored tap, and with ErrFailedPrecondition when
 // the interface is not a tap or another fd has it open (a single-queue tap
-// takes one). Closing the file detaches it; the tap stays.
+// takes one) for longer than tapBusyWait. Closing the file detaches it; the
+// tap stays.
 //
 // The file is in non-blocking mode and registered with Go's poller, so its
 // Read and Write honour deadlines. Handing it to a child through
@@ -354,16 +356,30 @@ func OpenTap(nsPath, tap string, vnetHdr bool) (*os.File, error) {
 		return nil, err
 	}
 	var f *os.File
-	err := inNS(nsPath, func() error {
-		var err error
-		f, err = openTap(tap, vnetHdr)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("opening tap %s in %s: %w", tap, nsPath, err)
+	deadline := time.Now().Add(tapBusyWait)
+	for {
+		err := inNS(nsPath, func() error {
+			var err error
+			f, err = openTap(tap, vnetHdr)
+			return err
+		})
+		if errors.Is(err, unix.EBUSY) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("opening tap %s in %s: %w", tap, nsPath, err)
+		}
+		return f, nil
 	}
-	return f, nil
 }
+
+// tapBusyWait bounds OpenTap's wait for a tap another descriptor holds: a
+// child the daemon forks (QEMU, a shim, a CNI plugin) holds copies of the
+// daemon's descriptors until its exec closes them, so the descriptor that
+// created a tap (CreateTap) can keep it attached a moment after the daemon
+// closed it.
+const tapBusyWait = time.Second
 
 // openTap does OpenTap's work in the calling thread's namespace.
 func openTap(tap string, vnetHdr bool) (*os.File, error) {

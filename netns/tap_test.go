@@ -320,14 +320,26 @@ func TestMirrorTap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenTap: %v", err)
 	}
-	defer f.Close()
+	defer func() { f.Close() }()
 
-	// A single-queue tap takes one fd.
+	// A single-queue tap takes one fd: a second OpenTap waits for the
+	// first to close (a forked child's copy closes at its exec), and
+	// fails once tapBusyWait has passed.
+	start := time.Now()
 	if f2, err := OpenTap(tp.pod, testTap, false); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		if f2 != nil {
 			f2.Close()
 		}
 		t.Errorf("second OpenTap: %v, want FailedPrecondition", err)
+	}
+	if waited := time.Since(start); waited < tapBusyWait {
+		t.Errorf("second OpenTap failed after %v, want after tapBusyWait (%v)", waited, tapBusyWait)
+	}
+	first := f
+	time.AfterFunc(100*time.Millisecond, func() { first.Close() })
+	f, err = OpenTap(tp.pod, testTap, false)
+	if err != nil {
+		t.Fatalf("OpenTap while the first fd closes: %v", err)
 	}
 
 	// host -> pod: the host resolves the pod IP with an ARP request, which
