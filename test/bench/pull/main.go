@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -51,6 +52,7 @@ func run(t *framework.MainTB, n, mib int) error {
 	fmt.Printf("image %s: %d layers, %.1f MB compressed\n", ref, len(big.Layers), float64(big.Size)/1e6)
 
 	var crivm, skopeo []time.Duration
+	var phases []pullPhases
 	for i := 0; i < n; i++ {
 		// crivm: a fresh daemon root each time, so storage is cold.
 		d := framework.NewDaemon(t, framework.DaemonOptions{})
@@ -62,6 +64,11 @@ func run(t *framework.MainTB, n, mib int) error {
 			return fmt.Errorf("crivm pull: %w", err)
 		}
 		crivm = append(crivm, time.Since(start))
+		if ph, err := parsePull(d.Log()); err == nil {
+			phases = append(phases, ph)
+		} else {
+			fmt.Fprintln(os.Stderr, "pull breakdown:", err)
+		}
 		if err := d.Stop(15 * time.Second); err != nil {
 			return err
 		}
@@ -85,5 +92,85 @@ func run(t *framework.MainTB, n, mib int) error {
 	fmt.Printf("crivm PullImage   %s  %.0f MB/s at median\n", c, mb/c.Median.Seconds())
 	fmt.Printf("skopeo copy       %s  %.0f MB/s at median\n", s, mb/s.Median.Seconds())
 	fmt.Printf("ratio crivm/skopeo (median time): %s\n", bench.Ratio(c.Median, s.Median))
+	printPhases(phases)
 	return nil
+}
+
+// pullPhases is where one crivm pull went, from the daemon's log: the
+// blobs' transfers (download, decompressed and digested as they stream
+// into containers/storage's pending files; a layer is applied as soon as
+// it and the ones below it are in, beside the transfers of the next), and
+// the tail after the last blob (applying what is left, committing the
+// image's metadata).
+type pullPhases struct {
+	blobs            int
+	sumBlobs, window time.Duration // the blobs' durations added up; first start to last done
+	tail             time.Duration // last blob done to "pulled image"
+}
+
+// parsePull reads the last pull in a daemon's log.
+func parsePull(log string) (pullPhases, error) {
+	var ph pullPhases
+	var first, last, end time.Time
+	for _, l := range strings.Split(log, "\n") {
+		at, err := time.Parse(time.RFC3339Nano, field(l, "time"))
+		if err != nil {
+			continue
+		}
+		switch field(l, "msg") {
+		case "pulling blob":
+			if first.IsZero() {
+				first = at
+			}
+		case "pulled blob":
+			d, err := time.ParseDuration(field(l, "duration"))
+			if err != nil {
+				return ph, err
+			}
+			ph.blobs++
+			ph.sumBlobs += d
+			last = at
+		case "pulled image":
+			end = at
+		}
+	}
+	if first.IsZero() || last.IsZero() || end.IsZero() {
+		return ph, fmt.Errorf("no complete pull in the daemon log")
+	}
+	ph.window, ph.tail = last.Sub(first), end.Sub(last)
+	return ph, nil
+}
+
+// field is key's value in a slog text line ("" when absent).
+func field(line, key string) string {
+	i := strings.Index(line, " "+key+"=")
+	if strings.HasPrefix(line, key+"=") {
+		i = -1
+	} else if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+2:]
+	if strings.HasPrefix(v, `"`) {
+		if j := strings.Index(v[1:], `"`); j >= 0 {
+			return v[1 : j+1]
+		}
+	}
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		return v[:j]
+	}
+	return v
+}
+
+func printPhases(phases []pullPhases) {
+	if len(phases) == 0 {
+		return
+	}
+	var sum, window, tail []time.Duration
+	for _, ph := range phases {
+		sum, window, tail = append(sum, ph.sumBlobs), append(window, ph.window), append(tail, ph.tail)
+	}
+	fmt.Printf("where a crivm pull goes (%d blobs, from the daemon log):\n", phases[0].blobs)
+	fmt.Printf("  blob transfers, first start to last done  %s\n", bench.Summarize(window))
+	fmt.Printf("  the blobs' transfer times added up         %s\n", bench.Summarize(sum))
+	fmt.Printf("  after the last blob (last layers applied, image committed)  %s\n", bench.Summarize(tail))
 }
