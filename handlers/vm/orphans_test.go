@@ -213,3 +213,26 @@ func waitGone(pid int) bool {
 	}
 	return false
 }
+
+// TestSweepPool: at start, the pool dirs a previous daemon left go; one a
+// pod's VM dir names stays, and so does one this daemon is booting.
+func TestSweepPool(t *testing.T) {
+	h := &Handler{dir: t.TempDir()}
+	left, taken, booting := poolDirPrefix+strings.Repeat("a", 32), poolDirPrefix+strings.Repeat("b", 32), poolDirPrefix+strings.Repeat("c", 32)
+	for _, d := range []string{left, taken, booting} {
+		if err := os.Mkdir(filepath.Join(h.dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(taken, filepath.Join(h.dir, strings.Repeat("d", 32))); err != nil {
+		t.Fatal(err)
+	}
+	h.pool.own = map[string]bool{booting: true}
+	h.sweepPool(context.Background())
+	for d, want := range map[string]bool{left: false, taken: true, booting: true} {
+		_, err := os.Stat(filepath.Join(h.dir, d))
+		if got := err == nil; got != want {
+			t.Errorf("%s after the sweep: exists %v, want %v", d, got, want)
+		}
+	}
+}

@@ -93,6 +93,9 @@ type vmPool struct {
 	booting  bool      // a fill goroutine runs
 	failedAt time.Time // the last failed boot
 	cooled   bool      // Cool ran: nothing boots any more
+	// own are the pool dirs this daemon made, by name, from the start of
+	// their boot on: sweepPool leaves them alone.
+	own map[string]bool
 }
 
 // poolSpecFor is the handler's pooled VM on assets a.
@@ -246,6 +249,12 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 	rand.Read(raw[:])
 	pv := &pooledVM{id: hex.EncodeToString(raw[:]), spec: spec}
 	pv.dir = filepath.Join(h.dir, poolDirPrefix+pv.id[:32])
+	h.pool.mu.Lock()
+	if h.pool.own == nil {
+		h.pool.own = map[string]bool{}
+	}
+	h.pool.own[filepath.Base(pv.dir)] = true
+	h.pool.mu.Unlock()
 	pv.mac = net.HardwareAddr{0x02, 0xc7, 0x9e, raw[0], raw[1], raw[2]}
 	ctx = log.With(ctx, "pool_vm", pv.id[:12])
 	sh := share{dir: pv.dir}
@@ -327,6 +336,7 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 		}},
 	})
 	if err != nil {
+		h.disown(pv)
 		return nil, err
 	}
 	pv.took = time.Since(start)
@@ -342,7 +352,24 @@ func (h *Handler) discardPooled(ctx context.Context, pv *pooledVM) {
 	}
 	if err := h.releaseVMDir(ctx, pv.dir, pv.id[:32]); err != nil {
 		log.G(ctx).Warn("removing a pooled VM", "pool_vm", pv.id[:12], "err", err)
+		return // left for the next start's sweep
 	}
+	h.disown(pv)
+}
+
+// disown drops pv from the pool dirs sweepPool leaves alone: it is gone,
+// or a pod's VM dir names it.
+func (h *Handler) disown(pv *pooledVM) {
+	h.pool.mu.Lock()
+	delete(h.pool.own, filepath.Base(pv.dir))
+	h.pool.mu.Unlock()
+}
+
+// ownsPoolDir reports whether this daemon made the pool dir name.
+func (h *Handler) ownsPoolDir(name string) bool {
+	h.pool.mu.Lock()
+	defer h.pool.mu.Unlock()
+	return h.pool.own[name]
 }
 
 // adoptPooled makes pv the VM of the pod whose VM dir is named by id:
@@ -384,11 +411,12 @@ func (h *Handler) adoptPooled(ctx context.Context, pv *pooledVM, id string, cg *
 	if err != nil {
 		return nil, errors.Join(err, undo(ctx))
 	}
+	h.disown(pv) // its alias keeps it from the sweep
 	return undo, nil
 }
 
 // sweepPool kills the pooled VMs a previous daemon left: every pool dir
-// no pod's VM dir names.
+// no pod's VM dir names and this daemon did not make.
 func (h *Handler) sweepPool(ctx context.Context) {
 	entries, err := os.ReadDir(h.dir)
 	if err != nil {
@@ -402,7 +430,7 @@ func (h *Handler) sweepPool(ctx context.Context) {
 	}
 	for _, e := range entries {
 		key, ok := strings.CutPrefix(e.Name(), poolDirPrefix)
-		if !ok || !e.IsDir() || !isVMDirName(key) || adopted[e.Name()] {
+		if !ok || !e.IsDir() || !isVMDirName(key) || adopted[e.Name()] || h.ownsPoolDir(e.Name()) {
 			continue
 		}
 		if err := h.releaseVMDir(ctx, filepath.Join(h.dir, e.Name()), key); err != nil {
