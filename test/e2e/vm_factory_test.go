@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/proc"
 )
 
 // TestVMTemplateClones: with vm_factory = "template", VM pods are clones
@@ -173,8 +175,8 @@ func (e *runcEnv) runFactoryPod(t *testing.T, name, script string) factoryPod {
 }
 
 // removeFactoryPods stops and removes pods and the sandboxes more, and
-// checks that nothing is left of the pods' VM dirs, nor of their names
-// (a symlink for a pod that took a pooled VM).
+// checks that nothing is left of the pods' VMs: QEMU, the VM dir, nor its
+// name (a symlink for a pod that took a pooled VM).
 func (e *runcEnv) removeFactoryPods(t *testing.T, pods []factoryPod, more ...string) {
 	t.Helper()
 	ctx := context.Background()
@@ -191,6 +193,9 @@ func (e *runcEnv) removeFactoryPods(t *testing.T, pods []factoryPod, more ...str
 		}
 	}
 	for _, p := range pods {
+		if pid := p.info.Process.Pid; proc.Alive(pid, 0, "") {
+			t.Errorf("QEMU %d of %s alive after RemovePodSandbox", pid, p.cfg.Metadata.Name)
+		}
 		dir := p.info.Extra["vm_dir"]
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("VM dir %s left (%v)", dir, err)
