@@ -163,6 +163,11 @@ type ContainerRequest struct {
 	// their mount in Config.Mounts, for trusted and untrusted pods alike.
 	// The caller closes the files after CreateContainer returns.
 	ImageVolumes map[int]ImageVolume
+	// Target is, for a container whose PID namespace mode is TARGET (an
+	// ephemeral container of `kubectl debug --target`), the host process
+	// of the running container of the same pod whose PID namespace it
+	// joins (nil when it has none on the host: a VM pod's).
+	Target *store.Process
 }
 
 // ImageVolume is an image volume the server mounted: crivm's own storage,

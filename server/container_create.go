@@ -63,6 +63,10 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	if err := checkContainerInPod(cfg, sbCfg); err != nil {
 		return nil, err
 	}
+	target, err := s.targetProcess(sb, cfg)
+	if err != nil {
+		return nil, err
+	}
 	imageName, err := s.imageName(ctx, cfg.GetImage())
 	if err != nil {
 		return nil, err
@@ -108,7 +112,7 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	if err := s.deps.Store.Containers.Reserve(c.Name, c.ID); err != nil {
 		return nil, err
 	}
-	if _, err := steps.Run(ctx, s.createContainerSteps(sb, sbCfg, c, cfg, h, !v.Trusted, hostSources(srcs))); err != nil {
+	if _, err := steps.Run(ctx, s.createContainerSteps(sb, sbCfg, c, cfg, h, containerPlacement{untrusted: !v.Trusted, sources: hostSources(srcs), target: target})); err != nil {
 		s.deps.Store.Containers.Release(c.Name, c.ID)
 		return nil, err
 	}
@@ -128,9 +132,18 @@ func hostSources(srcs map[string]trust.MountSource) map[string]handlers.HostSour
 	return out
 }
 
-// createContainerSteps are CreateContainer's steps. untrusted and sources
-// are the pod's typed trust verdict and the mount policy's sources.
-func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimeapi.PodSandboxConfig, c *store.Container, cfg *runtimeapi.ContainerConfig, h handlers.Handler, untrusted bool, sources map[string]handlers.HostSource) []steps.Step {
+// containerPlacement is what CreateContainer decided about a container
+// before its steps: the pod's trust, the mount policy's sources (nil for
+// a trusted pod) and the target of a TARGET PID namespace.
+type containerPlacement struct {
+	untrusted bool
+	sources   map[string]handlers.HostSource
+	target    *store.Process
+}
+
+// createContainerSteps are CreateContainer's steps.
+func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimeapi.PodSandboxConfig, c *store.Container, cfg *runtimeapi.ContainerConfig, h handlers.Handler, pl containerPlacement) []steps.Step {
+	untrusted, sources := pl.untrusted, pl.sources
 	var rootfs string
 	var mappings *image.IDMappings
 	var volumes map[int]handlers.ImageVolume
@@ -187,7 +200,7 @@ func (s *RuntimeService) createContainerSteps(sb *store.Sandbox, sbCfg *runtimea
 			req := &handlers.ContainerRequest{
 				Container: c, Config: cfg, SandboxConfig: sbCfg, Rootfs: rootfs, LogPath: c.LogPath,
 				ResolvConfPath: files.ResolvConf, HostsPath: files.Hosts, HostnamePath: files.Hostname,
-				Untrusted: untrusted, Sources: sources, ImageVolumes: volumes,
+				Untrusted: untrusted, Sources: sources, ImageVolumes: volumes, Target: pl.target,
 			}
 			c.RepoDigest = repoDigest(img.RepoDigests, cfg.GetImage().GetUserSpecifiedImage(), c.Image)
 			if img.Config != nil {
@@ -275,4 +288,28 @@ func isIDPrefix(id, s string) bool {
 		s = s[7:]
 	}
 	return len(s) >= 12 && len(s) <= len(id) && id[:len(s)] == s
+}
+
+// targetProcess is, for a container whose PID namespace mode is TARGET,
+// the process of the container it names: one of the same pod, running.
+func (s *RuntimeService) targetProcess(sb *store.Sandbox, cfg *runtimeapi.ContainerConfig) (*store.Process, error) {
+	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if opts.GetPid() != runtimeapi.NamespaceMode_TARGET {
+		return nil, nil
+	}
+	id := opts.GetTargetId()
+	if id == "" {
+		return nil, errdefs.InvalidArgument("container linux.security_context.namespace_options: pid mode TARGET without a target_id")
+	}
+	t, err := s.deps.Store.Containers.Get(id)
+	if err != nil {
+		return nil, fmt.Errorf("target container %q of the PID namespace: %w", id, err)
+	}
+	switch {
+	case t.SandboxID != sb.ID:
+		return nil, errdefs.InvalidArgument("target container %q of the PID namespace is not in pod sandbox %s", id, sb.ID)
+	case t.State != store.ContainerRunning:
+		return nil, errdefs.FailedPrecondition("target container %q of the PID namespace is not running", id)
+	}
+	return t.Process, nil // nil for a VM's: its process is the guest's
 }

@@ -10,6 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/handlers"
 	"github.com/crivm/crivm/internal/errdefs"
@@ -92,6 +93,18 @@ func (h *Handler) containerSpec(ctx context.Context, sb *store.Sandbox, req *han
 			return nil, err
 		}
 		in.NamespacePaths = paths
+	}
+	if req.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_TARGET {
+		// Checked against its start time: the pid is the target's, not a
+		// recycled one, when runc opens the path just after.
+		t := req.Target
+		if t == nil || !proc.Alive(t.Pid, t.StartTime, t.BootID) {
+			return nil, errdefs.FailedPrecondition("the target container of the PID namespace is not running")
+		}
+		if in.NamespacePaths == nil {
+			in.NamespacePaths = map[specs.LinuxNamespaceType]string{}
+		}
+		in.NamespacePaths[specs.PIDNamespace] = fmt.Sprintf("/proc/%d/ns/pid", t.Pid)
 	}
 	spec, err := oci.ContainerSpec(in)
 	if err != nil {

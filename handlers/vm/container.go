@@ -56,6 +56,11 @@ func (h *Handler) specHost(ctx context.Context) oci.Host {
 // now on, and its exit is awaited.
 func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *handlers.ContainerRequest) (*handlers.ContainerCreated, error) {
 	c := req.Container
+	if req.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_TARGET {
+		// The guest's launcher joins only the pod's namespaces; the
+		// target container's init is a guest pid the host does not know.
+		return nil, errdefs.FailedPrecondition("handler %q: a container in another container's PID namespace (pid mode TARGET, kubectl debug --target) is not supported in VM pods", h.name)
+	}
 	v, err := h.connection(ctx, sb)
 	if err != nil {
 		return nil, err
