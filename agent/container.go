@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -278,6 +279,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 		}
 	}()
 
+	if err := s.resolveTargetPID(&spec); err != nil {
+		return nil, fmt.Errorf("creating container %s: %w", id, err)
+	}
 	if joinsNamespace(&spec, specs.PIDNamespace, agentproxy.GuestPIDNamespace) {
 		if err := s.ensurePIDHolder(ctx); err != nil {
 			return nil, fmt.Errorf("creating container %s: %w", id, err)
@@ -330,6 +334,33 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	ok = true
 	log.G(ctx).Info("container created", "id", id, "pid", p.pid, "tty", tty, "elapsed", time.Since(start), "cgroup", cgroupTook, "phases", child.Phases)
 	return &api.CreateContainerResponse{Pid: uint32(p.pid)}, nil
+}
+
+// resolveTargetPID replaces a PID namespace path naming another container
+// (agentproxy.GuestContainerPIDNamespace) by its init's namespace. The
+// target is one of the pod's containers, created by this agent, whose init
+// has not exited.
+func (s *Service) resolveTargetPID(spec *specs.Spec) error {
+	for i, n := range spec.Linux.Namespaces {
+		target, ok := strings.CutPrefix(n.Path, agentproxy.GuestContainerPIDPrefix)
+		if n.Type != specs.PIDNamespace || !ok {
+			continue
+		}
+		if !idPattern.MatchString(target) {
+			return errdefs.InvalidArgument("the PID namespace's target container %q: bad id", target)
+		}
+		c, err := s.lookup(target)
+		if err != nil {
+			return fmt.Errorf("the PID namespace's target: %w", err)
+		}
+		select {
+		case <-c.init.exited:
+			return errdefs.FailedPrecondition("the PID namespace's target container %s is not running", target)
+		default:
+		}
+		spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/pid", c.init.pid)
+	}
+	return nil
 }
 
 func joinsNamespace(s *specs.Spec, t specs.LinuxNamespaceType, path string) bool {

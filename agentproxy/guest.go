@@ -54,6 +54,16 @@ func HostMountSource(hostShared, id string, n int) string {
 	return filepath.Join(hostShared, id, "mounts", strconv.Itoa(n))
 }
 
+// GuestContainerPIDPrefix starts the spec path of the PID namespace of
+// another container of the pod (pid mode TARGET): the agent replaces
+// GuestContainerPIDPrefix + ID by /proc/<that container's init>/ns/pid,
+// which only it knows.
+const GuestContainerPIDPrefix = "/run/crivm/containers/pid-of/"
+
+// GuestContainerPIDNamespace is the spec path of container id's PID
+// namespace (see GuestContainerPIDPrefix).
+func GuestContainerPIDNamespace(id string) string { return GuestContainerPIDPrefix + id }
+
 // GuestNamespacePaths is oci.ContainerSpecInput.NamespacePaths for a VM
 // pod (with SandboxPid 0): the pod's network, IPC and UTS namespaces are
 // the guest's own, and a pod-shared PID namespace is the agent's holder.

@@ -56,11 +56,6 @@ func (h *Handler) specHost(ctx context.Context) oci.Host {
 // now on, and its exit is awaited.
 func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *handlers.ContainerRequest) (*handlers.ContainerCreated, error) {
 	c := req.Container
-	if req.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_TARGET {
-		// The guest's launcher joins only the pod's namespaces; the
-		// target container's init is a guest pid the host does not know.
-		return nil, errdefs.FailedPrecondition("handler %q: a container in another container's PID namespace (pid mode TARGET, kubectl debug --target) is not supported in VM pods", h.name)
-	}
 	v, err := h.connection(ctx, sb)
 	if err != nil {
 		return nil, err
@@ -83,7 +78,7 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 		Config:         req.Config,
 		Image:          req.Image,
 		RootfsPath:     req.Rootfs,
-		NamespacePaths: agentproxy.GuestNamespacePaths(req.SandboxConfig.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD),
+		NamespacePaths: guestNamespacePaths(req),
 		ResolvConfPath: req.ResolvConfPath, HostsPath: req.HostsPath, HostnamePath: req.HostnamePath, ShmPath: req.ShmPath,
 		ResolvedSources: resolved,
 		ImageVolumes:    req.ImageVolumePaths(),
@@ -427,4 +422,15 @@ func (h *Handler) ReopenLog(ctx context.Context, c *store.Container) error {
 		return errdefs.FailedPrecondition("container %s has no log being written", c.ID)
 	}
 	return lw.(*logWriter).reopen()
+}
+
+// guestNamespacePaths are the guest paths of the namespaces req's
+// container joins: the pod's, and for pid mode TARGET the target
+// container's PID namespace, which the agent resolves.
+func guestNamespacePaths(req *handlers.ContainerRequest) map[specs.LinuxNamespaceType]string {
+	paths := agentproxy.GuestNamespacePaths(req.SandboxConfig.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD)
+	if opts := req.Config.GetLinux().GetSecurityContext().GetNamespaceOptions(); opts.GetPid() == runtimeapi.NamespaceMode_TARGET {
+		paths[specs.PIDNamespace] = agentproxy.GuestContainerPIDNamespace(opts.GetTargetId())
+	}
+	return paths
 }
