@@ -436,3 +436,58 @@ func TestCgroupMove(t *testing.T) {
 		}
 	}
 }
+
+// TestCgroupMoveAll moves a process and its child from one cgroup to
+// another: the first is empty afterwards.
+func TestCgroupMoveAll(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	host, err := hostCgroupLayout()
+	if err != nil {
+		t.Skip(err)
+	}
+	parent := fmt.Sprintf("/crivm-vmmtest-moveall-%d", time.Now().UnixNano()%1000000)
+	from, _ := newCgroup(host, parent+"/crivm-from")
+	to, _ := newCgroup(host, parent+"/crivm-to")
+	parentCg, _ := newCgroup(host, parent)
+	if err := from.Create(); err != nil {
+		t.Fatal(err)
+	}
+	// A shell with a child, started in from.
+	cmd := exec.Command("/bin/sh", "-c", "sleep 30 & wait")
+	release, err := from.place(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Start()
+	release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		to.KillAll()
+		from.KillAll()
+		cmd.Wait()
+		from.Remove(context.Background())
+		to.Remove(context.Background())
+		parentCg.Remove(context.Background())
+	})
+	for deadline := time.Now().Add(5 * time.Second); len(from.procs()) < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	}
+	moved := from.procs()
+	if len(moved) < 2 {
+		t.Fatalf("processes in the source cgroup: %v, want the shell and its child", moved)
+	}
+	if err := from.MoveAll(context.Background(), to); err != nil {
+		t.Fatal(err)
+	}
+	if left := from.procs(); len(left) > 0 {
+		t.Errorf("left in the source cgroup: %v", left)
+	}
+	for _, pid := range moved {
+		if got := cgroupOf(t, pid, map[bool]string{true: "", false: "memory"}[host.v2()]); got != to.Path {
+			t.Errorf("pid %d in %q after MoveAll, want %q", pid, got, to.Path)
+		}
+	}
+}

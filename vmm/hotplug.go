@@ -2,11 +2,15 @@ package vmm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/crivm/crivm/netns"
 )
@@ -70,4 +74,44 @@ func (c *Cgroup) Move(ctx context.Context, pid int) error {
 		}
 	}
 	return nil
+}
+
+// MoveAll moves every process in c to to (Move), until c holds none: a
+// process that forks while it is moved leaves its child behind, which
+// the next round moves.
+func (c *Cgroup) MoveAll(ctx context.Context, to *Cgroup) error {
+	for range 5 {
+		pids := c.procs()
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			if err := to.Move(ctx, pid); err != nil && !errors.Is(err, unix.ESRCH) {
+				return err
+			}
+		}
+	}
+	if pids := c.procs(); len(pids) > 0 {
+		return fmt.Errorf("moving the processes of cgroup %s to %s: %v still in it", c.Path, to.Path, pids)
+	}
+	return nil
+}
+
+// procs are the pids in any of c's dirs.
+func (c *Cgroup) procs() []int {
+	seen := map[int]bool{}
+	var pids []int
+	for _, d := range c.Dirs() {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 && !seen[pid] {
+				seen[pid] = true
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
 }

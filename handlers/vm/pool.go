@@ -35,10 +35,11 @@ import (
 // a scope in system.slice under systemd). Pooled VMs share nothing with
 // each other; each serves one pod and dies with it.
 //
-// A pod that fits (memory and vCPUs no larger, 9p, its cgroup able to hold
+// A pod that fits (memory and vCPUs no larger, its cgroup able to hold
 // the VM) takes one: the pod's VM dir name becomes a symlink to the pooled
 // VM's dir (vmDir follows it), QEMU moves to the pod's cgroup, the pod's
-// tap is attached to the NIC, and CreateSandbox configures the guest as
+// tap is attached to the NIC (under virtio-fs, the pooled VM's virtiofsd
+// moves with QEMU), and CreateSandbox configures the guest as
 // for a booted VM; the pool then boots a replacement. A pod that does not
 // fit, or finds the pool empty, boots, logged and counted.
 //
@@ -66,7 +67,10 @@ const poolRetry = time.Minute
 // handler's current spec.
 type poolSpec struct {
 	QEMU, Accel, Machine, Kernel, Initrd, Transport string
-	VCPUs, MemoryMiB, TBSizeMiB                     int
+	// SharedFS is sharedFS9p or sharedFSVirtio (then Virtiofsd serves
+	// the share).
+	SharedFS, Virtiofsd         string
+	VCPUs, MemoryMiB, TBSizeMiB int
 }
 
 // pooledVM is one booted VM waiting for a pod.
@@ -77,7 +81,8 @@ type pooledVM struct {
 	vm     *vmm.VM
 	client *agentproxy.Client
 	health *api.HealthResponse
-	cg     *vmm.Cgroup // the pool cgroup it booted in
+	cg     *vmm.Cgroup    // the pool cgroup it booted in
+	fsd    *vmm.Virtiofsd // its share's server under virtio-fs; nil: 9p
 	user   *vmm.Identity
 	mac    net.HardwareAddr
 	record vmRecord
@@ -103,6 +108,7 @@ func (h *Handler) poolSpecFor(a *guestAssets) poolSpec {
 	return poolSpec{
 		QEMU: h.cfg.HypervisorPath, Accel: a.accel.Accel, Machine: a.machine,
 		Kernel: a.vmlinux, Initrd: a.initrd, Transport: a.transport,
+		SharedFS: a.sharedFS, Virtiofsd: a.virtiofsd,
 		VCPUs: h.cfg.DefaultVCPUs, MemoryMiB: h.cfg.DefaultMemoryMiB, TBSizeMiB: h.tbSizeMiB(a.accel.Accel),
 	}
 }
@@ -113,9 +119,6 @@ func (h *Handler) poolSpecFor(a *guestAssets) poolSpec {
 func (h *Handler) takePooled(ctx context.Context, a *guestAssets, memMiB, vcpus int) (*pooledVM, string) {
 	if h.cfg.VMFactory != factoryPool {
 		return nil, ""
-	}
-	if a.sharedFS != sharedFS9p {
-		return nil, "virtio_fs"
 	}
 	spec := h.poolSpecFor(a)
 	if memMiB > spec.MemoryMiB || vcpus > spec.VCPUs {
@@ -263,7 +266,7 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 	_, err := steps.Run(ctx, []steps.Step{
 		{Name: "making the pooled VM's dir and share", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// The dir goes last: destroy unmounts the namespaces pinned in it.
-			if err := sh.create([]string{spec.QEMU, spec.Kernel, spec.Initrd}); err != nil {
+			if err := sh.create([]string{spec.QEMU, spec.Virtiofsd, spec.Kernel, spec.Initrd}); err != nil {
 				return nil, errors.Join(err, sh.destroy())
 			}
 			return func(context.Context) error { return sh.destroy() }, nil
@@ -284,7 +287,7 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 			return func(ctx context.Context) error { return pv.cg.Remove(ctx) }, writeCgroupRecord(pv.dir, pv.cg.Path)
 		}},
 		{Name: "choosing its QEMU's uid", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			user, release, err := h.claimIdentity(poolDirPrefix+pv.id, true)
+			user, release, err := h.claimIdentity(poolDirPrefix+pv.id, spec.SharedFS != sharedFSVirtio)
 			if err != nil {
 				return nil, err
 			}
@@ -293,17 +296,32 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 			pv.record = vmRecord{MemoryMiB: spec.MemoryMiB, VCPUs: max(spec.VCPUs, 1), VMMUID: user.UID}
 			return nil, writeVMRecord(pv.dir, pv.record)
 		}},
+		{Name: "serving its share over virtio-fs", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if spec.SharedFS != sharedFSVirtio {
+				return nil, nil
+			}
+			var err error
+			pv.fsd, err = vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: spec.Virtiofsd, Source: sh.export(), Dir: sh.virtiofsdDir(), Cache: h.cfg.VirtioFSCache, Cgroup: pv.cg, MountNS: sh.pin()})
+			if err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context) error { return vmm.StopVirtiofsd(ctx, sh.virtiofsdDir(), time.Second) }, nil
+		}},
 		{Name: "booting the pooled VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			mc := vmm.MachineConfig{
 				QEMUPath: spec.QEMU, Accel: spec.Accel, MachineType: spec.Machine,
 				VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, TBSizeMiB: spec.TBSizeMiB,
 				Kernel: spec.Kernel, Initrd: spec.Initrd, Dir: pv.dir,
-				Name:       "crivm-pool-" + pv.id[:8],
-				NetNSPath:  ns.Path(),
-				Taps:       []vmm.Tap{{MAC: pv.mac.String(), Unplugged: true}},
-				SharedDirs: []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: sh.export()}},
-				Cgroup:     pv.cg, MountNS: sh.pin(), User: pv.user,
+				Name:      "crivm-pool-" + pv.id[:8],
+				NetNSPath: ns.Path(),
+				Taps:      []vmm.Tap{{MAC: pv.mac.String(), Unplugged: true}},
+				Cgroup:    pv.cg, MountNS: sh.pin(), User: pv.user,
 				MemMerge: h.cfg.KSM, FreePageReporting: true,
+			}
+			if pv.fsd != nil {
+				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: agentproxy.SharedTag, Socket: pv.fsd.Socket()}}
+			} else {
+				mc.SharedDirs = []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: sh.export()}}
 			}
 			if spec.Transport == agentproxy.TransportVsock {
 				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + agentproxy.TransportVsock
@@ -397,8 +415,9 @@ func (h *Handler) adoptPooled(ctx context.Context, pv *pooledVM, id string, cg *
 		if err := writeCgroupRecord(pv.dir, cg.Path); err != nil {
 			return err
 		}
-		if err := cg.Move(ctx, pv.vm.PID()); err != nil {
-			return fmt.Errorf("moving QEMU to the pod's cgroup: %w", err)
+		// QEMU, and virtiofsd with its sandboxed child under virtio-fs.
+		if err := pv.cg.MoveAll(ctx, cg); err != nil {
+			return fmt.Errorf("moving the pooled VM to the pod's cgroup: %w", err)
 		}
 		if err := pv.vm.AttachTap(ctx, 0, nsPath, tapName); err != nil {
 			return fmt.Errorf("attaching the pod's tap: %w", err)

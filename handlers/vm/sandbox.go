@@ -119,7 +119,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			if pv != nil {
 				// The pooled VM's, named for the pod; the VM moves in
 				// with the tap, below.
-				dir, sh, user, record = pv.dir, share{dir: pv.dir}, pv.user, pv.record
+				dir, sh, user, record, virtiofsd = pv.dir, share{dir: pv.dir}, pv.user, pv.record, pv.fsd
 				return nil, nil
 			}
 			if err := sh.create([]string{h.cfg.HypervisorPath, assets.virtiofsd, assets.vmlinux, assets.initrd}); err != nil {
@@ -145,7 +145,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			return nil, writeVMRecord(dir, record)
 		}},
 		{Name: "serving the share over virtio-fs", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			if assets.sharedFS != sharedFSVirtio {
+			if assets.sharedFS != sharedFSVirtio || pv != nil { // a pooled VM's is served already
 				return nil, nil
 			}
 			fsd, err := vmm.StartVirtiofsd(ctx, vmm.VirtiofsdConfig{Path: assets.virtiofsd, Source: sh.export(), Dir: sh.virtiofsdDir(), Cache: h.cfg.VirtioFSCache, Cgroup: cg, MountNS: sh.pin()})

@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crivm/crivm/internal/proc"
+	"github.com/crivm/crivm/vmm"
 )
 
 // TestVMPool: with vm_factory = "pool", crivm keeps vm_pool_size VMs
@@ -137,4 +141,48 @@ func TestVMPool(t *testing.T) {
 
 	// 8. Stop and remove: nothing is left of the pods' VMs.
 	e.removeFactoryPods(t, []factoryPod{a, b, c}, bigID)
+}
+
+// TestVMPoolVirtioFS: a pooled VM whose share is served over virtio-fs
+// comes with its virtiofsd, which moves to the pod's cgroup with QEMU
+// when a pod takes the VM, serves the pod's container and ends with it.
+func TestVMPoolVirtioFS(t *testing.T) {
+	requiresVM(t)
+	if _, err := vmm.FindVirtiofsd(""); err != nil {
+		t.Skipf("virtio-fs needs virtiofsd: %v", err)
+	}
+	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `vm_factory = "pool"`, "vm_pool_size = 1", `shared_fs = "virtio-fs"`)
+	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(e.d.Log(), `msg="pooled VM ready"`); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pooled VM booted; daemon log:\n%s", e.d.Log())
+		}
+	}
+
+	// 1. A pod takes the pooled VM and its container writes to its
+	//    rootfs, served by the pooled virtiofsd.
+	p := e.runFactoryPod(t, "pool-vfs", "echo hello-over-virtiofs > /written; exec sleep 3600")
+	if p.info.Extra["vm_source"] != "pool" || p.info.Extra["shared_fs"] != "virtio-fs" {
+		t.Fatalf("vm_source %q over %q (not pooled: %q), want pool over virtio-fs", p.info.Extra["vm_source"], p.info.Extra["shared_fs"], p.info.Extra["vm_not_cloned"])
+	}
+	if got := e.exec(t, p.ctrID, "cat", "/written"); got != "hello-over-virtiofs\n" {
+		t.Errorf("the container's own file: %q", got)
+	}
+
+	// 2. virtiofsd and QEMU run in the pod's cgroup.
+	fsd, err := strconv.Atoi(p.info.Extra["virtiofsd_pid"])
+	if err != nil {
+		t.Fatalf("virtiofsd_pid %q: %v", p.info.Extra["virtiofsd_pid"], err)
+	}
+	want := "crivm-" + p.sbID
+	for what, pid := range map[string]int{"QEMU": p.info.Process.Pid, "virtiofsd": fsd} {
+		if cg := readFile(t, fmt.Sprintf("/proc/%d/cgroup", pid)); !strings.Contains(cg, want) {
+			t.Errorf("%s %d in cgroup %q, want the pod's (%s)", what, pid, strings.TrimSpace(cg), want)
+		}
+	}
+
+	// 3. Removal ends both.
+	e.removeFactoryPods(t, []factoryPod{p})
+	if proc.Alive(fsd, 0, "") {
+		t.Errorf("virtiofsd %d alive after RemovePodSandbox", fsd)
+	}
 }
