@@ -394,8 +394,11 @@ func TestCgroupPlacement(t *testing.T) {
 	}
 }
 
-// TestCgroupMove moves a running process into a cgroup made for it.
-func TestCgroupMove(t *testing.T) {
+// testCgroupTree gives a test cgroups named leaves below a parent of its
+// own (root and the host's hierarchies required); the cleanup kills what
+// is left in them and removes them all.
+func testCgroupTree(t *testing.T, name string, leaves ...string) (*cgroupLayout, []*Cgroup) {
+	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -403,12 +406,33 @@ func TestCgroupMove(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	parent := fmt.Sprintf("/crivm-vmmtest-move-%d", time.Now().UnixNano()%1000000)
-	cg, err := newCgroup(host, parent+"/crivm-moved")
+	parent := fmt.Sprintf("/crivm-vmmtest-%s-%d", name, time.Now().UnixNano()%1000000)
+	parentCg, err := newCgroup(host, parent)
 	if err != nil {
 		t.Fatal(err)
 	}
-	parentCg, _ := newCgroup(host, parent)
+	var cgs []*Cgroup
+	for _, l := range leaves {
+		cg, err := newCgroup(host, parent+"/"+l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cgs = append(cgs, cg)
+	}
+	t.Cleanup(func() {
+		for _, cg := range cgs {
+			cg.KillAll()
+			cg.Remove(context.Background())
+		}
+		parentCg.Remove(context.Background())
+	})
+	return host, cgs
+}
+
+// TestCgroupMove moves a running process into a cgroup made for it.
+func TestCgroupMove(t *testing.T) {
+	host, cgs := testCgroupTree(t, "move", "crivm-moved")
+	cg := cgs[0]
 	cmd := exec.Command("/bin/sleep", "30")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -417,8 +441,6 @@ func TestCgroupMove(t *testing.T) {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-		cg.Remove(context.Background())
-		parentCg.Remove(context.Background())
 	})
 	if got := cgroupOf(t, pid, ""); got == cg.Path {
 		t.Fatalf("pid %d starts in %s already", pid, got)
@@ -440,17 +462,8 @@ func TestCgroupMove(t *testing.T) {
 // TestCgroupMoveAll moves a process and its child from one cgroup to
 // another: the first is empty afterwards.
 func TestCgroupMoveAll(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root")
-	}
-	host, err := hostCgroupLayout()
-	if err != nil {
-		t.Skip(err)
-	}
-	parent := fmt.Sprintf("/crivm-vmmtest-moveall-%d", time.Now().UnixNano()%1000000)
-	from, _ := newCgroup(host, parent+"/crivm-from")
-	to, _ := newCgroup(host, parent+"/crivm-to")
-	parentCg, _ := newCgroup(host, parent)
+	host, cgs := testCgroupTree(t, "moveall", "crivm-from", "crivm-to")
+	from, to := cgs[0], cgs[1]
 	if err := from.Create(); err != nil {
 		t.Fatal(err)
 	}
@@ -469,9 +482,6 @@ func TestCgroupMoveAll(t *testing.T) {
 		to.KillAll()
 		from.KillAll()
 		cmd.Wait()
-		from.Remove(context.Background())
-		to.Remove(context.Background())
-		parentCg.Remove(context.Background())
 	})
 	for deadline := time.Now().Add(5 * time.Second); len(from.procs()) < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 	}
