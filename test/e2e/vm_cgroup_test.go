@@ -315,6 +315,22 @@ func removeVMPod(t *testing.T, e *runcEnv, sbID, cg string, pids ...int) {
 	}
 }
 
+// underTestSystemd runs the calling test again inside a private systemd's
+// namespaces (testsystemd), after the gates of a VM test on virtio-fs,
+// and reports whether the caller is that run, which does the test's work.
+func underTestSystemd(t *testing.T) bool {
+	t.Helper()
+	if testsystemd.Inside() {
+		return true
+	}
+	requiresVM(t)
+	if _, err := vmm.FindVirtiofsd(""); err != nil {
+		t.Skipf("virtio-fs needs virtiofsd: %v", err)
+	}
+	testsystemd.Run(t, testsystemd.Start(t), t.Name())
+	return false
+}
+
 // TestVMCgroupSystemd: with cgroup_manager = "systemd", under a real
 // systemd (a test one here), a VM pod's QEMU and virtiofsd run in the
 // transient scope crivm-vm-<id>.scope of the pod's slice, in every
@@ -322,12 +338,7 @@ func removeVMPod(t *testing.T, e *runcEnv, sbID, cg string, pids ...int) {
 // slice's memory limit is honoured; RemovePodSandbox stops the scope and
 // its cgroup goes.
 func TestVMCgroupSystemd(t *testing.T) {
-	if !testsystemd.Inside() {
-		requiresVM(t)
-		if _, err := vmm.FindVirtiofsd(""); err != nil {
-			t.Skipf("virtio-fs needs virtiofsd: %v", err)
-		}
-		testsystemd.Run(t, testsystemd.Start(t), "TestVMCgroupSystemd")
+	if !underTestSystemd(t) {
 		return
 	}
 	conn := testsystemd.Conn(t)

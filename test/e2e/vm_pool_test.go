@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crivm/crivm/internal/proc"
+	"github.com/crivm/crivm/test/testutil/testsystemd"
 	"github.com/crivm/crivm/vmm"
 )
 
@@ -181,6 +182,65 @@ func TestVMPoolVirtioFS(t *testing.T) {
 	}
 
 	// 3. Removal ends both.
+	e.removeFactoryPods(t, []factoryPod{p})
+	if proc.Alive(fsd, 0, "") {
+		t.Errorf("virtiofsd %d alive after RemovePodSandbox", fsd)
+	}
+}
+
+// TestVMPoolSystemd: under the systemd cgroup driver (a test systemd), a
+// pooled VM boots in a scope of its own, and the pod that takes it gets
+// its QEMU and virtiofsd (with its child) in the pod's scope, in every
+// hierarchy.
+func TestVMPoolSystemd(t *testing.T) {
+	if !underTestSystemd(t) {
+		return
+	}
+	conn := testsystemd.Conn(t)
+	e := newRuncEnv(t, "[crivm.runtime]", `cgroup_manager = "systemd"`,
+		"[crivm.runtime.runtimes.vm]", `shared_fs = "virtio-fs"`, `vm_factory = "pool"`, "vm_pool_size = 1")
+	slice := fmt.Sprintf("crivme2e-pool%d.slice", time.Now().UnixNano()%100000)
+	testsystemd.StartSlice(t, conn, slice, 2<<30)
+	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(e.d.Log(), `msg="pooled VM ready"`); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pooled VM booted; daemon log:\n%s", e.d.Log())
+		}
+	}
+
+	// 1. A pod in the slice takes the pooled VM.
+	cfg := e.podConfig("pool-systemd")
+	cfg.Linux.CgroupParent = slice
+	sbID, err := e.rs.RunPodSandbox(context.Background(), cfg, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, sbID)
+	_, info := e.sandboxStatus(t, sbID)
+	if info.Extra["vm_source"] != "pool" {
+		t.Fatalf("vm_source %q (not pooled: %q), want pool", info.Extra["vm_source"], info.Extra["vm_not_cloned"])
+	}
+	p := factoryPod{sbID: sbID, cfg: cfg, info: info}
+	p.ctrID = e.startContainer(t, sbID, e.containerConfig("app", "sleep", "3600"), cfg)
+
+	// 2. QEMU and virtiofsd are in the pod's scope, which systemd knows.
+	want := "/crivme2e.slice/" + slice + "/crivm-vm-" + sbID + ".scope"
+	fsd, _ := strconv.Atoi(info.Extra["virtiofsd_pid"])
+	for what, pid := range map[string]int{"QEMU": info.Process.Pid, "virtiofsd": fsd} {
+		for _, c := range []string{"memory", "cpu", "pids", "name=systemd"} {
+			if got := procCgroup(pid, c); got != want {
+				t.Errorf("%s (pid %d): %s cgroup %q, want %q", what, pid, c, got, want)
+			}
+		}
+	}
+	props, err := conn.GetUnitTypePropertiesContext(context.Background(), "crivm-vm-"+sbID+".scope", "Scope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(props["ControlGroup"]); got != want {
+		t.Errorf("the pod's scope: ControlGroup %s, want %s", got, want)
+	}
+
+	// 3. Removal ends the VM.
 	e.removeFactoryPods(t, []factoryPod{p})
 	if proc.Alive(fsd, 0, "") {
 		t.Errorf("virtiofsd %d alive after RemovePodSandbox", fsd)
