@@ -141,18 +141,11 @@ func (h *Handler) Owned(ctx context.Context) ([]handlers.Owned, error) {
 // itself, or the pooled VM's dir it links to.
 func (h *Handler) orphanDir(key string) (string, bool) {
 	p := filepath.Join(h.dir, key)
-	fi, err := os.Lstat(p)
-	switch {
-	case err != nil:
-		return "", false
-	case fi.IsDir():
-		return p, true
-	case fi.Mode()&fs.ModeSymlink != 0:
-		if t, err := os.Readlink(p); err == nil && isPoolDirName(t) {
-			return filepath.Join(h.dir, t), true
-		}
+	if d := h.vmDirNamed(key); d != p {
+		return d, true
 	}
-	return "", false
+	fi, err := os.Lstat(p)
+	return p, err == nil && fi.IsDir()
 }
 
 // ReleaseOrphan releases the VM whose dir is named key (releaseVMDir),

@@ -115,7 +115,8 @@ func (h *Handler) poolSpecFor(a *guestAssets) poolSpec {
 
 // takePooled returns a pooled VM for a pod of memMiB and vcpus on assets
 // a, or why it gets none (a metric label). A VM that died waiting is
-// discarded. Taking one starts a refill.
+// discarded. Taking one starts a refill, which reports the pool's metrics
+// (reading each waiting VM's memory is no work for a pod start).
 func (h *Handler) takePooled(ctx context.Context, a *guestAssets, memMiB, vcpus int) (*pooledVM, string) {
 	if h.cfg.VMFactory != factoryPool {
 		return nil, ""
@@ -134,7 +135,6 @@ func (h *Handler) takePooled(ctx context.Context, a *guestAssets, memMiB, vcpus 
 		pv := h.pool.ready[0]
 		h.pool.ready = h.pool.ready[1:]
 		h.pool.mu.Unlock()
-		h.reportPool()
 		select {
 		case <-pv.vm.Exited():
 			log.G(ctx).Warn("a pooled VM died while it waited: discarding it", "pool_vm", pv.id[:12], "console", tailConsole(pv.vm))
@@ -184,6 +184,7 @@ func (h *Handler) fillPool(ctx context.Context, a *guestAssets) {
 	}
 	go func() {
 		for {
+			h.reportPool()
 			h.pool.mu.Lock()
 			wait := poolRetry - time.Since(h.pool.failedAt)
 			need := !h.pool.cooled && h.pool.spec == spec && len(h.pool.ready) < h.cfg.VMPoolSize && wait <= 0
@@ -209,7 +210,6 @@ func (h *Handler) fillPool(ctx context.Context, a *guestAssets) {
 			} else if pv != nil {
 				h.discardPooled(ctx, pv)
 			}
-			h.reportPool()
 		}
 	}()
 }
@@ -318,39 +318,17 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 				Cgroup:    pv.cg, MountNS: sh.pin(), User: pv.user,
 				MemMerge: h.cfg.KSM, FreePageReporting: true,
 			}
-			if pv.fsd != nil {
-				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: agentproxy.SharedTag, Socket: pv.fsd.Socket()}}
-			} else {
-				mc.SharedDirs = []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: sh.export()}}
-			}
-			if spec.Transport == agentproxy.TransportVsock {
-				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + agentproxy.TransportVsock
-			}
+			guestChannels(&mc, pv.fsd, sh.export(), spec.Transport)
 			var err error
-			for attempt := range 3 {
-				if spec.Transport == agentproxy.TransportVsock {
-					mc.VsockCID = vsockCID(pv.id, attempt)
-				}
-				if pv.vm, err = vmm.Start(ctx, mc); err == nil || mc.VsockCID == 0 || !strings.Contains(err.Error(), "guest cid") {
-					break
-				}
-			}
-			if err != nil {
+			if pv.vm, pv.record.VsockCID, err = startVM(ctx, mc, pv.id, spec.Transport); err != nil {
 				return nil, err
 			}
-			pv.record.VsockCID = mc.VsockCID
 			return func(ctx context.Context) error { return pv.vm.Kill(ctx) }, writeVMRecord(pv.dir, pv.record)
 		}},
 		{Name: "waiting for its agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
-			if pv.client, err = agentproxy.Connect(ctx, agentDialer(pv.dir)); err != nil {
-				return nil, err
-			}
-			if pv.health, err = pv.client.WaitHealthy(ctx, 5*time.Second); err != nil {
-				pv.client.Close()
-				return nil, fmt.Errorf("waiting for the agent: %w (console: %s)", err, tailConsole(pv.vm))
-			}
-			return nil, nil
+			pv.client, pv.health, err = connectAgent(ctx, pv.vm)
+			return nil, err
 		}},
 	})
 	if err != nil {

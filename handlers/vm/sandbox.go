@@ -190,14 +190,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				// A clone (startClone) drops it: its RAM is the template's.
 				FreePageReporting: true,
 			}
-			if virtiofsd != nil {
-				mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: agentproxy.SharedTag, Socket: virtiofsd.Socket()}}
-			} else {
-				mc.SharedDirs = []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: sh.export()}}
-			}
-			if assets.transport == agentproxy.TransportVsock {
-				mc.KernelArgs = agentproxy.KernelParamTransport + "=" + agentproxy.TransportVsock
-			}
+			guestChannels(&mc, virtiofsd, sh.export(), assets.transport)
 			if t := src.tpl; t != nil {
 				cmc, cvm, err := startClone(ctx, mc, t)
 				if err == nil {
@@ -212,19 +205,11 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				h.templateFailed(t, err)
 				src = cloneSource{reason: "clone_failed"}
 			}
-			// A CID another VM holds makes QEMU fail at start: try others.
-			for attempt := range 3 {
-				if assets.transport == agentproxy.TransportVsock {
-					mc.VsockCID = vsockCID(sb.ID, attempt)
-				}
-				if vm, err = vmm.Start(ctx, mc); err == nil || mc.VsockCID == 0 || !strings.Contains(err.Error(), "guest cid") {
-					break
-				}
-			}
-			if err != nil {
+			var cid uint32
+			if vm, cid, err = startVM(ctx, mc, sb.ID, assets.transport); err != nil {
 				return nil, err
 			}
-			record = vmRecord{MemoryMiB: mc.MemoryMiB, VCPUs: max(mc.VCPUs, 1), VsockCID: mc.VsockCID, VMMUID: user.UID}
+			record = vmRecord{MemoryMiB: mc.MemoryMiB, VCPUs: max(mc.VCPUs, 1), VsockCID: cid, VMMUID: user.UID}
 			return func(ctx context.Context) error { return vm.Kill(ctx) }, nil
 		}},
 		{Name: "recording the VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
@@ -246,12 +231,8 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				return nil, nil // adoptPooled's undo closes it
 			}
 			var err error
-			if client, err = agentproxy.Connect(ctx, agentDialer(vm.Dir())); err != nil {
+			if client, health, err = connectAgent(ctx, vm); err != nil {
 				return nil, err
-			}
-			if health, err = client.WaitHealthy(ctx, 5*time.Second); err != nil {
-				client.Close()
-				return nil, fmt.Errorf("waiting for the agent: %w (console: %s)", err, vm.ConsoleLog())
 			}
 			if src.tpl != nil {
 				if err := resumeClone(ctx, client); err != nil {
@@ -670,4 +651,48 @@ func bootMACFor(id string) net.HardwareAddr {
 	v := h.Sum64()
 	mac := net.HardwareAddr{0x02, byte(v >> 32), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 	return mac
+}
+
+// guestChannels gives mc the pod's share (over virtio-fs when fsd serves
+// export, else 9p) and tells the guest how to reach its agent.
+func guestChannels(mc *vmm.MachineConfig, fsd *vmm.Virtiofsd, export, transport string) {
+	if fsd != nil {
+		mc.VirtioFS = []vmm.VirtioFSDevice{{Tag: agentproxy.SharedTag, Socket: fsd.Socket()}}
+	} else {
+		mc.SharedDirs = []vmm.SharedDir{{Tag: agentproxy.SharedTag, HostPath: export}}
+	}
+	if transport == agentproxy.TransportVsock {
+		mc.KernelArgs = agentproxy.KernelParamTransport + "=" + agentproxy.TransportVsock
+	}
+}
+
+// startVM starts mc's QEMU, under vsock with a guest CID derived from id:
+// a CID another VM holds makes QEMU fail at start, so others are tried.
+// It returns the CID used (0 without vsock).
+func startVM(ctx context.Context, mc vmm.MachineConfig, id, transport string) (*vmm.VM, uint32, error) {
+	var vm *vmm.VM
+	var err error
+	for attempt := range 3 {
+		if transport == agentproxy.TransportVsock {
+			mc.VsockCID = vsockCID(id, attempt)
+		}
+		if vm, err = vmm.Start(ctx, mc); err == nil || mc.VsockCID == 0 || !strings.Contains(err.Error(), "guest cid") {
+			break
+		}
+	}
+	return vm, mc.VsockCID, err
+}
+
+// connectAgent connects to vm's agent and waits until it answers.
+func connectAgent(ctx context.Context, vm *vmm.VM) (*agentproxy.Client, *api.HealthResponse, error) {
+	client, err := agentproxy.Connect(ctx, agentDialer(vm.Dir()))
+	if err != nil {
+		return nil, nil, err
+	}
+	health, err := client.WaitHealthy(ctx, 5*time.Second)
+	if err != nil {
+		client.Close()
+		return nil, nil, fmt.Errorf("waiting for the agent: %w (console: %s)", err, tailConsole(vm))
+	}
+	return client, health, nil
 }

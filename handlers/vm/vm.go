@@ -256,8 +256,12 @@ func (h *Handler) prepareAssets(ctx context.Context) (*guestAssets, error) {
 // id, a dir, or a symlink to the pooled VM's dir the pod took (see
 // adoptPooled), which vmDir follows. Only the daemon writes the handler's
 // dir.
-func (h *Handler) vmDir(id string) string {
-	d := filepath.Join(h.dir, id[:32])
+func (h *Handler) vmDir(id string) string { return h.vmDirNamed(id[:32]) }
+
+// vmDirNamed is the VM dir the entry name of the handler's dir stands
+// for: the pooled VM's dir when name is a symlink to one, else name.
+func (h *Handler) vmDirNamed(name string) string {
+	d := filepath.Join(h.dir, name)
 	if t, err := os.Readlink(d); err == nil && isPoolDirName(t) {
 		return filepath.Join(h.dir, t)
 	}
