@@ -64,3 +64,24 @@ func PrintBreakdown(w io.Writer, log string, rpcs ...string) {
 		fmt.Fprintf(w, "  %-16s %-42s median %8v  (n=%d)\n", k[0], k[1], s.Median.Round(100*time.Microsecond), s.N)
 	}
 }
+
+// LogField is key's value in a daemon's slog text line, key=value or
+// key="quoted value" ("" when absent).
+func LogField(line, key string) string {
+	i := strings.Index(line, " "+key+"=")
+	if strings.HasPrefix(line, key+"=") {
+		i = -1
+	} else if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+2:]
+	if strings.HasPrefix(v, `"`) {
+		if j := strings.Index(v[1:], `"`); j >= 0 {
+			return v[1 : j+1]
+		}
+	}
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		return v[:j]
+	}
+	return v
+}

@@ -33,3 +33,14 @@ time=x level=DEBUG msg="rpc done" rpc=RunPodSandbox sandbox=ab duration=2.9s
 		t.Errorf("a failed step counted: %v", got)
 	}
 }
+
+func TestLogField(t *testing.T) {
+	line := `time=2026-12-07T10:00:00Z level=INFO msg="pulled blob" digest=sha256:a duration=290ms`
+	for _, tt := range []struct{ key, want string }{
+		{"time", "2026-12-07T10:00:00Z"}, {"msg", "pulled blob"}, {"duration", "290ms"}, {"digest", "sha256:a"}, {"size", ""},
+	} {
+		if got := LogField(line, tt.key); got != tt.want {
+			t.Errorf("LogField(%q) = %q, want %q", tt.key, got, tt.want)
+		}
+	}
+}

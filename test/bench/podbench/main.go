@@ -145,8 +145,8 @@ func printSteps(log string) {
 		if !strings.Contains(line, `msg=step `) {
 			continue
 		}
-		name := field(line, "step=")
-		d, err := time.ParseDuration(field(line, "took="))
+		name := bench.LogField(line, "step")
+		d, err := time.ParseDuration(bench.LogField(line, "took"))
 		if name == "" || err != nil {
 			continue
 		}
@@ -159,22 +159,4 @@ func printSteps(log string) {
 	for _, n := range order {
 		fmt.Printf("  %-28s %s\n", n, bench.Summarize(byStep[n]))
 	}
-}
-
-// field reads key=value or key="quoted value" from a slog text line.
-func field(line, key string) string {
-	i := strings.Index(line, " "+key)
-	if i < 0 {
-		return ""
-	}
-	v := line[i+1+len(key):]
-	if strings.HasPrefix(v, `"`) {
-		if j := strings.Index(v[1:], `"`); j >= 0 {
-			return v[1 : j+1]
-		}
-	}
-	if j := strings.IndexByte(v, ' '); j >= 0 {
-		return v[:j]
-	}
-	return v
 }

@@ -113,17 +113,17 @@ func parsePull(log string) (pullPhases, error) {
 	var ph pullPhases
 	var first, last, end time.Time
 	for _, l := range strings.Split(log, "\n") {
-		at, err := time.Parse(time.RFC3339Nano, field(l, "time"))
+		at, err := time.Parse(time.RFC3339Nano, bench.LogField(l, "time"))
 		if err != nil {
 			continue
 		}
-		switch field(l, "msg") {
+		switch bench.LogField(l, "msg") {
 		case "pulling blob":
 			if first.IsZero() {
 				first = at
 			}
 		case "pulled blob":
-			d, err := time.ParseDuration(field(l, "duration"))
+			d, err := time.ParseDuration(bench.LogField(l, "duration"))
 			if err != nil {
 				return ph, err
 			}
@@ -139,26 +139,6 @@ func parsePull(log string) (pullPhases, error) {
 	}
 	ph.window, ph.tail = last.Sub(first), end.Sub(last)
 	return ph, nil
-}
-
-// field is key's value in a slog text line ("" when absent).
-func field(line, key string) string {
-	i := strings.Index(line, " "+key+"=")
-	if strings.HasPrefix(line, key+"=") {
-		i = -1
-	} else if i < 0 {
-		return ""
-	}
-	v := line[i+len(key)+2:]
-	if strings.HasPrefix(v, `"`) {
-		if j := strings.Index(v[1:], `"`); j >= 0 {
-			return v[1 : j+1]
-		}
-	}
-	if j := strings.IndexByte(v, ' '); j >= 0 {
-		return v[:j]
-	}
-	return v
 }
 
 func printPhases(phases []pullPhases) {

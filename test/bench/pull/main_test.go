@@ -24,14 +24,3 @@ time=2026-12-07T10:00:00.435Z level=INFO msg="pulled image" rpc=PullImage image=
 		t.Error("a log without a finished pull: no error")
 	}
 }
-
-func TestField(t *testing.T) {
-	line := `time=2026-12-07T10:00:00Z level=INFO msg="pulled blob" digest=sha256:a duration=290ms`
-	for _, tt := range []struct{ key, want string }{
-		{"time", "2026-12-07T10:00:00Z"}, {"msg", "pulled blob"}, {"duration", "290ms"}, {"digest", "sha256:a"}, {"size", ""},
-	} {
-		if got := field(line, tt.key); got != tt.want {
-			t.Errorf("field(%q) = %q, want %q", tt.key, got, tt.want)
-		}
-	}
-}
