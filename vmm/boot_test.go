@@ -143,6 +143,18 @@ func healthyAgent(t *testing.T, ctx context.Context, vm *vmm.VM) *agentproxy.Cli
 	return c
 }
 
+// killVM kills vm at the end of a test, after showing its console when
+// the test failed.
+func killVM(t *testing.T, vm *vmm.VM) {
+	t.Helper()
+	if t.Failed() {
+		dumpConsole(t, vm)
+	}
+	if err := vm.Kill(context.Background()); err != nil {
+		t.Error(err)
+	}
+}
+
 func dumpConsole(t *testing.T, vm *vmm.VM) {
 	t.Helper()
 	if b, err := os.ReadFile(vm.ConsoleLog()); err == nil {
@@ -422,28 +434,37 @@ func TestVMStartFailureLeavesNothing(t *testing.T) {
 
 // TestVMNetNSTap starts QEMU inside a network namespace with a tap device
 // there, and checks the guest sees the NIC with the MAC it was given.
-func TestVMNetNSTap(t *testing.T) {
-	requireVM(t)
+// netnsWithTap makes a network namespace named name holding tap0, up,
+// with addrs (e.g. "10.99.0.1/24"), deleted at cleanup, and returns its
+// path. It skips without iproute2.
+func netnsWithTap(t *testing.T, name string, addrs ...string) string {
+	t.Helper()
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("iproute2 missing")
 	}
-	vmlinux, initrd, _ := buildAssets(t)
-	share := busyboxShare(t)
-	bootMu.Lock()
-	defer bootMu.Unlock()
-
-	ns := fmt.Sprintf("crivm-vmmtest-%d", os.Getpid())
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	run("netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run("-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
-	run("-n", ns, "link", "set", "tap0", "up")
-	nsPath := "/run/netns/" + ns
+	run("netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	run("-n", name, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	for _, a := range addrs {
+		run("-n", name, "addr", "add", a, "dev", "tap0")
+	}
+	run("-n", name, "link", "set", "tap0", "up")
+	return "/run/netns/" + name
+}
+
+func TestVMNetNSTap(t *testing.T) {
+	requireVM(t)
+	nsPath := netnsWithTap(t, fmt.Sprintf("crivm-vmmtest-%d", os.Getpid()))
+	vmlinux, initrd, _ := buildAssets(t)
+	share := busyboxShare(t)
+	bootMu.Lock()
+	defer bootMu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -460,12 +481,7 @@ func TestVMNetNSTap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		if t.Failed() {
-			dumpConsole(t, vm)
-		}
-		if err := vm.Kill(context.Background()); err != nil {
-			t.Error(err)
-		}
+		killVM(t, vm)
 		assertNoSockets(t, dir)
 	}()
 	var want, got unix.Stat_t
@@ -539,28 +555,12 @@ func TestVMStopFallsBackToQuit(t *testing.T) {
 // host address).
 func TestVMAttachTap(t *testing.T) {
 	requireVM(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("iproute2 missing")
-	}
+	// 1. The pod's network namespace with a tap holding 10.99.0.1/24.
+	nsPath := netnsWithTap(t, fmt.Sprintf("crivm-vmmattach-%d", os.Getpid()), "10.99.0.1/24")
 	vmlinux, initrd, _ := buildAssets(t)
 	share := busyboxShare(t)
 	bootMu.Lock()
 	defer bootMu.Unlock()
-
-	// 1. The pod's network namespace with a tap holding 10.99.0.1/24.
-	ns := fmt.Sprintf("crivm-vmmattach-%d", os.Getpid())
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	run("netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run("-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
-	run("-n", ns, "addr", "add", "10.99.0.1/24", "dev", "tap0")
-	run("-n", ns, "link", "set", "tap0", "up")
-	nsPath := "/run/netns/" + ns
 
 	// 2. A VM with an unplugged NIC, in the test's network namespace.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -575,14 +575,7 @@ func TestVMAttachTap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if t.Failed() {
-			dumpConsole(t, vm)
-		}
-		if err := vm.Kill(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
+	defer killVM(t, vm)
 	c := healthyAgent(t, ctx, vm)
 	if _, err := c.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "a", Mounts: []*api.SharedMount{{Tag: "bb", MountPoint: "/bb", ReadOnly: true}}}); err != nil {
 		t.Fatal(err)

@@ -469,15 +469,7 @@ func TestCgroupMoveAll(t *testing.T) {
 	}
 	// A shell with a child, started in from.
 	cmd := exec.Command("/bin/sh", "-c", "sleep 30 & wait")
-	release, err := from.place(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Start()
-	release()
-	if err != nil {
-		t.Fatal(err)
-	}
+	placeAndStart(t, from, cmd)
 	t.Cleanup(func() {
 		to.KillAll()
 		from.KillAll()
