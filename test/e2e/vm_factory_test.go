@@ -113,17 +113,7 @@ func TestVMTemplateClones(t *testing.T) {
 	f.Close()
 
 	// 5. A pod bigger than the template boots instead.
-	big := e.podConfig("big")
-	big.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 512 << 20}
-	bigID, err := e.rs.RunPodSandbox(ctx, big, "vm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, bigID)
-	_, bigInfo := e.sandboxStatus(t, bigID)
-	if bigInfo.Extra["vm_source"] != "boot" || bigInfo.Extra["vm_not_cloned"] != "too_big" {
-		t.Errorf("a 512 MiB pod: vm_source %q, not cloned %q; want boot, too_big", bigInfo.Extra["vm_source"], bigInfo.Extra["vm_not_cloned"])
-	}
+	bigID := e.runTooBigVMPod(t, "big")
 
 	// 6. A daemon restart: the clones keep running and answer; the
 	//    template died with the daemon's memory, and the next pod gets a
@@ -146,6 +136,23 @@ func TestVMTemplateClones(t *testing.T) {
 
 	// 7. Stop and remove: nothing is left of the clones.
 	e.removeFactoryPods(t, []factoryPod{a, b, c}, bigID)
+}
+
+// runTooBigVMPod runs a VM pod named name with a 512 MiB memory limit,
+// more than a factory's VMs hold, and checks it booted for that reason.
+func (e *runcEnv) runTooBigVMPod(t *testing.T, name string) string {
+	t.Helper()
+	big := e.podConfig(name)
+	big.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 512 << 20}
+	id, err := e.rs.RunPodSandbox(context.Background(), big, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, id)
+	if _, info := e.sandboxStatus(t, id); info.Extra["vm_source"] != "boot" || info.Extra["vm_not_cloned"] != "too_big" {
+		t.Errorf("a 512 MiB pod: vm_source %q, not made by the factory %q; want boot, too_big", info.Extra["vm_source"], info.Extra["vm_not_cloned"])
+	}
+	return id
 }
 
 // factoryPod is a VM pod with one container, as the VM factory tests

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
 	"github.com/crivm/crivm/internal/proc"
 	"github.com/crivm/crivm/test/testutil/testsystemd"
 	"github.com/crivm/crivm/vmm"
@@ -34,23 +32,13 @@ func TestVMPool(t *testing.T) {
 		out, _ := exec.Command("pgrep", "-f", "qemu-system.*-name crivm-pool-").Output()
 		return strings.Fields(string(out))
 	}
-	waitReady := func(n int) {
-		t.Helper()
-		for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			if strings.Count(e.d.Log(), `msg="pooled VM ready"`) >= n {
-				return
-			}
-		}
-		t.Fatalf("the pool did not boot %d VMs; daemon log:\n%s", n, e.d.Log())
-	}
-
 	run := func(name string) factoryPod {
 		t.Helper()
 		return e.runFactoryPod(t, name, "echo hello-from-pool; exec nc -ll -p 8080 -e echo pong")
 	}
 
 	// 1. The pool fills: two booted VMs wait.
-	waitReady(2)
+	e.waitPooledVMs(t, 2)
 	if got := pooled(); len(got) != 2 {
 		t.Fatalf("pooled QEMUs %v, want 2", got)
 	}
@@ -101,19 +89,10 @@ func TestVMPool(t *testing.T) {
 	}
 
 	// 5. A pod bigger than the pool's VMs boots.
-	big := e.podConfig("pool-big")
-	big.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 512 << 20}
-	bigID, err := e.rs.RunPodSandbox(ctx, big, "vm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ids = append(e.ids, bigID)
-	if _, info := e.sandboxStatus(t, bigID); info.Extra["vm_source"] != "boot" || info.Extra["vm_not_cloned"] != "too_big" {
-		t.Errorf("a 512 MiB pod: vm_source %q, not pooled %q; want boot, too_big", info.Extra["vm_source"], info.Extra["vm_not_cloned"])
-	}
+	bigID := e.runTooBigVMPod(t, "pool-big")
 
 	// 6. The pool refills behind the pods that took from it.
-	waitReady(4)
+	e.waitPooledVMs(t, 4)
 
 	// 7. A restart: the pods keep running; the pooled VMs nobody took
 	//    die with the daemon, and the new one fills the pool again.
@@ -134,7 +113,7 @@ func TestVMPool(t *testing.T) {
 	if got := strings.TrimSpace(e.exec(t, b.ctrID, "hostname")); got != "pool-b" {
 		t.Errorf("pool-b after the restart: hostname %q", got)
 	}
-	waitReady(6)
+	e.waitPooledVMs(t, 6)
 	c := run("pool-c")
 	if c.info.Extra["vm_source"] != "pool" {
 		t.Errorf("the first pod after a restart: vm_source %q (not pooled: %q), want pool", c.info.Extra["vm_source"], c.info.Extra["vm_not_cloned"])
@@ -142,6 +121,18 @@ func TestVMPool(t *testing.T) {
 
 	// 8. Stop and remove: nothing is left of the pods' VMs.
 	e.removeFactoryPods(t, []factoryPod{a, b, c}, bigID)
+}
+
+// waitPooledVMs waits until the daemon's log, which spans its restarts,
+// says n pooled VMs were booted.
+func (e *runcEnv) waitPooledVMs(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if strings.Count(e.d.Log(), `msg="pooled VM ready"`) >= n {
+			return
+		}
+	}
+	t.Fatalf("the pool did not boot %d VMs; daemon log:\n%s", n, e.d.Log())
 }
 
 // TestVMPoolVirtioFS: a pooled VM whose share is served over virtio-fs
@@ -153,11 +144,7 @@ func TestVMPoolVirtioFS(t *testing.T) {
 		t.Skipf("virtio-fs needs virtiofsd: %v", err)
 	}
 	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `vm_factory = "pool"`, "vm_pool_size = 1", `shared_fs = "virtio-fs"`)
-	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(e.d.Log(), `msg="pooled VM ready"`); time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no pooled VM booted; daemon log:\n%s", e.d.Log())
-		}
-	}
+	e.waitPooledVMs(t, 1)
 
 	// 1. A pod takes the pooled VM and its container writes to its
 	//    rootfs, served by the pooled virtiofsd.
@@ -201,11 +188,7 @@ func TestVMPoolSystemd(t *testing.T) {
 		"[crivm.runtime.runtimes.vm]", `shared_fs = "virtio-fs"`, `vm_factory = "pool"`, "vm_pool_size = 1")
 	slice := fmt.Sprintf("crivme2e-pool%d.slice", time.Now().UnixNano()%100000)
 	testsystemd.StartSlice(t, conn, slice, 2<<30)
-	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(e.d.Log(), `msg="pooled VM ready"`); time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no pooled VM booted; daemon log:\n%s", e.d.Log())
-		}
-	}
+	e.waitPooledVMs(t, 1)
 
 	// 1. A pod in the slice takes the pooled VM.
 	cfg := e.podConfig("pool-systemd")
