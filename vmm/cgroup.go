@@ -352,6 +352,20 @@ func (c *Cgroup) createDirs() error {
 	return nil
 }
 
+// join makes c's dirs where missing and writes pid to each cgroup.procs.
+func (c *Cgroup) join(pid int) error {
+	if err := c.createDirs(); err != nil {
+		return err
+	}
+	b := []byte(strconv.Itoa(pid))
+	for _, d := range c.Dirs() {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), b, 0o644); err != nil {
+			return fmt.Errorf("joining pid %d to cgroup %s: %w", pid, d, err)
+		}
+	}
+	return nil
+}
+
 // mkdirLevels makes root/p one level at a time; with cpuset, each level
 // gets its parent's cpuset.cpus and cpuset.mems where it has none (a new
 // v1 cpuset takes no task until both are set).

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -294,16 +293,7 @@ func (c *Cgroup) adopt(ctx context.Context, pid int) error {
 			return err
 		}
 	}
-	if err := c.createDirs(); err != nil {
-		return err
-	}
-	b := []byte(strconv.Itoa(pid))
-	for _, d := range c.Dirs() {
-		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), b, 0o644); err != nil {
-			return fmt.Errorf("joining pid %d to cgroup %s: %w", pid, d, err)
-		}
-	}
-	return nil
+	return c.join(pid)
 }
 
 // shimSyncWait bounds how long the daemon waits for the shim to report

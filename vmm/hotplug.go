@@ -64,16 +64,7 @@ func (c *Cgroup) Move(ctx context.Context, pid int) error {
 	if c.scope != nil {
 		return c.adopt(ctx, pid)
 	}
-	if err := c.createDirs(); err != nil {
-		return err
-	}
-	b := []byte(strconv.Itoa(pid))
-	for _, d := range c.Dirs() {
-		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), b, 0o644); err != nil {
-			return fmt.Errorf("moving pid %d to cgroup %s: %w", pid, d, err)
-		}
-	}
-	return nil
+	return c.join(pid)
 }
 
 // MoveAll moves every process in c to to (Move), until c holds none: a
