@@ -90,8 +90,8 @@ func Create(pin string, root Root) error {
 	// new namespace made on one CPU may be numbered below the daemon's and
 	// refused with EINVAL where one made on another CPU is not. Each CPU's
 	// numbers rise, so the CPU that made the daemon's namespace (if the
-	// daemon may still run there) gives one that binds: on EINVAL the namespace is made again on each
-	// allowed CPU in turn.
+	// daemon may still run there) gives one that binds: on EINVAL the
+	// namespace is made again on each allowed CPU in turn.
 	for _, cpu := range cpusToTry() {
 		var nsfd int
 		if nsfd, err = newNamespace(root, cpu); err != nil {
