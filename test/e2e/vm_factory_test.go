@@ -27,7 +27,6 @@ import (
 func TestVMTemplateClones(t *testing.T) {
 	requiresVM(t)
 	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `vm_factory = "template"`, "max_memory_mib = 1024")
-	ctx := context.Background()
 	hostKernel := strings.TrimSpace(readFile(t, "/proc/sys/kernel/osrelease"))
 
 	run := func(name string) factoryPod {
@@ -118,11 +117,7 @@ func TestVMTemplateClones(t *testing.T) {
 	// 6. A daemon restart: the clones keep running and answer; the
 	//    template died with the daemon's memory, and the next pod gets a
 	//    new one.
-	if err := e.d.Stop(15 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	e.d.Start(ctx)
-	e.rs = e.d.RuntimeService(ctx)
+	e.restart(t)
 	if err := e.d.WaitLog(20*time.Second, "reattached to a running VM"); err != nil {
 		t.Fatal(err)
 	}
