@@ -5,10 +5,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"path"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crivm/crivm/agent/launch"
+	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/agentproxy/api"
 	"github.com/crivm/crivm/internal/errdefs"
 	"github.com/crivm/crivm/internal/log"
@@ -38,8 +42,31 @@ func (s *Service) Resume(ctx context.Context, req *api.ResumeRequest) (*api.Resu
 	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
 		return nil, fmt.Errorf("resume: setting the clock: %w", err)
 	}
-	log.G(ctx).Info("resumed as a clone", "entropy_bytes", len(req.Entropy))
+	if req.Warm {
+		start := time.Now()
+		if err := s.warmLaunch(); err != nil {
+			return nil, fmt.Errorf("resume: warming the launch path: %w", err)
+		}
+		log.G(ctx).Info("warmed the launch path", "took", time.Since(start))
+	}
+	log.G(ctx).Info("resumed as a clone", "entropy_bytes", len(req.Entropy), "warm", req.Warm)
 	return &api.ResumeResponse{}, nil
+}
+
+// warmLaunch runs a container's start once with nothing of a pod: a
+// cgroup made as a container's is (controllers, device filter), the agent
+// binary spawned into it by launch.Warm, the cgroup removed.
+func (s *Service) warmLaunch() (err error) {
+	dir, err := launch.CreateCgroup(path.Join(agentproxy.GuestCgroupParent, "warm"), nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := launch.RemoveCgroup(dir, 5*time.Second); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	return launch.Warm(dir, s.reaper.Start)
 }
 
 // addEntropy mixes b into the kernel's pool and credits it in full

@@ -138,7 +138,9 @@ type RuntimeHandler struct {
 	// (clones of a saved template VM; see handlers/vm/factory.go) or
 	// "pool" (VMs booted ahead of pods; handlers/vm/pool.go).
 	VMFactory string `toml:"vm_factory" json:"vm_factory,omitempty"`
-	// VMPoolSize is how many booted VMs the pool keeps ready.
+	// VMPoolSize is how many VMs the pool keeps ready: booted ones under
+	// "pool", started clones under "template" (0: clones start with
+	// their pod).
 	VMPoolSize int `toml:"vm_pool_size" json:"vm_pool_size,omitempty"`
 	// KSM marks this handler's guest RAM mergeable and turns the host's
 	// same-page merging on while crivm runs (internal/ksm).

@@ -80,6 +80,8 @@ root = "/srv/crivm"
 [crivm.runtime.runtimes.fastvm]
 runtime_type = "vm"
 default_memory_mib = 128
+vm_factory = "template"
+vm_pool_size = 4
 [crivm.runtime.runtimes.crun]
 runtime_type = "oci"
 runtime_path = "/usr/bin/crun"
@@ -107,6 +109,7 @@ runtime_path = "/usr/bin/crun"
 		{"alias kept", strings.Join(c.Runtime.Runtimes["vm"].Aliases, ","), "kata"},
 		{"new handler gets vm defaults", c.Runtime.Runtimes["fastvm"].Accel, "auto"},
 		{"new handler own key", c.Runtime.Runtimes["fastvm"].DefaultMemoryMiB, 128},
+		{"a pool of template clones", c.Runtime.Runtimes["fastvm"].VMPoolSize, 4},
 		{"new vm handler gets the template's vcpus", c.Runtime.Runtimes["fastvm"].DefaultVCPUs, Defaults().Runtime.Runtimes["vm"].DefaultVCPUs},
 		{"new vm handler gets the template's uid range", c.Runtime.Runtimes["fastvm"].VMMUIDCount, Defaults().Runtime.Runtimes["vm"].VMMUIDCount},
 		{"new oci handler gets the template's monitor", c.Runtime.Runtimes["crun"].MonitorPath, "/usr/bin/conmon"},
@@ -150,7 +153,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "pool size without the pool",
 			main: "[crivm.runtime.runtimes.vm]\nvm_pool_size = 2\n",
-			want: []string{"crivm.runtime.runtimes.vm.vm_pool_size", "applies to vm_factory = \"pool\" only"},
+			want: []string{"crivm.runtime.runtimes.vm.vm_pool_size", "applies to vm_factory = \"pool\" or \"template\" only"},
 		},
 		{
 			name: "pool size on runc",

@@ -225,8 +225,8 @@ func (h *RuntimeHandler) validate(hp string) []error {
 			errs = append(errs, keyErr(hp+"vm_pool_size", "%d is outside 0..64", h.VMPoolSize))
 		case h.VMFactory == "pool" && h.VMPoolSize == 0:
 			errs = append(errs, keyErr(hp+"vm_pool_size", "vm_factory = \"pool\" needs a vm_pool_size of at least 1"))
-		case h.VMFactory != "pool" && h.VMPoolSize != 0:
-			errs = append(errs, keyErr(hp+"vm_pool_size", "applies to vm_factory = \"pool\" only"))
+		case h.VMFactory != "pool" && h.VMFactory != "template" && h.VMPoolSize != 0:
+			errs = append(errs, keyErr(hp+"vm_pool_size", "applies to vm_factory = \"pool\" or \"template\" only"))
 		}
 		if h.DefaultVCPUs < 1 || h.DefaultVCPUs > 255 {
 			errs = append(errs, keyErr(hp+"default_vcpus", "%d is outside 1..255", h.DefaultVCPUs))

@@ -23,6 +23,16 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
 		Init()
 	}
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		// Warm's child: PID 1 of a new PID namespace, or it fails; it
+		// writes its cgroup to stdout.
+		if os.Getpid() != 1 {
+			os.Exit(3)
+		}
+		b, _ := os.ReadFile("/proc/self/cgroup")
+		os.Stdout.Write(b)
+		os.Exit(0)
+	}
 	// The read-only bind of the binary goes below a temp dir, not the
 	// host's /run.
 	dir, err := os.MkdirTemp("", "crivm-launch-")
@@ -217,5 +227,44 @@ func TestSpawnOnHost(t *testing.T) {
 			c.Abort()
 		}
 		t.Errorf("creating with a missing program: %v, want an error naming it", err)
+	}
+}
+
+// TestWarm: Warm runs the sealed binary as "version" in new namespaces
+// (the test binary's TestMain exits 0 only as PID 1 of a new PID
+// namespace) and in the cgroup it is given, and reports a child that
+// fails or does not start.
+func TestWarm(t *testing.T) {
+	dir := cgroup2Dir(t)
+	var out bytes.Buffer
+	if err := Warm(dir, func(cmd *exec.Cmd) (<-chan unix.WaitStatus, error) {
+		cmd.Stdout = &out
+		return hostStart(cmd)
+	}); err != nil {
+		t.Fatalf("Warm: %v", err)
+	}
+	if got, want := out.String(), "0::/"+filepath.Base(dir)+"\n"; !strings.HasSuffix(got, want) {
+		t.Errorf("Warm's child in cgroup %q, want it in %q", got, want)
+	}
+	tests := []struct {
+		name  string
+		start func(*exec.Cmd) (<-chan unix.WaitStatus, error)
+	}{
+		{"exits 3", func(*exec.Cmd) (<-chan unix.WaitStatus, error) {
+			ch := make(chan unix.WaitStatus, 1)
+			ch <- unix.WaitStatus(3 << 8)
+			return ch, nil
+		}},
+		{"killed", func(*exec.Cmd) (<-chan unix.WaitStatus, error) {
+			ch := make(chan unix.WaitStatus, 1)
+			ch <- unix.WaitStatus(unix.SIGKILL)
+			return ch, nil
+		}},
+		{"does not start", func(*exec.Cmd) (<-chan unix.WaitStatus, error) { return nil, unix.ENOENT }},
+	}
+	for _, tt := range tests {
+		if err := Warm(dir, tt.start); err == nil {
+			t.Errorf("%s: Warm returned nil, want an error", tt.name)
+		}
 	}
 }

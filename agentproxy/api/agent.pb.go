@@ -251,8 +251,13 @@ type ResumeRequest struct {
 	Entropy []byte `protobuf:"bytes,1,opt,name=entropy,proto3" json:"entropy,omitempty"`
 	// The host's CLOCK_REALTIME.
 	RealtimeUnixNano int64 `protobuf:"varint,2,opt,name=realtime_unix_nano,json=realtimeUnixNano,proto3" json:"realtime_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Then run the container launch path once with nothing of a pod (the
+	// sealed agent binary executed in new namespaces), so that a clone
+	// waiting in a pool has its code paths translated (TCG) and faulted
+	// in before its pod's first container.
+	Warm          bool `protobuf:"varint,3,opt,name=warm,proto3" json:"warm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResumeRequest) Reset() {
@@ -297,6 +302,13 @@ func (x *ResumeRequest) GetRealtimeUnixNano() int64 {
 		return x.RealtimeUnixNano
 	}
 	return 0
+}
+
+func (x *ResumeRequest) GetWarm() bool {
+	if x != nil {
+		return x.Warm
+	}
+	return false
 }
 
 type ResumeResponse struct {
@@ -2722,10 +2734,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x13GetOOMEventResponse\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1b\n" +
 	"\toom_kills\x18\x02 \x01(\x04R\boomKills\"\x0f\n" +
-	"\rHealthRequest\"W\n" +
+	"\rHealthRequest\"k\n" +
 	"\rResumeRequest\x12\x18\n" +
 	"\aentropy\x18\x01 \x01(\fR\aentropy\x12,\n" +
-	"\x12realtime_unix_nano\x18\x02 \x01(\x03R\x10realtimeUnixNano\"\x10\n" +
+	"\x12realtime_unix_nano\x18\x02 \x01(\x03R\x10realtimeUnixNano\x12\x12\n" +
+	"\x04warm\x18\x03 \x01(\bR\x04warm\"\x10\n" +
 	"\x0eResumeResponse\"\xe6\x01\n" +
 	"\x0eHealthResponse\x12=\n" +
 	"\x06status\x18\x01 \x01(\x0e2%.crivm.agent.v1.HealthResponse.StatusR\x06status\x12#\n" +

@@ -115,11 +115,8 @@ func (h *Handler) templateFor(ctx context.Context, a *guestAssets, memMiB, vcpus
 	if h.cfg.VMFactory != factoryTemplate {
 		return cloneSource{}
 	}
-	switch {
-	case a.transport != agentproxy.TransportSerial:
-		return cloneSource{reason: "vsock"}
-	case a.sharedFS != sharedFS9p:
-		return cloneSource{reason: "virtio_fs"}
+	if reason := notCloneable(a); reason != "" {
+		return cloneSource{reason: reason}
 	}
 	spec := templateSpec{
 		QEMU: h.cfg.HypervisorPath, Accel: a.accel.Accel, Machine: a.machine,
@@ -139,6 +136,21 @@ func (h *Handler) templateFor(ctx context.Context, a *guestAssets, memMiB, vcpus
 		return cloneSource{reason: "template_failed"}
 	}
 	return cloneSource{tpl: t}
+}
+
+// notCloneable is why VMs on assets a cannot be clones (a metric label),
+// or "". A template is saved with its devices; QEMU 7.2 cannot migrate a
+// vhost-user-fs device, and virtiofsd would map the template's RAM, not a
+// clone's private copy of it. vsock clones are not built: no machine here
+// has /dev/vhost-vsock to test them.
+func notCloneable(a *guestAssets) string {
+	switch {
+	case a.transport != agentproxy.TransportSerial:
+		return "vsock"
+	case a.sharedFS != sharedFS9p:
+		return "virtio_fs"
+	}
+	return ""
 }
 
 // template returns the template of spec, starting its build when there is
@@ -350,11 +362,14 @@ func (h *Handler) cloneMachine(spec templateSpec, dir string, sh share) vmm.Mach
 // resumeEntropy is how many random bytes a clone's agent gets at Resume.
 const resumeEntropy = 64
 
-// resumeClone is a clone's first agent call: host entropy and clock.
-func resumeClone(ctx context.Context, c *agentproxy.Client) error {
+// resumeClone is a clone's first agent call: host entropy and clock,
+// and with warm, a run of the guest's container launch path (for a clone
+// that waits in a pool: off a pod's critical path, it takes what the
+// first container would take to translate that code).
+func resumeClone(ctx context.Context, c *agentproxy.Client, warm bool) error {
 	b := make([]byte, resumeEntropy)
 	rand.Read(b)
-	if _, err := c.Resume(ctx, &api.ResumeRequest{Entropy: b, RealtimeUnixNano: time.Now().UnixNano()}); err != nil {
+	if _, err := c.Resume(ctx, &api.ResumeRequest{Entropy: b, RealtimeUnixNano: time.Now().UnixNano(), Warm: warm}); err != nil {
 		return fmt.Errorf("resuming the clone: %w", err)
 	}
 	return nil
@@ -383,7 +398,7 @@ func (h *Handler) Warm(ctx context.Context) {
 	if h.cfg.VMFactory != factoryTemplate && h.cfg.VMFactory != factoryPool {
 		return
 	}
-	if h.cfg.VMFactory == factoryPool {
+	if h.pooling() {
 		h.sweepPool(ctx)
 	}
 	a, err := h.prepareAssets(ctx)
@@ -391,7 +406,7 @@ func (h *Handler) Warm(ctx context.Context) {
 		log.G(ctx).Warn("preparing guest assets for the VM factory", "handler", h.name, "err", err)
 		return
 	}
-	if h.cfg.VMFactory == factoryPool {
+	if h.pooling() {
 		h.fillPool(h.background(ctx), a)
 		return
 	}
@@ -412,7 +427,7 @@ func (h *Handler) background(ctx context.Context) context.Context {
 
 // Cool kills the pooled VMs no pod took.
 func (h *Handler) Cool(ctx context.Context) {
-	if h.cfg.VMFactory == factoryPool {
+	if h.pooling() {
 		h.coolPool(ctx)
 	}
 }

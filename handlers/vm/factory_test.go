@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crivm/crivm/agentproxy"
 	"github.com/crivm/crivm/configs"
 )
 
@@ -48,5 +49,43 @@ func TestTemplateFailed(t *testing.T) {
 	<-next.built
 	if next.err == nil {
 		t.Error("a template built without a QEMU")
+	}
+}
+
+// TestPoolSpecFor: which handlers keep a pool, and of what: booted VMs
+// under "pool", clones under "template" with a size, none where clones
+// cannot be made (vsock, virtio-fs) or no size is set.
+func TestPoolSpecFor(t *testing.T) {
+	serial9p := &guestAssets{transport: agentproxy.TransportSerial, sharedFS: sharedFS9p}
+	tests := []struct {
+		name      string
+		factory   string
+		size      int
+		assets    *guestAssets
+		wantOK    bool
+		wantClone bool
+	}{
+		{"none", factoryNone, 0, serial9p, false, false},
+		{"pool", factoryPool, 2, serial9p, true, false},
+		{"pool on virtio-fs", factoryPool, 2, &guestAssets{transport: agentproxy.TransportSerial, sharedFS: sharedFSVirtio}, true, false},
+		{"template without a pool", factoryTemplate, 0, serial9p, false, true},
+		{"template with a pool", factoryTemplate, 3, serial9p, true, true},
+		{"template pool on virtio-fs", factoryTemplate, 3, &guestAssets{transport: agentproxy.TransportSerial, sharedFS: sharedFSVirtio}, false, true},
+		{"template pool on vsock", factoryTemplate, 3, &guestAssets{transport: agentproxy.TransportVsock, sharedFS: sharedFS9p}, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{cfg: &configs.RuntimeHandler{VMFactory: tt.factory, VMPoolSize: tt.size, DefaultMemoryMiB: 256, DefaultVCPUs: 1}}
+			spec, ok := h.poolSpecFor(tt.assets)
+			if ok != tt.wantOK || spec.Clone != tt.wantClone {
+				t.Errorf("poolSpecFor: ok %v, clone %v; want %v, %v", ok, spec.Clone, tt.wantOK, tt.wantClone)
+			}
+			if !tt.wantOK {
+				// (With a pool, taking starts a refill: e2e tests it.)
+				if pv, reason := h.takePooled(context.Background(), tt.assets, 64, 1); pv != nil || reason != "" {
+					t.Errorf("takePooled without a pool: %v, %q; want nothing and no reason", pv, reason)
+				}
+			}
+		})
 	}
 }

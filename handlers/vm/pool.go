@@ -23,11 +23,13 @@ import (
 	"github.com/crivm/crivm/vmm"
 )
 
-// VM pool (vm_factory = "pool").
+// VM pool (vm_factory = "pool", or "template" with a vm_pool_size).
 //
-// The handler keeps vm_pool_size VMs of its default size booted ahead of
-// pods, on the current guest assets, one boot at a time. A pooled VM is
-// made as a pod's VM boots (a VM dir, mount namespace and share of its
+// The handler keeps vm_pool_size VMs of its default size ready ahead of
+// pods, on the current guest assets, one at a time: under "pool" booted
+// VMs, under "template" clones of the template, resumed (their entropy
+// and clock pushed) and so as unlike their siblings as a clone started
+// for its pod. A pooled VM is made as a pod's VM boots (a VM dir, mount namespace and share of its
 // own, its own QEMU uid, its agent waited for), except for what only a
 // pod gives it: its NIC has no host side (an unplugged hub port), its
 // QEMU runs in an empty network namespace of its own, and it runs in a
@@ -71,6 +73,8 @@ type poolSpec struct {
 	// the share).
 	SharedFS, Virtiofsd         string
 	VCPUs, MemoryMiB, TBSizeMiB int
+	// Clone: the pooled VMs are clones of the template of this spec.
+	Clone bool
 }
 
 // pooledVM is one booted VM waiting for a pod.
@@ -84,9 +88,9 @@ type pooledVM struct {
 	cg     *vmm.Cgroup    // the pool cgroup it booted in
 	fsd    *vmm.Virtiofsd // its share's server under virtio-fs; nil: 9p
 	user   *vmm.Identity
-	mac    net.HardwareAddr
+	mac    net.HardwareAddr // its guest NIC's until CreateSandbox
 	record vmRecord
-	took   time.Duration // its boot
+	took   time.Duration // its boot or clone start
 }
 
 // vmPool holds a handler's pooled VMs.
@@ -103,14 +107,22 @@ type vmPool struct {
 	own map[string]bool
 }
 
-// poolSpecFor is the handler's pooled VM on assets a.
-func (h *Handler) poolSpecFor(a *guestAssets) poolSpec {
+// pooling reports whether the handler keeps a pool.
+func (h *Handler) pooling() bool {
+	return h.cfg.VMPoolSize > 0 && (h.cfg.VMFactory == factoryPool || h.cfg.VMFactory == factoryTemplate)
+}
+
+// poolSpecFor is the handler's pooled VM on assets a; false: the handler
+// pools none on them (no pool, or clones of assets that cannot be cloned).
+func (h *Handler) poolSpecFor(a *guestAssets) (poolSpec, bool) {
+	clone := h.cfg.VMFactory == factoryTemplate
 	return poolSpec{
 		QEMU: h.cfg.HypervisorPath, Accel: a.accel.Accel, Machine: a.machine,
 		Kernel: a.vmlinux, Initrd: a.initrd, Transport: a.transport,
 		SharedFS: a.sharedFS, Virtiofsd: a.virtiofsd,
 		VCPUs: h.cfg.DefaultVCPUs, MemoryMiB: h.cfg.DefaultMemoryMiB, TBSizeMiB: h.tbSizeMiB(a.accel.Accel),
-	}
+		Clone: clone,
+	}, h.pooling() && !(clone && notCloneable(a) != "")
 }
 
 // takePooled returns a pooled VM for a pod of memMiB and vcpus on assets
@@ -118,10 +130,10 @@ func (h *Handler) poolSpecFor(a *guestAssets) poolSpec {
 // discarded. Taking one starts a refill, which reports the pool's metrics
 // (reading each waiting VM's memory is no work for a pod start).
 func (h *Handler) takePooled(ctx context.Context, a *guestAssets, memMiB, vcpus int) (*pooledVM, string) {
-	if h.cfg.VMFactory != factoryPool {
+	spec, ok := h.poolSpecFor(a)
+	if !ok {
 		return nil, ""
 	}
-	spec := h.poolSpecFor(a)
 	if memMiB > spec.MemoryMiB || vcpus > spec.VCPUs {
 		return nil, "too_big"
 	}
@@ -165,7 +177,10 @@ func (h *Handler) putBack(ctx context.Context, pv *pooledVM) {
 // holds vm_pool_size of the current spec. VMs of an older spec (the guest
 // assets changed) are discarded.
 func (h *Handler) fillPool(ctx context.Context, a *guestAssets) {
-	spec := h.poolSpecFor(a)
+	spec, ok := h.poolSpecFor(a)
+	if !ok {
+		return
+	}
 	h.pool.mu.Lock()
 	var stale []*pooledVM
 	if h.pool.spec != spec {
@@ -245,8 +260,8 @@ func pssOf(pid int) int64 {
 	return 0
 }
 
-// bootPooled boots one pooled VM of spec and waits for its agent. On
-// error nothing of it is left.
+// bootPooled boots (or clones) one pooled VM of spec and waits for its
+// agent. On error nothing of it is left.
 func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets) (*pooledVM, error) {
 	var raw [32]byte
 	rand.Read(raw[:])
@@ -307,7 +322,7 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 			}
 			return func(ctx context.Context) error { return vmm.StopVirtiofsd(ctx, sh.virtiofsdDir(), time.Second) }, nil
 		}},
-		{Name: "booting the pooled VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
+		{Name: "starting the pooled VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			mc := vmm.MachineConfig{
 				QEMUPath: spec.QEMU, Accel: spec.Accel, MachineType: spec.Machine,
 				VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, TBSizeMiB: spec.TBSizeMiB,
@@ -320,15 +335,34 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 			}
 			guestChannels(&mc, pv.fsd, sh.export(), spec.Transport)
 			var err error
-			if pv.vm, pv.record.VsockCID, err = startVM(ctx, mc, pv.id, spec.Transport); err != nil {
+			if spec.Clone {
+				err = h.startPooledClone(ctx, pv, a, mc)
+			} else {
+				pv.vm, pv.record.VsockCID, err = startVM(ctx, mc, pv.id, spec.Transport)
+			}
+			if err != nil {
 				return nil, err
 			}
-			return func(ctx context.Context) error { return pv.vm.Kill(ctx) }, writeVMRecord(pv.dir, pv.record)
+			kill := func(ctx context.Context) error { return pv.vm.Kill(ctx) }
+			if err := writeVMRecord(pv.dir, pv.record); err != nil {
+				return nil, errors.Join(err, kill(ctx))
+			}
+			return kill, nil
 		}},
 		{Name: "waiting for its agent", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			var err error
-			pv.client, pv.health, err = connectAgent(ctx, pv.vm)
-			return nil, err
+			if pv.client, pv.health, err = connectAgent(ctx, pv.vm); err != nil {
+				return nil, err
+			}
+			if spec.Clone {
+				// Its own entropy and clock before it waits: nothing of
+				// a pod runs in it before this.
+				if err := resumeClone(ctx, pv.client, true); err != nil {
+					pv.client.Close()
+					return nil, err
+				}
+			}
+			return nil, nil // discardPooled closes the client
 		}},
 	})
 	if err != nil {
@@ -336,9 +370,30 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 		return nil, err
 	}
 	pv.took = time.Since(start)
-	h.m.VMBooted(spec.Accel, pv.took)
-	log.G(ctx).Info("pooled VM ready", "took", pv.took.Round(time.Millisecond), "guest_kernel", pv.health.KernelRelease)
+	source := "clone"
+	if !spec.Clone {
+		source = "boot"
+		h.m.VMBooted(spec.Accel, pv.took)
+	}
+	log.G(ctx).Info("pooled VM ready", "source", source, "template", pv.record.Template, "took", pv.took.Round(time.Millisecond), "guest_kernel", pv.health.KernelRelease)
 	return pv, nil
+}
+
+// startPooledClone starts pv's VM, of machine mc, as a clone of the
+// handler's template on assets a (waiting for its build).
+func (h *Handler) startPooledClone(ctx context.Context, pv *pooledVM, a *guestAssets, mc vmm.MachineConfig) error {
+	src := h.templateFor(ctx, a, 0, 0)
+	if src.tpl == nil {
+		return fmt.Errorf("no template to clone (%s)", src.reason)
+	}
+	cmc, vm, err := startClone(ctx, mc, src.tpl)
+	if err != nil {
+		h.templateFailed(src.tpl, err)
+		return err
+	}
+	pv.vm, pv.mac = vm, templateMAC
+	pv.record.MemoryMiB, pv.record.VCPUs, pv.record.Template = cmc.MemoryMiB, cmc.VCPUs, src.tpl.spec.key()
+	return nil
 }
 
 // discardPooled kills a pooled VM no pod uses and removes all of it.

@@ -34,7 +34,7 @@ import (
 // directory behind.
 func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest) (*handlers.SandboxStarted, error) {
 	sb := req.Sandbox
-	ctx = log.With(ctx, "handler", "vm")
+	ctx = log.With(ctx, "handler", h.name)
 	if err := checkHostNamespaces(h.name, req.Config); err != nil {
 		return nil, err
 	}
@@ -68,15 +68,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 			assets, err = h.prepareAssets(ctx)
 			return nil, err
 		}},
-		{Name: "finding the VM's template", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			// Waits for the template's first build; nothing to undo.
-			src = h.templateFor(ctx, assets, guestMiB, vcpus)
-			return nil, nil
-		}},
 		{Name: "taking a pooled VM", Do: func(ctx context.Context) (steps.Cleanup, error) {
-			if h.cfg.VMFactory != factoryPool {
-				return nil, nil
-			}
 			pv, src.reason = h.takePooled(ctx, assets, guestMiB, vcpus)
 			// Until adopted (the dir step), nothing of the pod touched it.
 			return func(ctx context.Context) error {
@@ -85,6 +77,17 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				}
 				return nil
 			}, nil
+		}},
+		{Name: "finding the VM's template", Do: func(ctx context.Context) (steps.Cleanup, error) {
+			if pv != nil {
+				return nil, nil
+			}
+			// Waits for the template's first build; nothing to undo. A
+			// handler without templates keeps the pool's reason.
+			if t := h.templateFor(ctx, assets, guestMiB, vcpus); t != (cloneSource{}) {
+				src = t
+			}
+			return nil, nil
 		}},
 		{Name: "creating the VM's cgroup", Do: func(ctx context.Context) (steps.Cleanup, error) {
 			// Before anything runs in it; removed after QEMU and
@@ -235,7 +238,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				return nil, err
 			}
 			if src.tpl != nil {
-				if err := resumeClone(ctx, client); err != nil {
+				if err := resumeClone(ctx, client, false); err != nil {
 					client.Close()
 					return nil, err
 				}
@@ -304,6 +307,9 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 	switch {
 	case pv != nil:
 		extra["vm_source"] = "pool"
+		if pv.record.Template != "" {
+			extra["vm_template"] = pv.record.Template
+		}
 	case src.tpl != nil:
 		extra["vm_source"] = "clone"
 		extra["vm_template"] = src.tpl.spec.key()

@@ -58,23 +58,12 @@ func TestVMTemplateClones(t *testing.T) {
 	}
 
 	// 3. What each clone must own differs between them.
-	draw := func(c factoryPod) string {
-		return strings.Join(strings.Fields(e.exec(t, c.ctrID, "sh", "-c", "head -c 32 /dev/urandom | od -An -tx1")), "")
-	}
-	pairs := []struct {
-		what   string
-		ga, gb string
-	}{
-		{"urandom", draw(a), draw(b)},
+	checkDiffer(t, "clones", []differ{
+		{"urandom", e.drawRandom(t, a.ctrID), e.drawRandom(t, b.ctrID)},
 		{"MAC", e.exec(t, a.ctrID, "cat", "/sys/class/net/eth0/address"), e.exec(t, b.ctrID, "cat", "/sys/class/net/eth0/address")},
 		{"IP", a.ip, b.ip},
 		{"hostname", e.exec(t, a.ctrID, "hostname"), e.exec(t, b.ctrID, "hostname")},
-	}
-	for _, p := range pairs {
-		if strings.TrimSpace(p.ga) == "" || p.ga == p.gb {
-			t.Errorf("the clones' %s: %q and %q, want two different values", p.what, p.ga, p.gb)
-		}
-	}
+	})
 	if got, want := strings.TrimSpace(e.exec(t, a.ctrID, "cat", "/sys/class/net/eth0/address")), a.info.Extra["guest_mac"]; got != want {
 		t.Errorf("clone NIC MAC %q, want the pod's %q", got, want)
 	}
@@ -86,16 +75,7 @@ func TestVMTemplateClones(t *testing.T) {
 	// 4. As an attacker holding a clone's QEMU: its descriptor of the
 	//    template's RAM refuses writes, from root too.
 	qemu := a.info.Process.Pid
-	ramFD := ""
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", qemu))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fd := range fds {
-		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", qemu, fd.Name())); strings.Contains(l, "memfd:crivm-template-") && !strings.Contains(l, "state") {
-			ramFD = fd.Name()
-		}
-	}
+	ramFD := templateRAMFD(t, fmt.Sprint(qemu))
 	if ramFD == "" {
 		t.Fatalf("no template RAM among QEMU %d's descriptors", qemu)
 	}
@@ -206,6 +186,41 @@ func (e *runcEnv) removeFactoryPods(t *testing.T, pods []factoryPod, more ...str
 			if _, err := os.Lstat(name); !os.IsNotExist(err) {
 				t.Errorf("the pod's VM dir name %s left (%v)", name, err)
 			}
+		}
+	}
+}
+
+// templateRAMFD is the descriptor through which QEMU pid maps a
+// template's RAM, or "".
+func templateRAMFD(t *testing.T, pid string) string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/" + pid + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if l, _ := os.Readlink("/proc/" + pid + "/fd/" + fd.Name()); strings.Contains(l, "memfd:crivm-template-") && !strings.Contains(l, "state") {
+			return fd.Name()
+		}
+	}
+	return ""
+}
+
+// drawRandom is 32 bytes of the guest RNG, read in container id, in hex.
+func (e *runcEnv) drawRandom(t *testing.T, id string) string {
+	t.Helper()
+	return strings.Join(strings.Fields(e.exec(t, id, "sh", "-c", "head -c 32 /dev/urandom | od -An -tx1")), "")
+}
+
+// differ is something two pods must not share: what, and each one's.
+type differ struct{ what, ga, gb string }
+
+// checkDiffer fails t for each pair whose values are empty or equal.
+func checkDiffer(t *testing.T, whose string, pairs []differ) {
+	t.Helper()
+	for _, p := range pairs {
+		if strings.TrimSpace(p.ga) == "" || p.ga == p.gb {
+			t.Errorf("the %s' %s: %q and %q, want two different values", whose, p.what, p.ga, p.gb)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,16 +17,30 @@ import (
 )
 
 // TestVMPool: with vm_factory = "pool", crivm keeps vm_pool_size VMs
-// booted, and a VM pod takes one. A pooled VM serves its pod like a booted
-// one (container, logs, exec, the pod IP from the host through the tap it
-// got when taken), runs in the pod's cgroup once taken, and two differ in
-// what must be each pod's; a pod bigger than the pool's VMs boots; the
-// pool refills; pods that took one survive a restart, which kills the
-// pooled VMs no pod took and fills the pool again; a stopped daemon
-// leaves no pooled VM running.
+// booted, and a VM pod takes one; with vm_factory = "template" and a
+// vm_pool_size, the pool holds clones of the template, started and
+// resumed ahead of pods. A pooled VM serves its pod like a booted one
+// (container, logs, exec, the pod IP from the host through the tap it got
+// when taken), runs in the pod's cgroup once taken, and two differ in what
+// must be each pod's; a pod bigger than the pool's VMs boots; the pool
+// refills; pods that took one survive a restart, which kills the pooled
+// VMs no pod took and fills the pool again; a stopped daemon leaves no
+// pooled VM running.
 func TestVMPool(t *testing.T) {
 	requiresVM(t)
-	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", `vm_factory = "pool"`, "vm_pool_size = 2", "max_memory_mib = 1024")
+	for _, tt := range []struct {
+		name, factory string
+		clone         bool
+	}{
+		{"booted", "pool", false},
+		{"clones", "template", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testVMPool(t, tt.factory, tt.clone) })
+	}
+}
+
+func testVMPool(t *testing.T, factory string, clone bool) {
+	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", fmt.Sprintf("vm_factory = %q", factory), "vm_pool_size = 2", "max_memory_mib = 1024")
 	ctx := context.Background()
 	hostKernel := strings.TrimSpace(readFile(t, "/proc/sys/kernel/osrelease"))
 	pooled := func() []string {
@@ -37,23 +52,34 @@ func TestVMPool(t *testing.T) {
 		return e.runFactoryPod(t, name, "echo hello-from-pool; exec nc -ll -p 8080 -e echo pong")
 	}
 
-	// 1. The pool fills: two booted VMs wait.
+	// 1. The pool fills: two VMs wait, clones of the template's RAM
+	//    under "template".
 	e.waitPooledVMs(t, 2)
-	if got := pooled(); len(got) != 2 {
-		t.Fatalf("pooled QEMUs %v, want 2", got)
+	waiting := pooled()
+	if len(waiting) != 2 {
+		t.Fatalf("pooled QEMUs %v, want 2", waiting)
+	}
+	for _, pid := range waiting {
+		if got := templateRAMFD(t, pid) != ""; got != clone {
+			t.Errorf("pooled QEMU %s maps a template's RAM: %v, want %v", pid, got, clone)
+		}
 	}
 
 	// 2. Two pods take them.
 	a, b := run("pool-a"), run("pool-b")
 	for _, p := range []factoryPod{a, b} {
-		if p.info.Extra["vm_source"] != "pool" {
-			t.Fatalf("pod %s: vm_source %q (not pooled: %q), want pool", p.cfg.Metadata.Name, p.info.Extra["vm_source"], p.info.Extra["vm_not_cloned"])
+		if p.info.Extra["vm_source"] != "pool" || (p.info.Extra["vm_template"] != "") != clone {
+			t.Fatalf("pod %s: vm_source %q, template %q (not pooled: %q), want pool, clone %v", p.cfg.Metadata.Name, p.info.Extra["vm_source"], p.info.Extra["vm_template"], p.info.Extra["vm_not_cloned"], clone)
+		}
+		if pid := fmt.Sprint(p.info.Process.Pid); !slices.Contains(waiting, pid) {
+			t.Errorf("pod %s runs in QEMU %s, not one of the pooled %v", p.cfg.Metadata.Name, pid, waiting)
 		}
 	}
 	t.Logf("pooled pod start (taking the VM to CreateSandbox): %s ms and %s ms", a.info.Extra["boot_ms"], b.info.Extra["boot_ms"])
 
-	// 3. A taken VM is the pod's: the guest kernel inside, its log, and
-	//    the pod IP reachable from the host through the attached tap.
+	// 3. A taken VM is the pod's: the guest kernel inside, its log, the
+	//    host's clock, and the pod IP reachable from the host through the
+	//    attached tap.
 	if got := strings.TrimSpace(e.exec(t, a.ctrID, "uname", "-r")); got == hostKernel || got != a.info.Extra["guest_kernel"] {
 		t.Errorf("uname -r in a pooled VM: %q (host %q, guest %q)", got, hostKernel, a.info.Extra["guest_kernel"])
 	}
@@ -64,22 +90,24 @@ func TestVMPool(t *testing.T) {
 	if !strings.Contains(logData, " stdout F hello-from-pool") {
 		t.Errorf("pooled VM container log: %q", logData)
 	}
+	if s := strings.TrimSpace(e.exec(t, a.ctrID, "date", "+%s")); !near(s, time.Now().Unix(), 5) {
+		t.Errorf("pooled VM clock %s, host %d", s, time.Now().Unix())
+	}
 	for _, p := range []factoryPod{a, b} {
 		if pong := dialRead(p.ip+":8080", 10*time.Second); string(pong) != "pong\n" {
 			t.Errorf("pod %s IP %s:8080 from the host: %q, want pong", p.cfg.Metadata.Name, p.ip, pong)
 		}
 	}
-	pairs := []struct{ what, ga, gb string }{
+	pairs := []differ{
+		{"urandom", e.drawRandom(t, a.ctrID), e.drawRandom(t, b.ctrID)},
 		{"MAC", e.exec(t, a.ctrID, "cat", "/sys/class/net/eth0/address"), e.exec(t, b.ctrID, "cat", "/sys/class/net/eth0/address")},
 		{"IP", a.ip, b.ip},
 		{"hostname", e.exec(t, a.ctrID, "hostname"), e.exec(t, b.ctrID, "hostname")},
-		{"boot_id", e.exec(t, a.ctrID, "cat", "/proc/sys/kernel/random/boot_id"), e.exec(t, b.ctrID, "cat", "/proc/sys/kernel/random/boot_id")},
 	}
-	for _, p := range pairs {
-		if strings.TrimSpace(p.ga) == "" || p.ga == p.gb {
-			t.Errorf("the pooled pods' %s: %q and %q, want two different values", p.what, p.ga, p.gb)
-		}
+	if !clone { // clones of one boot share it (docs/security.md)
+		pairs = append(pairs, differ{"boot_id", e.exec(t, a.ctrID, "cat", "/proc/sys/kernel/random/boot_id"), e.exec(t, b.ctrID, "cat", "/proc/sys/kernel/random/boot_id")})
 	}
+	checkDiffer(t, "pooled pods", pairs)
 
 	// 4. QEMU runs in the pod's cgroup now, and the pool's is gone.
 	qemu := a.info.Process.Pid

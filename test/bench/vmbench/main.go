@@ -4,8 +4,9 @@
 // from QEMU start until the guest agent answers), in the same run; the
 // host memory (PSS) of each VM pod's QEMU; and pods started in parallel;
 // for each VM factory (vm_factory none, template and pool), one handler
-// each. The pool holds -parallel VMs, and every measurement starts with
-// it full: its refills never run beside another measurement.
+// each, and a pool of template clones. Each pool holds -parallel VMs, and
+// every measurement starts with them full: their refills never run beside
+// another measurement.
 //
 //	go run -tags "containers_image_openpgp exclude_graphdriver_btrfs" ./test/bench/vmbench -n 5 -parallel 10
 package main
@@ -18,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +39,7 @@ func main() {
 	n := flag.Int("n", 5, "serial iterations of each measurement")
 	par := flag.Int("parallel", 10, "VM pods started at once (and running when PSS is read)")
 	sharedFS := flag.String("shared-fs", "9p", "shared_fs of the vm handlers: 9p or virtio-fs")
+	only := flag.String("handlers", "", "comma-separated handlers to measure (vm, vm-template, vm-template-tb32, vm-pool, vm-template-pool); empty: all")
 	breakdown := flag.Bool("breakdown", false, "run the daemon at debug level and print the median of each step of the measured pod starts")
 	flag.Parse()
 	t := framework.NewMainTB()
@@ -50,11 +53,35 @@ func main() {
 	d.UseBridgeNetwork()
 	// One handler per factory, in one daemon: vm boots each VM, vm-template
 	// clones a template, vm-template-tb32 too with half the translation
-	// cache (under TCG).
-	conf := fmt.Sprintf("[crivm.runtime.runtimes.vm]\nshared_fs = %[1]q\n"+
-		"[crivm.runtime.runtimes.vm-template]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"template\"\n"+
-		"[crivm.runtime.runtimes.vm-template-tb32]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"template\"\ntcg_cache_mib = 32\n"+
-		"[crivm.runtime.runtimes.vm-pool]\nruntime_type = \"vm\"\nshared_fs = %[1]q\nvm_factory = \"pool\"\nvm_pool_size = %[2]d\n", *sharedFS, *par)
+	// cache (under TCG), vm-pool keeps booted VMs ready, and
+	// vm-template-pool keeps clones ready (with the smaller cache).
+	type factory struct {
+		handler, factory string
+		// keys is the handler's configuration beyond runtime_type and
+		// shared_fs.
+		keys string
+	}
+	factories := []factory{
+		{"vm", "none", ""},
+		{"vm-template", "template", `vm_factory = "template"`},
+		{"vm-template-tb32", "template, tcg_cache_mib 32", "vm_factory = \"template\"\ntcg_cache_mib = 32"},
+		{"vm-pool", fmt.Sprintf("pool, vm_pool_size %d", *par), fmt.Sprintf("vm_factory = \"pool\"\nvm_pool_size = %d", *par)},
+		{"vm-template-pool", fmt.Sprintf("template, tcg_cache_mib 32, vm_pool_size %d", *par), fmt.Sprintf("vm_factory = \"template\"\ntcg_cache_mib = 32\nvm_pool_size = %d", *par)},
+	}
+	if *only != "" {
+		want := strings.Split(*only, ",")
+		factories = slices.DeleteFunc(factories, func(f factory) bool { return !slices.Contains(want, f.handler) })
+	}
+	// Only the measured handlers are configured: an idle pool would
+	// still boot its VMs beside the measurements.
+	conf := ""
+	var pooling []string
+	for _, f := range factories {
+		conf += fmt.Sprintf("[crivm.runtime.runtimes.%s]\nruntime_type = \"vm\"\nshared_fs = %q\n%s\n", f.handler, *sharedFS, f.keys)
+		if strings.Contains(f.keys, "vm_pool_size") {
+			pooling = append(pooling, f.handler)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(d.DropIn, "30-bench.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +96,31 @@ func main() {
 	if _, err := is.PullImage(ctx, &runtimeapi.ImageSpec{Image: img}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	factories := []struct{ handler, factory string }{{"vm", "none"}, {"vm-template", "template"}, {"vm-template-tb32", "template, tcg_cache_mib 32"}, {"vm-pool", fmt.Sprintf("pool, vm_pool_size %d", *par)}}
-	// poolFull waits until the pool has booted as many VMs as pods took,
-	// plus its size: it is full again.
+	// poolFull waits until each pool has made as many VMs as pods took
+	// from it, plus its size: it is full again.
 	poolFull := func() {
 		for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			log := d.Log()
-			if strings.Count(log, `msg="pooled VM ready"`) >= *par+strings.Count(log, `msg="VM taken from the pool"`) {
+			full := true
+			for _, l := range pooling {
+				made, taken := 0, 0
+				for _, line := range strings.Split(d.Log(), "\n") {
+					if !slices.Contains(strings.Fields(line), "handler="+l) {
+						continue
+					}
+					switch {
+					case strings.Contains(line, `msg="pooled VM ready"`):
+						made++
+					case strings.Contains(line, `msg="VM taken from the pool"`):
+						taken++
+					}
+				}
+				full = full && made >= *par+taken
+			}
+			if full {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the pool did not refill")
+				t.Fatalf("the pools did not refill")
 			}
 		}
 	}
@@ -88,9 +129,7 @@ func main() {
 	for _, f := range factories {
 		p := &bench.Pods{RS: rs, Image: img, RuntimeHandler: f.handler, LogDir: t.TempDir(), Prefix: "vmbench-" + f.handler}
 		pods[f.handler] = p
-		if f.handler == "vm-pool" {
-			poolFull()
-		}
+		poolFull()
 		// 1. The first pod of each handler builds the guest assets (and
 		//    the template); it is not measured.
 		s, _, err := p.Start(ctx)
@@ -120,7 +159,7 @@ func main() {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]string{"vm-template": "clone", "vm-template-tb32": "clone", "vm-pool": "pool"}[f.handler]
+			want := map[string]string{"vm-template": "clone", "vm-template-tb32": "clone", "vm-pool": "pool", "vm-template-pool": "pool"}[f.handler]
 			if src := sandboxInfo(t, ctx, rs, s.Sandbox).Extra["vm_source"]; want != "" && src != want {
 				t.Fatalf("a pod of %s has vm_source %s, want %s", f.handler, src, want)
 			}
@@ -171,9 +210,10 @@ func main() {
 		}
 		wg.Wait()
 		w := time.Since(wall)
-		if f.handler == "vm-pool" {
+		if slices.Contains(pooling, f.handler) {
 			// Their PSS is read with the pool full again: QEMU's code
-			// is shared with its VMs as a pool's pods share it.
+			// (and a template's RAM) is shared with its VMs as a pool's
+			// pods share it.
 			poolFull()
 		}
 		fmt.Printf("\nvm_factory %s: %d VM pods at once         %s  wall %v\n", f.factory, *par, bench.Summarize(each), w.Round(time.Millisecond))
