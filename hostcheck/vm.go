@@ -160,6 +160,9 @@ func kernelOrigin(configured, kernel string) string {
 	if configured != "" {
 		return "configured"
 	}
+	if filepath.Dir(kernel) == assets.GuestKernelDir {
+		return "crivm's guest kernel"
+	}
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return "newest installed"

@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
   runc conmon crun                       # runc handler
   qemu-system-x86 linux-image-amd64      # vm handler: QEMU and a guest kernel
+  linux-source-6.1 bc bison flex libelf-dev   # crivm's own guest kernel (scripts/guest-kernel.sh)
   containernetworking-plugins iptables iproute2   # CNI bridge/host-local/portmap
   docker-registry skopeo umoci           # the test registry and image tools
   busybox-static                         # test images
@@ -52,6 +53,8 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl stop docker-registry || true
 fi
+
+"$(dirname "$0")"/guest-kernel.sh
 
 export PATH=/usr/local/go/bin:$PATH
 command -v go >/dev/null || { echo "deps: go not found (expected /usr/local/go/bin/go, Go 1.26)"; exit 1; }

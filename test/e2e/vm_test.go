@@ -25,6 +25,7 @@ import (
 	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/testutil"
 	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/assets"
 	"github.com/crivm/crivm/vmm/hostprobe"
 )
 
@@ -98,6 +99,9 @@ func TestVMSandbox(t *testing.T) {
 	hostKernel, _ := exec.Command("uname", "-r").Output()
 	if g := info.Extra["guest_kernel"]; g == "" || g == strings.TrimSpace(string(hostKernel)) {
 		t.Errorf("guest kernel %q, host kernel %q: want a different, non-empty guest kernel", g, strings.TrimSpace(string(hostKernel)))
+	}
+	if k, _ := assets.FindKernel(""); filepath.Dir(k) == assets.GuestKernelDir && !strings.HasSuffix(info.Extra["guest_kernel"], "-crivm") {
+		t.Errorf("guest kernel %q, want crivm's own (%s), which is installed", info.Extra["guest_kernel"], k)
 	}
 	if cmd, _ := os.ReadFile(filepathJoin("/proc", info.Process.Pid, "comm")); !strings.HasPrefix(string(cmd), "qemu-system") {
 		t.Errorf("sandbox process %d is %q, want QEMU", info.Process.Pid, cmd)
@@ -578,4 +582,34 @@ func TestVMVsock(t *testing.T) {
 		}
 	}
 	t.Errorf("the container's output never reached its log over vsock")
+}
+
+// TestVMDistroKernel: a handler that names the distro's kernel boots it,
+// its modules carried in the initrd, instead of crivm's own guest kernel;
+// its pods run containers with network and the share.
+func TestVMDistroKernel(t *testing.T) {
+	requiresVM(t)
+	boot, err := filepath.Glob("/boot/vmlinuz-*")
+	if err != nil || len(boot) == 0 {
+		t.Skipf("no distro kernel in /boot (%v): nothing to boot but crivm's own", err)
+	}
+	slices.Sort(boot)
+	kernel := boot[len(boot)-1]
+	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", fmt.Sprintf("kernel = %q", kernel))
+
+	// 1. A VM pod boots the named kernel.
+	p := e.runFactoryPod(t, "distro", "echo hello-from-distro; exec nc -ll -p 8080 -e echo pong")
+	if got, want := "vmlinuz-"+p.info.Extra["guest_kernel"], filepath.Base(kernel); got != want {
+		t.Fatalf("guest kernel %s, want %s", got, want)
+	}
+	if got := strings.TrimSpace(e.exec(t, p.ctrID, "uname", "-r")); got != p.info.Extra["guest_kernel"] {
+		t.Errorf("uname -r in the container: %q, want %s", got, p.info.Extra["guest_kernel"])
+	}
+
+	// 2. Its modules were loaded: the share (9p) serves the rootfs, the
+	//    NIC (virtio_net) the pod IP.
+	if pong := dialRead(p.ip+":8080", 10*time.Second); string(pong) != "pong\n" {
+		t.Errorf("pod IP %s:8080 from the host: %q, want pong", p.ip, pong)
+	}
+	e.removeFactoryPods(t, []factoryPod{p})
 }

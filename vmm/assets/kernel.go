@@ -15,28 +15,37 @@ import (
 // DefaultBootDir is where FindKernel looks for installed kernels.
 const DefaultBootDir = "/boot"
 
+// GuestKernelDir is where crivm's own guest kernel is installed
+// (scripts/guest-kernel.sh: vmlinuz-<release>, its modules.builtin in
+// /lib/modules/<release>). FindKernel prefers it to the host's kernels.
+const GuestKernelDir = "/usr/lib/crivm"
+
 // errNoKernel is returned when neither a configured kernel nor any
 // vmlinuz-* exists in the boot directory.
 var errNoKernel = errors.New("no guest kernel found in /boot (install linux-image-amd64 or set kernel = ...)")
 
 // FindKernel returns the guest kernel to boot: configured when set (it must
-// exist), else /boot/vmlinuz-$(uname -r), else the newest /boot/vmlinuz-* by
-// version order.
+// exist), else the newest of crivm's own (GuestKernelDir/vmlinuz-*), else
+// /boot/vmlinuz-$(uname -r), else the newest /boot/vmlinuz-* by version
+// order.
 func FindKernel(configured string) (string, error) {
 	var u unix.Utsname
 	release := ""
 	if err := unix.Uname(&u); err == nil {
 		release = unix.ByteSliceToString(u.Release[:])
 	}
-	return findKernel(configured, DefaultBootDir, release)
+	return findKernel(configured, GuestKernelDir, DefaultBootDir, release)
 }
 
-func findKernel(configured, bootDir, release string) (string, error) {
+func findKernel(configured, guestDir, bootDir, release string) (string, error) {
 	if configured != "" {
 		if err := checkKernelFile(configured); err != nil {
 			return "", fmt.Errorf("checking configured kernel %s: %w", configured, err)
 		}
 		return configured, nil
+	}
+	if k, err := newestKernel(guestDir); err != nil || k != "" {
+		return k, err
 	}
 	if release != "" {
 		p := filepath.Join(bootDir, "vmlinuz-"+release)
@@ -44,9 +53,22 @@ func findKernel(configured, bootDir, release string) (string, error) {
 			return p, nil
 		}
 	}
-	entries, err := os.ReadDir(bootDir)
+	k, err := newestKernel(bootDir)
+	switch {
+	case err != nil || k != "":
+		return k, err
+	case bootDir != DefaultBootDir:
+		return "", fmt.Errorf("no guest kernel found in %s (install linux-image-amd64 or set kernel = ...)", bootDir)
+	}
+	return "", errNoKernel
+}
+
+// newestKernel is the newest dir/vmlinuz-* by version order, or "" when
+// there is none (or no dir).
+func newestKernel(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("listing %s: %w", bootDir, err)
+		return "", fmt.Errorf("listing %s: %w", dir, err)
 	}
 	var versions []string
 	for _, e := range entries {
@@ -54,18 +76,14 @@ func findKernel(configured, bootDir, release string) (string, error) {
 		if !ok || v == "" || isPackagingLeftover(v) {
 			continue
 		}
-		if checkKernelFile(filepath.Join(bootDir, e.Name())) == nil {
+		if checkKernelFile(filepath.Join(dir, e.Name())) == nil {
 			versions = append(versions, v)
 		}
 	}
 	if len(versions) == 0 {
-		if bootDir != DefaultBootDir {
-			return "", fmt.Errorf("no guest kernel found in %s (install linux-image-amd64 or set kernel = ...)", bootDir)
-		}
-		return "", errNoKernel
+		return "", nil
 	}
-	newest := slices.MaxFunc(versions, compareVersions)
-	return filepath.Join(bootDir, "vmlinuz-"+newest), nil
+	return filepath.Join(dir, "vmlinuz-"+slices.MaxFunc(versions, compareVersions)), nil
 }
 
 // isPackagingLeftover reports names dpkg or editors leave next to a kernel.

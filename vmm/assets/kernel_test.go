@@ -11,6 +11,7 @@ func TestFindKernel(t *testing.T) {
 	tests := []struct {
 		name       string
 		files      []string // created non-empty in the fake /boot
+		guest      []string // created non-empty in the fake GuestKernelDir
 		empty      []string // created empty
 		dirs       []string
 		configured string // relative to the fake /boot when not absolute
@@ -56,6 +57,20 @@ func TestFindKernel(t *testing.T) {
 			wantErr:    "nope: no such file or directory",
 		},
 		{
+			name:    "crivm's guest kernel wins over the host's",
+			files:   []string{"vmlinuz-6.1.0-9-amd64"},
+			guest:   []string{"vmlinuz-6.1.192-crivm", "vmlinuz-6.1.99-crivm"},
+			release: "6.1.0-9-amd64",
+			want:    "guest/vmlinuz-6.1.192-crivm",
+		},
+		{
+			name:       "a configured path wins over crivm's guest kernel",
+			files:      []string{"custom-kernel"},
+			guest:      []string{"vmlinuz-6.1.192-crivm"},
+			configured: "custom-kernel",
+			want:       "custom-kernel",
+		},
+		{
 			name:    "nothing installed",
 			files:   []string{"config-6.1.0-10-amd64"},
 			release: "6.1.0-10-amd64",
@@ -64,7 +79,12 @@ func TestFindKernel(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			boot := t.TempDir()
+			boot, guest := t.TempDir(), t.TempDir()
+			for _, f := range tt.guest {
+				if err := os.WriteFile(filepath.Join(guest, f), []byte("MZ"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			for _, f := range tt.files {
 				if err := os.WriteFile(filepath.Join(boot, f), []byte("MZ"), 0o644); err != nil {
 					t.Fatal(err)
@@ -84,7 +104,7 @@ func TestFindKernel(t *testing.T) {
 			if configured != "" {
 				configured = filepath.Join(boot, configured)
 			}
-			got, err := findKernel(configured, boot, tt.release)
+			got, err := findKernel(configured, guest, boot, tt.release)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
@@ -94,7 +114,11 @@ func TestFindKernel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := filepath.Join(boot, tt.want); got != want {
+			want := filepath.Join(boot, tt.want)
+			if g, ok := strings.CutPrefix(tt.want, "guest/"); ok {
+				want = filepath.Join(guest, g)
+			}
+			if got != want {
 				t.Errorf("got %s, want %s", got, want)
 			}
 		})
