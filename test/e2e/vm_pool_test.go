@@ -90,6 +90,9 @@ func testVMPool(t *testing.T, factory string, clone bool) {
 	if !strings.Contains(logData, " stdout F hello-from-pool") {
 		t.Errorf("pooled VM container log: %q", logData)
 	}
+	if got := strings.TrimSpace(e.exec(t, a.ctrID, "cat", "/proc/1/comm")); got != "pause" {
+		t.Errorf("PID 1 of the pooled pod's PID namespace: %q, want the agent's pause", got)
+	}
 	if s := strings.TrimSpace(e.exec(t, a.ctrID, "date", "+%s")); !near(s, time.Now().Unix(), 5) {
 		t.Errorf("pooled VM clock %s, host %d", s, time.Now().Unix())
 	}

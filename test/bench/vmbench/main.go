@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -33,6 +34,7 @@ import (
 	"github.com/crivm/crivm/test/framework"
 	"github.com/crivm/crivm/test/registry"
 	"github.com/crivm/crivm/vmm"
+	"github.com/crivm/crivm/vmm/assets"
 )
 
 func main() {
@@ -141,18 +143,24 @@ func main() {
 		fmt.Printf("handler %s (vm_factory %s): VMs run under %s, files shared over %s, first pod's VM: %s\n", f.handler, f.factory, accel, info.Extra["shared_fs"], info.Extra["vm_source"])
 		p.Teardown(ctx, s)
 	}
-	assets := filepath.Join(d.Root, "vm-assets")
-	vmlinux := newest(t, filepath.Join(assets, "vmlinux-*"))
-	initrd := newest(t, filepath.Join(assets, "initrd-*"))
+	assetDir := filepath.Join(d.Root, "vm-assets")
+	vmlinux := newest(t, filepath.Join(assetDir, "vmlinux-*"))
+	initrd := newest(t, filepath.Join(assetDir, "initrd-*"))
+	// The floor of the distro's kernel too, when the pods boot crivm's:
+	// what a VM cost before crivm had its own kernel.
+	distro := distroAssets(t, ctx, vmlinux)
 
 	// 2. Floor and pod starts, interleaved so all see the same load.
 	logFrom := len(d.Log())
-	var floor []time.Duration
+	var floor, distroFloor []time.Duration
 	start := map[string][]time.Duration{}
 	teardown := map[string][]time.Duration{}
 	for i := 0; i < *n; i++ {
 		poolFull()
 		floor = append(floor, bareBoot(t, ctx, accel, vmlinux, initrd))
+		if distro != nil {
+			distroFloor = append(distroFloor, bareBoot(t, ctx, accel, distro.vmlinux, distro.initrd))
+		}
 		for _, f := range factories {
 			poolFull()
 			s, dur, err := pods[f.handler].Start(ctx)
@@ -174,11 +182,19 @@ func main() {
 	}
 	fl := bench.Summarize(floor)
 	fmt.Printf("\nbare QEMU floor (start → agent answers)   %s\n", fl)
+	var dfl bench.Summary
+	if distro != nil {
+		dfl = bench.Summarize(distroFloor)
+		fmt.Printf("the same with the distro's kernel %s    %s\n", distro.release, dfl)
+	}
 	for _, f := range factories {
 		ps := bench.Summarize(start[f.handler])
 		fmt.Printf("\nvm_factory %s (handler %s)\n", f.factory, f.handler)
 		fmt.Printf("  VM pod start (→ container running)     %s\n", ps)
 		fmt.Printf("  ratio pod start / floor (median)       %s\n", bench.Ratio(ps.Median, fl.Median))
+		if distro != nil {
+			fmt.Printf("  ratio to the distro kernel's floor     %s\n", bench.Ratio(ps.Median, dfl.Median))
+		}
 		fmt.Printf("  VM pod teardown                        %s\n", bench.Summarize(teardown[f.handler]))
 	}
 	if *breakdown {
@@ -307,6 +323,54 @@ func bareBoot(t *framework.MainTB, ctx context.Context, accel, vmlinux, initrd s
 		t.Fatal(err)
 	}
 	return time.Since(start)
+}
+
+// bootAssets are a kernel's PVH vmlinux and agent initrd.
+type bootAssets struct{ vmlinux, initrd, release string }
+
+// distroAssets builds the newest /boot kernel's vmlinux and initrd (its
+// modules in it), or returns nil when there is none or the pods boot it
+// (their vmlinux is podVmlinux).
+func distroAssets(t *framework.MainTB, ctx context.Context, podVmlinux string) *bootAssets {
+	boot, _ := filepath.Glob("/boot/vmlinuz-*")
+	if len(boot) == 0 {
+		return nil
+	}
+	slices.Sort(boot)
+	kernel := boot[len(boot)-1]
+	dir := t.TempDir()
+	a := &bootAssets{}
+	var err error
+	if a.vmlinux, err = assets.Vmlinux(ctx, kernel, dir); err != nil {
+		t.Fatal(err)
+	}
+	if a.release, err = assets.KernelRelease(kernel); err != nil {
+		t.Fatal(err)
+	}
+	if same, _ := sameContent(a.vmlinux, podVmlinux); same {
+		return nil
+	}
+	bin, err := framework.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.initrd, err = assets.Initrd(ctx, assets.InitrdOptions{AgentBinary: filepath.Join(bin, "crivm-agent"), KernelRelease: a.release, CacheDir: dir, Modules: assets.BaseGuestModules}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// sameContent reports whether files a and b hold the same bytes.
+func sameContent(a, b string) (bool, error) {
+	x, err := os.ReadFile(a)
+	if err != nil {
+		return false, err
+	}
+	y, err := os.ReadFile(b)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(x, y), nil
 }
 
 func newest(t *framework.MainTB, pattern string) string {
