@@ -28,14 +28,16 @@ import (
 // The handler keeps vm_pool_size VMs of its default size ready ahead of
 // pods, on the current guest assets, one at a time: under "pool" booted
 // VMs, under "template" clones of the template, resumed (their entropy
-// and clock pushed) and so as unlike their siblings as a clone started
-// for its pod. A pooled VM is made as a pod's VM boots (a VM dir, mount namespace and share of its
-// own, its own QEMU uid, its agent waited for), except for what only a
-// pod gives it: its NIC has no host side (an unplugged hub port), its
-// QEMU runs in an empty network namespace of its own, and it runs in a
-// cgroup of its own named for its pool ID (below CgroupDefaultParent, or
-// a scope in system.slice under systemd). Pooled VMs share nothing with
-// each other; each serves one pod and dies with it.
+// and clock pushed: as unlike their siblings as a clone started for its
+// pod) and warmed (resumeClone). A pooled VM is made as a pod's VM boots
+// (a VM dir, mount namespace and share of its own, its own QEMU uid, its
+// agent waited for), except for what only a pod gives it: its NIC has no
+// host side (an unplugged hub port), its QEMU runs in an empty network
+// namespace of its own, and it runs in a cgroup of its own named for its
+// pool ID (below CgroupDefaultParent, or a scope in system.slice under
+// systemd). Pooled booted VMs share nothing with each other, pooled clones
+// what clones of one template share (docs/security.md); each serves one
+// pod and dies with it.
 //
 // A pod that fits (memory and vCPUs no larger, its cgroup able to hold
 // the VM) takes one: the pod's VM dir name becomes a symlink to the pooled
@@ -355,8 +357,9 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 				return nil, err
 			}
 			if spec.Clone {
-				// Its own entropy and clock before it waits: nothing of
-				// a pod runs in it before this.
+				// Its own entropy and clock, and its launch path
+				// warmed, before it waits: nothing of a pod runs in it
+				// before this.
 				if err := resumeClone(ctx, pv.client, true); err != nil {
 					pv.client.Close()
 					return nil, err
