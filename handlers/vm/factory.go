@@ -390,9 +390,9 @@ func tailConsole(vm *vmm.VM) string {
 var _ handlers.Warmer = (*Handler)(nil)
 
 // Warm prepares the handler's factory ahead of the first pod: the
-// template of its default size (vm_factory = "template"), or the pool,
-// after removing the pooled VMs a previous daemon left (vm_factory =
-// "pool").
+// template of its default size (vm_factory = "template"), or, with a
+// vm_pool_size, the pool (of booted VMs, or of clones under "template"),
+// after removing the pooled VMs a previous daemon left.
 func (h *Handler) Warm(ctx context.Context) {
 	h.baseLog.Store(log.G(ctx).With("handler", h.name))
 	if h.cfg.VMFactory != factoryTemplate && h.cfg.VMFactory != factoryPool {
