@@ -10,7 +10,8 @@
 # source package's version; when the installed kernel has that key it
 # returns at once. ~3 minutes on 2 cores otherwise.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self=$(readlink -f "$0")
+cd "$(dirname "$self")/.."
 
 SRC=/usr/src/linux-source-6.1.tar.xz
 DEST=${CRIVM_GUEST_KERNEL_DIR:-/usr/lib/crivm}
@@ -18,7 +19,7 @@ FRAGMENT=configs/guest-kernel.config
 LOCALVERSION=-crivm
 
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
-key=$(cat "$FRAGMENT" "$0" <(echo "$srcver") | sha256sum | cut -c1-16)
+key=$(cat "$FRAGMENT" "$self" <(echo "$srcver") | sha256sum | cut -c1-16)
 stamp="$DEST/guest-kernel.key"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
   exit 0
