@@ -78,21 +78,11 @@ func guestAssets(t *testing.T) (vmlinux, initrd string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if vmlinux, err = assets.Vmlinux(ctx, kernel, dir); err != nil {
-		t.Fatal(err)
-	}
-	release, err := assets.KernelRelease(kernel)
+	g, err := assets.ForKernel(context.Background(), kernel, assets.InitrdOptions{AgentBinary: agent, CacheDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	initrd, err = assets.Initrd(ctx, assets.InitrdOptions{
-		AgentBinary: agent, KernelRelease: release, CacheDir: dir,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return vmlinux, initrd
+	return g.Vmlinux, g.Initrd
 }
 
 // busyboxRootfs makes a container rootfs at dir: the static busybox with

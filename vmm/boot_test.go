@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,22 +91,13 @@ func buildAssets(t *testing.T) (vmlinux, initrd, release string) {
 			built.err = err
 			return
 		}
-		ctx := context.Background()
-		if built.vmlinux, err = assets.Vmlinux(ctx, kernel, dir); err != nil {
-			built.err = err
-			return
-		}
-		if built.release, err = assets.KernelRelease(kernel); err != nil {
-			built.err = err
-			return
-		}
-		built.initrd, built.err = assets.Initrd(ctx, assets.InitrdOptions{
-			AgentBinary:   agent,
-			KernelRelease: built.release,
-			Modules:       assets.BaseGuestModules,
-			CacheDir:      dir,
-			Compression:   os.Getenv("CRIVM_TEST_INITRD_COMPRESSION"),
+		g, err := assets.ForKernel(context.Background(), kernel, assets.InitrdOptions{
+			AgentBinary: agent,
+			Modules:     assets.BaseGuestModules,
+			CacheDir:    dir,
+			Compression: os.Getenv("CRIVM_TEST_INITRD_COMPRESSION"),
 		})
+		built.vmlinux, built.initrd, built.release, built.err = g.Vmlinux, g.Initrd, g.Release, err
 	})
 	if built.err != nil {
 		t.Fatalf("building guest assets: %v", built.err)
@@ -618,30 +608,23 @@ func TestVMAttachTap(t *testing.T) {
 func TestVMDistroKernelModules(t *testing.T) {
 	requireVM(t)
 	buildAssets(t) // the agent binary
-	boot, _ := filepath.Glob("/boot/vmlinuz-*")
-	slices.Sort(boot)
-	kernel := boot[len(boot)-1]
+	kernel, err := assets.FindHostKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	vmlinux, err := assets.Vmlinux(ctx, kernel, dir)
+	g, err := assets.ForKernel(ctx, kernel, assets.InitrdOptions{AgentBinary: filepath.Join(assetsDir, "crivm-agent"), Modules: assets.BaseGuestModules, CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	release, err := assets.KernelRelease(kernel)
-	if err != nil {
-		t.Fatal(err)
-	}
+	vmlinux, initrd, release := g.Vmlinux, g.Initrd, g.Release
 	carried, err := assets.ResolveModules(filepath.Join("/lib/modules", release), assets.BaseGuestModules)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(carried) == 0 {
 		t.Fatalf("the distro kernel %s builds in every base guest module: nothing to load", release)
-	}
-	initrd, err := assets.Initrd(ctx, assets.InitrdOptions{AgentBinary: filepath.Join(assetsDir, "crivm-agent"), KernelRelease: release, Modules: assets.BaseGuestModules, CacheDir: dir})
-	if err != nil {
-		t.Fatal(err)
 	}
 	bootMu.Lock()
 	defer bootMu.Unlock()

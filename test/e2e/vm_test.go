@@ -589,12 +589,10 @@ func TestVMVsock(t *testing.T) {
 // its pods run containers with network and the share.
 func TestVMDistroKernel(t *testing.T) {
 	requiresVM(t)
-	boot, err := filepath.Glob("/boot/vmlinuz-*")
-	if err != nil || len(boot) == 0 {
-		t.Skipf("no distro kernel in /boot (%v): nothing to boot but crivm's own", err)
+	kernel, err := assets.FindHostKernel()
+	if err != nil {
+		t.Skipf("no distro kernel: nothing to boot but crivm's own (%v)", err)
 	}
-	slices.Sort(boot)
-	kernel := boot[len(boot)-1]
 	e := newRuncEnv(t, "[crivm.runtime.runtimes.vm]", fmt.Sprintf("kernel = %q", kernel))
 
 	// 1. A VM pod boots the named kernel.

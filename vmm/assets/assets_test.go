@@ -228,7 +228,7 @@ func TestVmlinuxRealKernel(t *testing.T) {
 // testKernel returns the newest /boot/vmlinuz-* or skips.
 func testKernel(t *testing.T) string {
 	t.Helper()
-	k, err := findKernel("", GuestKernelDir, DefaultBootDir, "")
+	k, err := findKernel("", "", DefaultBootDir, "")
 	if err != nil {
 		t.Skipf("no guest kernel: %v (install linux-image-amd64)", err)
 	}

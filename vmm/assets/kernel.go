@@ -1,6 +1,7 @@
 package assets
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -29,12 +30,23 @@ var errNoKernel = errors.New("no guest kernel found in /boot (install linux-imag
 // /boot/vmlinuz-$(uname -r), else the newest /boot/vmlinuz-* by version
 // order.
 func FindKernel(configured string) (string, error) {
+	return findKernel(configured, GuestKernelDir, DefaultBootDir, hostRelease())
+}
+
+// FindHostKernel returns the distro's kernel that FindKernel takes when
+// crivm's own is not installed: /boot/vmlinuz-$(uname -r), else the
+// newest /boot/vmlinuz-*.
+func FindHostKernel() (string, error) {
+	return findKernel("", "", DefaultBootDir, hostRelease())
+}
+
+// hostRelease is the running kernel's release; "" when unknown.
+func hostRelease() string {
 	var u unix.Utsname
-	release := ""
-	if err := unix.Uname(&u); err == nil {
-		release = unix.ByteSliceToString(u.Release[:])
+	if err := unix.Uname(&u); err != nil {
+		return ""
 	}
-	return findKernel(configured, GuestKernelDir, DefaultBootDir, release)
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 func findKernel(configured, guestDir, bootDir, release string) (string, error) {
@@ -64,8 +76,11 @@ func findKernel(configured, guestDir, bootDir, release string) (string, error) {
 }
 
 // newestKernel is the newest dir/vmlinuz-* by version order, or "" when
-// there is none (or no dir).
+// there is none (or no dir, or dir is "").
 func newestKernel(dir string) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("listing %s: %w", dir, err)
@@ -160,3 +175,26 @@ func nextRun(s string) (string, string) {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// Guest is what a VM boots: a kernel's PVH vmlinux and an agent initrd
+// for its release.
+type Guest struct{ Vmlinux, Initrd, Release string }
+
+// ForKernel extracts kernel's vmlinux and builds the initrd opts describe
+// for kernel's release (opts.KernelRelease is set from it), both cached in
+// opts.CacheDir.
+func ForKernel(ctx context.Context, kernel string, opts InitrdOptions) (Guest, error) {
+	var g Guest
+	var err error
+	if g.Vmlinux, err = Vmlinux(ctx, kernel, opts.CacheDir); err != nil {
+		return Guest{}, fmt.Errorf("extracting vmlinux from %s: %w", kernel, err)
+	}
+	if g.Release, err = KernelRelease(kernel); err != nil {
+		return Guest{}, fmt.Errorf("reading the release of %s: %w", kernel, err)
+	}
+	opts.KernelRelease = g.Release
+	if g.Initrd, err = Initrd(ctx, opts); err != nil {
+		return Guest{}, fmt.Errorf("building the initrd for %s: %w", g.Release, err)
+	}
+	return g, nil
+}

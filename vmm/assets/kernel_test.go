@@ -12,6 +12,7 @@ func TestFindKernel(t *testing.T) {
 		name       string
 		files      []string // created non-empty in the fake /boot
 		guest      []string // created non-empty in the fake GuestKernelDir
+		noGuest    bool     // findKernel gets no guest dir, as FindHostKernel
 		empty      []string // created empty
 		dirs       []string
 		configured string // relative to the fake /boot when not absolute
@@ -71,6 +72,13 @@ func TestFindKernel(t *testing.T) {
 			want:       "custom-kernel",
 		},
 		{
+			name:    "no guest kernel dir (FindHostKernel)",
+			files:   []string{"vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-10-amd64"},
+			guest:   []string{"vmlinuz-6.1.192-crivm"},
+			noGuest: true,
+			want:    "vmlinuz-6.1.0-10-amd64",
+		},
+		{
 			name:    "nothing installed",
 			files:   []string{"config-6.1.0-10-amd64"},
 			release: "6.1.0-10-amd64",
@@ -104,7 +112,11 @@ func TestFindKernel(t *testing.T) {
 			if configured != "" {
 				configured = filepath.Join(boot, configured)
 			}
-			got, err := findKernel(configured, guest, boot, tt.release)
+			guestDir := guest
+			if tt.noGuest {
+				guestDir = ""
+			}
+			got, err := findKernel(configured, guestDir, boot, tt.release)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)

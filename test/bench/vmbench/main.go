@@ -13,7 +13,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -127,7 +126,7 @@ func main() {
 		}
 	}
 	pods := map[string]*bench.Pods{}
-	var accel string
+	var accel, podRelease string
 	for _, f := range factories {
 		p := &bench.Pods{RS: rs, Image: img, RuntimeHandler: f.handler, LogDir: t.TempDir(), Prefix: "vmbench-" + f.handler}
 		pods[f.handler] = p
@@ -139,7 +138,7 @@ func main() {
 			t.Fatal(err)
 		}
 		info := sandboxInfo(t, ctx, rs, s.Sandbox)
-		accel = info.Extra["accel"]
+		accel, podRelease = info.Extra["accel"], info.Extra["guest_kernel"]
 		fmt.Printf("handler %s (vm_factory %s): VMs run under %s, files shared over %s, first pod's VM: %s\n", f.handler, f.factory, accel, info.Extra["shared_fs"], info.Extra["vm_source"])
 		p.Teardown(ctx, s)
 	}
@@ -148,7 +147,7 @@ func main() {
 	initrd := newest(t, filepath.Join(assetDir, "initrd-*"))
 	// The floor of the distro's kernel too, when the pods boot crivm's:
 	// what a VM cost before crivm had its own kernel.
-	distro := distroAssets(t, ctx, vmlinux)
+	distro := distroAssets(t, ctx, podRelease)
 
 	// 2. Floor and pod starts, interleaved so all see the same load.
 	logFrom := len(d.Log())
@@ -159,7 +158,7 @@ func main() {
 		poolFull()
 		floor = append(floor, bareBoot(t, ctx, accel, vmlinux, initrd))
 		if distro != nil {
-			distroFloor = append(distroFloor, bareBoot(t, ctx, accel, distro.vmlinux, distro.initrd))
+			distroFloor = append(distroFloor, bareBoot(t, ctx, accel, distro.Vmlinux, distro.Initrd))
 		}
 		for _, f := range factories {
 			poolFull()
@@ -185,7 +184,7 @@ func main() {
 	var dfl bench.Summary
 	if distro != nil {
 		dfl = bench.Summarize(distroFloor)
-		fmt.Printf("the same with the distro's kernel %s    %s\n", distro.release, dfl)
+		fmt.Printf("the same with the distro's kernel %s    %s\n", distro.Release, dfl)
 	}
 	for _, f := range factories {
 		ps := bench.Summarize(start[f.handler])
@@ -325,52 +324,30 @@ func bareBoot(t *framework.MainTB, ctx context.Context, accel, vmlinux, initrd s
 	return time.Since(start)
 }
 
-// bootAssets are a kernel's PVH vmlinux and agent initrd.
-type bootAssets struct{ vmlinux, initrd, release string }
-
-// distroAssets builds the newest /boot kernel's vmlinux and initrd (its
+// distroAssets builds the distro kernel's vmlinux and initrd (its
 // modules in it), or returns nil when there is none or the pods boot it
-// (their vmlinux is podVmlinux).
-func distroAssets(t *framework.MainTB, ctx context.Context, podVmlinux string) *bootAssets {
-	boot, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(boot) == 0 {
+// (their kernel's release is podRelease).
+func distroAssets(t *framework.MainTB, ctx context.Context, podRelease string) *assets.Guest {
+	kernel, err := assets.FindHostKernel()
+	if err != nil {
 		return nil
 	}
-	slices.Sort(boot)
-	kernel := boot[len(boot)-1]
-	dir := t.TempDir()
-	a := &bootAssets{}
-	var err error
-	if a.vmlinux, err = assets.Vmlinux(ctx, kernel, dir); err != nil {
+	rel, err := assets.KernelRelease(kernel)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if a.release, err = assets.KernelRelease(kernel); err != nil {
-		t.Fatal(err)
-	}
-	if same, _ := sameContent(a.vmlinux, podVmlinux); same {
+	if rel == podRelease {
 		return nil
 	}
 	bin, err := framework.BinDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.initrd, err = assets.Initrd(ctx, assets.InitrdOptions{AgentBinary: filepath.Join(bin, "crivm-agent"), KernelRelease: a.release, CacheDir: dir, Modules: assets.BaseGuestModules}); err != nil {
+	g, err := assets.ForKernel(ctx, kernel, assets.InitrdOptions{AgentBinary: filepath.Join(bin, "crivm-agent"), CacheDir: t.TempDir(), Modules: assets.BaseGuestModules})
+	if err != nil {
 		t.Fatal(err)
 	}
-	return a
-}
-
-// sameContent reports whether files a and b hold the same bytes.
-func sameContent(a, b string) (bool, error) {
-	x, err := os.ReadFile(a)
-	if err != nil {
-		return false, err
-	}
-	y, err := os.ReadFile(b)
-	if err != nil {
-		return false, err
-	}
-	return bytes.Equal(x, y), nil
+	return &g
 }
 
 func newest(t *framework.MainTB, pattern string) string {
