@@ -101,21 +101,28 @@ func main() {
 	// from it, plus its size: it is full again.
 	poolFull := func() {
 		for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			full := true
-			for _, l := range pooling {
-				made, taken := 0, 0
-				for _, line := range strings.Split(d.Log(), "\n") {
-					if !slices.Contains(strings.Fields(line), "handler="+l) {
-						continue
-					}
-					switch {
-					case strings.Contains(line, `msg="pooled VM ready"`):
-						made++
-					case strings.Contains(line, `msg="VM taken from the pool"`):
-						taken++
+			// Per handler: VMs made minus VMs taken, from one read of
+			// the log.
+			waiting := map[string]int{}
+			for _, line := range strings.Split(d.Log(), "\n") {
+				n := 0
+				switch {
+				case strings.Contains(line, `msg="pooled VM ready"`):
+					n = 1
+				case strings.Contains(line, `msg="VM taken from the pool"`):
+					n = -1
+				default:
+					continue
+				}
+				for _, f := range strings.Fields(line) {
+					if h, ok := strings.CutPrefix(f, "handler="); ok {
+						waiting[h] += n
 					}
 				}
-				full = full && made >= *par+taken
+			}
+			full := true
+			for _, l := range pooling {
+				full = full && waiting[l] >= *par
 			}
 			if full {
 				return
