@@ -362,14 +362,20 @@ func (h *Handler) cloneMachine(spec templateSpec, dir string, sh share) vmm.Mach
 // resumeEntropy is how many random bytes a clone's agent gets at Resume.
 const resumeEntropy = 64
 
-// resumeClone is a clone's first agent call: host entropy and clock,
-// and with warm, a run of the guest's container launch path (for a clone
-// that waits in a pool: off a pod's critical path, it takes what the
-// first container would take to translate that code).
-func resumeClone(ctx context.Context, c *agentproxy.Client, warm bool) error {
+// resumeOptions are what a clone's Resume does beyond entropy and clock.
+type resumeOptions struct {
+	// warm: run the guest's container launch path once, for a clone that
+	// waits in a pool (off a pod's critical path, it takes what the first
+	// container would take to translate that code).
+	warm bool
+}
+
+// resumeClone is a clone's first agent call: host entropy and clock, and
+// what opts asks.
+func resumeClone(ctx context.Context, c *agentproxy.Client, opts resumeOptions) error {
 	b := make([]byte, resumeEntropy)
 	rand.Read(b)
-	if _, err := c.Resume(ctx, &api.ResumeRequest{Entropy: b, RealtimeUnixNano: time.Now().UnixNano(), Warm: warm}); err != nil {
+	if _, err := c.Resume(ctx, &api.ResumeRequest{Entropy: b, RealtimeUnixNano: time.Now().UnixNano(), Warm: opts.warm}); err != nil {
 		return fmt.Errorf("resuming the clone: %w", err)
 	}
 	return nil

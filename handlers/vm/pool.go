@@ -360,7 +360,7 @@ func (h *Handler) bootPooled(ctx context.Context, spec poolSpec, a *guestAssets)
 				// Its own entropy and clock, and its launch path
 				// warmed, before it waits: nothing of a pod runs in it
 				// before this.
-				if err := resumeClone(ctx, pv.client, true); err != nil {
+				if err := resumeClone(ctx, pv.client, resumeOptions{warm: true}); err != nil {
 					pv.client.Close()
 					return nil, err
 				}

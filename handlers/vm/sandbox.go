@@ -238,7 +238,7 @@ func (h *Handler) StartSandbox(ctx context.Context, req *handlers.SandboxRequest
 				return nil, err
 			}
 			if src.tpl != nil {
-				if err := resumeClone(ctx, client, false); err != nil {
+				if err := resumeClone(ctx, client, resumeOptions{}); err != nil {
 					client.Close()
 					return nil, err
 				}
