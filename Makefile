@@ -62,23 +62,27 @@ test: deps build test-bins lint fuzz
 unit: build
 	$(GO) test -race -count=1 -tags "$(TAGS)" $$($(GO) list ./... | grep -v /test/)
 
-# Each fuzz target for FUZZTIME (go test -fuzz runs one target at a time):
-# the config loader, the trust policy loader, the CRI request validators
-# and the agent's sync-pipe reader. Their seed corpora (f.Add, and
-# testdata/fuzz/ for the inputs that found bugs) run in every plain go test.
-# A failure leaves the input in the package's testdata/fuzz/. An input
-# that finds new coverage is minimized for at most FUZZMINIMIZETIME:
-# at go test's default (60 s) a short run can spend all its time there.
-FUZZTIME ?= 10s
+# Each fuzz target for a count of executions (go test -fuzz runs one
+# target at a time): the config loader, the trust policy loader, the CRI
+# request validators and the agent's sync-pipe reader. Their seed corpora
+# (f.Add, and testdata/fuzz/ for the inputs that found bugs) run in every
+# plain go test. A failure leaves the input in the package's testdata/fuzz/.
+# The budgets are counts, not durations: with -fuzztime as a duration, Go
+# 1.26's coordinator can fail a target with a bare "context deadline
+# exceeded" when the deadline races a worker's last call (go.dev/issue/75804,
+# fixed in Go 1.27); a count sets no deadline. Each count is about 10 s
+# here. An input that finds new coverage is minimized for at most
+# FUZZMINIMIZETIME: at go test's default (60 s) a short run can spend all
+# its time there.
 FUZZMINIMIZETIME ?= 2s
-FUZZFLAGS = -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) -tags "$(TAGS)"
+FUZZFLAGS = -fuzzminimizetime $(FUZZMINIMIZETIME) -tags "$(TAGS)"
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' $(FUZZFLAGS) ./configs
-	$(GO) test -run '^$$' -fuzz '^FuzzLoadPolicy$$' $(FUZZFLAGS) ./trust
-	$(GO) test -run '^$$' -fuzz '^FuzzValidatePodSandboxConfig$$' $(FUZZFLAGS) ./server
-	$(GO) test -run '^$$' -fuzz '^FuzzValidateContainerConfig$$' $(FUZZFLAGS) ./server
-	$(GO) test -run '^$$' -fuzz '^FuzzReadSync$$' $(FUZZFLAGS) ./agent/launch
-	$(GO) test -run '^$$' -fuzz '^FuzzSyncRoundTrip$$' $(FUZZFLAGS) ./agent/launch
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 5000x $(FUZZFLAGS) ./configs
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadPolicy$$' -fuzztime 20000x $(FUZZFLAGS) ./trust
+	$(GO) test -run '^$$' -fuzz '^FuzzValidatePodSandboxConfig$$' -fuzztime 3000x $(FUZZFLAGS) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateContainerConfig$$' -fuzztime 25000x $(FUZZFLAGS) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzReadSync$$' -fuzztime 250000x $(FUZZFLAGS) ./agent/launch
+	$(GO) test -run '^$$' -fuzz '^FuzzSyncRoundTrip$$' -fuzztime 200000x $(FUZZFLAGS) ./agent/launch
 
 e2e: build test-bins
 	CRIVM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -v -timeout 25m -tags "$(TAGS)" ./test/...
