@@ -332,8 +332,12 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	c.init = p
 	s.cmu.Unlock()
 	ok = true
-	log.G(ctx).Info("container created", "id", id, "pid", p.pid, "tty", tty, "elapsed", time.Since(start), "cgroup", cgroupTook, "phases", child.Phases)
-	return &api.CreateContainerResponse{Pid: uint32(p.pid)}, nil
+	log.G(ctx).Debug("container created", "id", id, "pid", p.pid, "tty", tty, "elapsed", time.Since(start))
+	phases := []*api.Phase{{Name: "cgroup", Ms: float64(cgroupTook.Microseconds()) / 1000}}
+	for _, ph := range child.Phases {
+		phases = append(phases, &api.Phase{Name: ph.Name, Ms: ph.Ms})
+	}
+	return &api.CreateContainerResponse{Pid: uint32(p.pid), Phases: phases}, nil
 }
 
 // resolveTargetPID replaces a PID namespace path naming another container
@@ -437,7 +441,7 @@ func (s *Service) deleteContainer(ctx context.Context, c *container) error {
 		delete(s.containers, c.id)
 	}
 	s.cmu.Unlock()
-	log.G(ctx).Info("container deleted", "id", c.id)
+	log.G(ctx).Debug("container deleted", "id", c.id)
 	return nil
 }
 

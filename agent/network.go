@@ -181,7 +181,7 @@ func (nc *netConfig) apply(ctx context.Context) error {
 			return fmt.Errorf("adding route %s via %s dev %s: %w", r.Dst, rc.gw, dev, err)
 		}
 	}
-	log.G(ctx).Info("network configured", "interfaces", len(nc.ifaces), "routes", len(nc.routes))
+	log.G(ctx).Debug("network configured", "interfaces", len(nc.ifaces), "routes", len(nc.routes))
 	return nil
 }
 

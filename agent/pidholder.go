@@ -102,7 +102,7 @@ func (s *Service) ensurePIDHolder(ctx context.Context) error {
 		return fail(err)
 	}
 	s.pidHolder = h
-	log.G(ctx).Info("pod pid namespace holder started", "pid", pid)
+	log.G(ctx).Debug("pod pid namespace holder started", "pid", pid)
 	return nil
 }
 

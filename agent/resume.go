@@ -47,9 +47,9 @@ func (s *Service) Resume(ctx context.Context, req *api.ResumeRequest) (*api.Resu
 		if err := s.warmLaunch(); err != nil {
 			return nil, fmt.Errorf("resume: warming the launch path: %w", err)
 		}
-		log.G(ctx).Info("warmed the launch path", "took", time.Since(start))
+		log.G(ctx).Debug("warmed the launch path", "took", time.Since(start))
 	}
-	log.G(ctx).Info("resumed as a clone", "entropy_bytes", len(req.Entropy), "warm", req.Warm)
+	log.G(ctx).Debug("resumed as a clone", "entropy_bytes", len(req.Entropy), "warm", req.Warm)
 	return &api.ResumeResponse{}, nil
 }
 

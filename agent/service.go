@@ -133,7 +133,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 		st.mounts = append(st.mounts, filepath.Clean(m.MountPoint))
 	}
 	s.sandbox = st
-	log.G(ctx).Info("sandbox created", "id", req.SandboxId, "mounts", len(st.mounts))
+	log.G(ctx).Debug("sandbox created", "id", req.SandboxId, "mounts", len(st.mounts))
 	return &api.CreateSandboxResponse{}, nil
 }
 

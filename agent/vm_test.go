@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -172,8 +173,20 @@ func (g *guest) create(ctx context.Context, id string, o ctrOpts, args ...string
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(spec)
-	if _, err := g.c.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: id, OciSpec: b, Tty: o.tty, Stdin: o.stdin}); err != nil {
+	r, err := g.c.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: id, OciSpec: b, Tty: o.tty, Stdin: o.stdin})
+	if err != nil {
 		t.Fatalf("CreateContainer %s: %v", id, err)
+	}
+	// The guest's steps come back for the host's log, in order.
+	var names []string
+	for _, p := range r.GetPhases() {
+		names = append(names, p.GetName())
+		if p.GetMs() < 0 {
+			t.Errorf("CreateContainer %s: phase %s took %v ms", id, p.GetName(), p.GetMs())
+		}
+	}
+	if want := []string{"cgroup", "fork", "config", "rootfs", "lookup", "ready"}; !slices.Equal(names, want) {
+		t.Errorf("CreateContainer %s: phases %v, want %v", id, names, want)
 	}
 }
 

@@ -992,7 +992,11 @@ func (x *CreateContainerRequest) GetTty() bool {
 type CreateContainerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The init process, in the guest's PID namespace.
-	Pid           uint32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Pid uint32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The guest's set-up steps and their durations, in order, for the
+	// host's debug log: the guest logs none of them (its console is an
+	// emulated UART, which costs the guest time per byte).
+	Phases        []*Phase `protobuf:"bytes,2,rep,name=phases,proto3" json:"phases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1034,6 +1038,66 @@ func (x *CreateContainerResponse) GetPid() uint32 {
 	return 0
 }
 
+func (x *CreateContainerResponse) GetPhases() []*Phase {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
+// Phase is one timed step of the guest.
+type Phase struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Ms            float64                `protobuf:"fixed64,2,opt,name=ms,proto3" json:"ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Phase) Reset() {
+	*x = Phase{}
+	mi := &file_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Phase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Phase) ProtoMessage() {}
+
+func (x *Phase) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Phase.ProtoReflect.Descriptor instead.
+func (*Phase) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Phase) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Phase) GetMs() float64 {
+	if x != nil {
+		return x.Ms
+	}
+	return 0
+}
+
 type StartContainerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1043,7 +1107,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1119,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1132,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -1087,7 +1151,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1163,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1176,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StartContainerResponse) GetPid() uint32 {
@@ -1131,7 +1195,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1207,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1220,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteContainerRequest) GetContainerId() string {
@@ -1174,7 +1238,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1250,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1263,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 type UpdateContainerRequest struct {
@@ -1213,7 +1277,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1289,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1302,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1263,7 +1327,7 @@ type UpdateContainerResponse struct {
 
 func (x *UpdateContainerResponse) Reset() {
 	*x = UpdateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1339,7 @@ func (x *UpdateContainerResponse) String() string {
 func (*UpdateContainerResponse) ProtoMessage() {}
 
 func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1352,7 @@ func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerResponse.ProtoReflect.Descriptor instead.
 func (*UpdateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 type StatsContainerRequest struct {
@@ -1300,7 +1364,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1376,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1389,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -1370,7 +1434,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1446,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1459,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatsContainerResponse) GetTimestampUnixNano() int64 {
@@ -1505,7 +1569,7 @@ type IODeviceStats struct {
 
 func (x *IODeviceStats) Reset() {
 	*x = IODeviceStats{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1581,7 @@ func (x *IODeviceStats) String() string {
 func (*IODeviceStats) ProtoMessage() {}
 
 func (x *IODeviceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1594,7 @@ func (x *IODeviceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IODeviceStats.ProtoReflect.Descriptor instead.
 func (*IODeviceStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *IODeviceStats) GetMajor() uint32 {
@@ -1593,7 +1657,7 @@ type HugetlbStats struct {
 
 func (x *HugetlbStats) Reset() {
 	*x = HugetlbStats{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1669,7 @@ func (x *HugetlbStats) String() string {
 func (*HugetlbStats) ProtoMessage() {}
 
 func (x *HugetlbStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1682,7 @@ func (x *HugetlbStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HugetlbStats.ProtoReflect.Descriptor instead.
 func (*HugetlbStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HugetlbStats) GetPageSize() string {
@@ -1655,7 +1719,7 @@ type StartProcessRequest struct {
 
 func (x *StartProcessRequest) Reset() {
 	*x = StartProcessRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1731,7 @@ func (x *StartProcessRequest) String() string {
 func (*StartProcessRequest) ProtoMessage() {}
 
 func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1744,7 @@ func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessRequest.ProtoReflect.Descriptor instead.
 func (*StartProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StartProcessRequest) GetContainerId() string {
@@ -1741,7 +1805,7 @@ type StartProcessResponse struct {
 
 func (x *StartProcessResponse) Reset() {
 	*x = StartProcessResponse{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1817,7 @@ func (x *StartProcessResponse) String() string {
 func (*StartProcessResponse) ProtoMessage() {}
 
 func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1830,7 @@ func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessResponse.ProtoReflect.Descriptor instead.
 func (*StartProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StartProcessResponse) GetPid() uint32 {
@@ -1786,7 +1850,7 @@ type DeleteProcessRequest struct {
 
 func (x *DeleteProcessRequest) Reset() {
 	*x = DeleteProcessRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1862,7 @@ func (x *DeleteProcessRequest) String() string {
 func (*DeleteProcessRequest) ProtoMessage() {}
 
 func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1875,7 @@ func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteProcessRequest) GetContainerId() string {
@@ -1836,7 +1900,7 @@ type DeleteProcessResponse struct {
 
 func (x *DeleteProcessResponse) Reset() {
 	*x = DeleteProcessResponse{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +1912,7 @@ func (x *DeleteProcessResponse) String() string {
 func (*DeleteProcessResponse) ProtoMessage() {}
 
 func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +1925,7 @@ func (x *DeleteProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 type WaitProcessRequest struct {
@@ -1875,7 +1939,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +1951,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +1964,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -1931,7 +1995,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2007,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2020,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WaitProcessResponse) GetExitCode() int32 {
@@ -1994,7 +2058,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2070,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2083,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -2058,7 +2122,7 @@ type SignalProcessResponse struct {
 
 func (x *SignalProcessResponse) Reset() {
 	*x = SignalProcessResponse{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2134,7 @@ func (x *SignalProcessResponse) String() string {
 func (*SignalProcessResponse) ProtoMessage() {}
 
 func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2147,7 @@ func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessResponse.ProtoReflect.Descriptor instead.
 func (*SignalProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 // ReadOutputRequest reads a process's stream by absolute byte offsets.
@@ -2109,7 +2173,7 @@ type ReadOutputRequest struct {
 
 func (x *ReadOutputRequest) Reset() {
 	*x = ReadOutputRequest{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2185,7 @@ func (x *ReadOutputRequest) String() string {
 func (*ReadOutputRequest) ProtoMessage() {}
 
 func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2198,7 @@ func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputRequest.ProtoReflect.Descriptor instead.
 func (*ReadOutputRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadOutputRequest) GetContainerId() string {
@@ -2195,7 +2259,7 @@ type ReadOutputResponse struct {
 
 func (x *ReadOutputResponse) Reset() {
 	*x = ReadOutputResponse{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +2271,7 @@ func (x *ReadOutputResponse) String() string {
 func (*ReadOutputResponse) ProtoMessage() {}
 
 func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +2284,7 @@ func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputResponse.ProtoReflect.Descriptor instead.
 func (*ReadOutputResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadOutputResponse) GetData() []byte {
@@ -2262,7 +2326,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2338,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2351,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -2320,7 +2384,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2396,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2409,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -2365,7 +2429,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2441,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2454,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -2415,7 +2479,7 @@ type CloseStdinResponse struct {
 
 func (x *CloseStdinResponse) Reset() {
 	*x = CloseStdinResponse{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2427,7 +2491,7 @@ func (x *CloseStdinResponse) String() string {
 func (*CloseStdinResponse) ProtoMessage() {}
 
 func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2440,7 +2504,7 @@ func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinResponse.ProtoReflect.Descriptor instead.
 func (*CloseStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 type ResizeTerminalRequest struct {
@@ -2455,7 +2519,7 @@ type ResizeTerminalRequest struct {
 
 func (x *ResizeTerminalRequest) Reset() {
 	*x = ResizeTerminalRequest{}
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2531,7 @@ func (x *ResizeTerminalRequest) String() string {
 func (*ResizeTerminalRequest) ProtoMessage() {}
 
 func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2544,7 @@ func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{40}
+	return file_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ResizeTerminalRequest) GetContainerId() string {
@@ -2519,7 +2583,7 @@ type ResizeTerminalResponse struct {
 
 func (x *ResizeTerminalResponse) Reset() {
 	*x = ResizeTerminalResponse{}
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2595,7 @@ func (x *ResizeTerminalResponse) String() string {
 func (*ResizeTerminalResponse) ProtoMessage() {}
 
 func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2608,7 @@ func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalResponse.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{41}
+	return file_agent_proto_rawDescGZIP(), []int{42}
 }
 
 type ExecProcessRequest struct {
@@ -2568,7 +2632,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +2644,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +2657,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{42}
+	return file_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ExecProcessRequest) GetArgs() []string {
@@ -2655,7 +2719,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2731,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2744,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{43}
+	return file_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ExecProcessResponse) GetExitCode() int32 {
@@ -2790,9 +2854,13 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
 	"\boci_spec\x18\x02 \x01(\fR\aociSpec\x12\x14\n" +
 	"\x05stdin\x18\x03 \x01(\bR\x05stdin\x12\x10\n" +
-	"\x03tty\x18\x04 \x01(\bR\x03tty\"+\n" +
+	"\x03tty\x18\x04 \x01(\bR\x03tty\"Z\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\":\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12-\n" +
+	"\x06phases\x18\x02 \x03(\v2\x15.crivm.agent.v1.PhaseR\x06phases\"+\n" +
+	"\x05Phase\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02ms\x18\x02 \x01(\x01R\x02ms\":\n" +
 	"\x15StartContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"*\n" +
 	"\x16StartContainerResponse\x12\x10\n" +
@@ -2952,7 +3020,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_agent_proto_goTypes = []any{
 	(Stream)(0),                     // 0: crivm.agent.v1.Stream
 	(HealthResponse_Status)(0),      // 1: crivm.agent.v1.HealthResponse.Status
@@ -2972,35 +3040,36 @@ var file_agent_proto_goTypes = []any{
 	(*DestroySandboxResponse)(nil),  // 15: crivm.agent.v1.DestroySandboxResponse
 	(*CreateContainerRequest)(nil),  // 16: crivm.agent.v1.CreateContainerRequest
 	(*CreateContainerResponse)(nil), // 17: crivm.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 18: crivm.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 19: crivm.agent.v1.StartContainerResponse
-	(*DeleteContainerRequest)(nil),  // 20: crivm.agent.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 21: crivm.agent.v1.DeleteContainerResponse
-	(*UpdateContainerRequest)(nil),  // 22: crivm.agent.v1.UpdateContainerRequest
-	(*UpdateContainerResponse)(nil), // 23: crivm.agent.v1.UpdateContainerResponse
-	(*StatsContainerRequest)(nil),   // 24: crivm.agent.v1.StatsContainerRequest
-	(*StatsContainerResponse)(nil),  // 25: crivm.agent.v1.StatsContainerResponse
-	(*IODeviceStats)(nil),           // 26: crivm.agent.v1.IODeviceStats
-	(*HugetlbStats)(nil),            // 27: crivm.agent.v1.HugetlbStats
-	(*StartProcessRequest)(nil),     // 28: crivm.agent.v1.StartProcessRequest
-	(*StartProcessResponse)(nil),    // 29: crivm.agent.v1.StartProcessResponse
-	(*DeleteProcessRequest)(nil),    // 30: crivm.agent.v1.DeleteProcessRequest
-	(*DeleteProcessResponse)(nil),   // 31: crivm.agent.v1.DeleteProcessResponse
-	(*WaitProcessRequest)(nil),      // 32: crivm.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 33: crivm.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 34: crivm.agent.v1.SignalProcessRequest
-	(*SignalProcessResponse)(nil),   // 35: crivm.agent.v1.SignalProcessResponse
-	(*ReadOutputRequest)(nil),       // 36: crivm.agent.v1.ReadOutputRequest
-	(*ReadOutputResponse)(nil),      // 37: crivm.agent.v1.ReadOutputResponse
-	(*WriteStdinRequest)(nil),       // 38: crivm.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 39: crivm.agent.v1.WriteStdinResponse
-	(*CloseStdinRequest)(nil),       // 40: crivm.agent.v1.CloseStdinRequest
-	(*CloseStdinResponse)(nil),      // 41: crivm.agent.v1.CloseStdinResponse
-	(*ResizeTerminalRequest)(nil),   // 42: crivm.agent.v1.ResizeTerminalRequest
-	(*ResizeTerminalResponse)(nil),  // 43: crivm.agent.v1.ResizeTerminalResponse
-	(*ExecProcessRequest)(nil),      // 44: crivm.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 45: crivm.agent.v1.ExecProcessResponse
-	nil,                             // 46: crivm.agent.v1.StatsContainerResponse.ValuesEntry
+	(*Phase)(nil),                   // 18: crivm.agent.v1.Phase
+	(*StartContainerRequest)(nil),   // 19: crivm.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 20: crivm.agent.v1.StartContainerResponse
+	(*DeleteContainerRequest)(nil),  // 21: crivm.agent.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 22: crivm.agent.v1.DeleteContainerResponse
+	(*UpdateContainerRequest)(nil),  // 23: crivm.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil), // 24: crivm.agent.v1.UpdateContainerResponse
+	(*StatsContainerRequest)(nil),   // 25: crivm.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 26: crivm.agent.v1.StatsContainerResponse
+	(*IODeviceStats)(nil),           // 27: crivm.agent.v1.IODeviceStats
+	(*HugetlbStats)(nil),            // 28: crivm.agent.v1.HugetlbStats
+	(*StartProcessRequest)(nil),     // 29: crivm.agent.v1.StartProcessRequest
+	(*StartProcessResponse)(nil),    // 30: crivm.agent.v1.StartProcessResponse
+	(*DeleteProcessRequest)(nil),    // 31: crivm.agent.v1.DeleteProcessRequest
+	(*DeleteProcessResponse)(nil),   // 32: crivm.agent.v1.DeleteProcessResponse
+	(*WaitProcessRequest)(nil),      // 33: crivm.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 34: crivm.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 35: crivm.agent.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),   // 36: crivm.agent.v1.SignalProcessResponse
+	(*ReadOutputRequest)(nil),       // 37: crivm.agent.v1.ReadOutputRequest
+	(*ReadOutputResponse)(nil),      // 38: crivm.agent.v1.ReadOutputResponse
+	(*WriteStdinRequest)(nil),       // 39: crivm.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 40: crivm.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 41: crivm.agent.v1.CloseStdinRequest
+	(*CloseStdinResponse)(nil),      // 42: crivm.agent.v1.CloseStdinResponse
+	(*ResizeTerminalRequest)(nil),   // 43: crivm.agent.v1.ResizeTerminalRequest
+	(*ResizeTerminalResponse)(nil),  // 44: crivm.agent.v1.ResizeTerminalResponse
+	(*ExecProcessRequest)(nil),      // 45: crivm.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 46: crivm.agent.v1.ExecProcessResponse
+	nil,                             // 47: crivm.agent.v1.StatsContainerResponse.ValuesEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	1,  // 0: crivm.agent.v1.HealthResponse.status:type_name -> crivm.agent.v1.HealthResponse.Status
@@ -3008,53 +3077,54 @@ var file_agent_proto_depIdxs = []int32{
 	9,  // 2: crivm.agent.v1.CreateSandboxRequest.mounts:type_name -> crivm.agent.v1.SharedMount
 	10, // 3: crivm.agent.v1.CreateSandboxRequest.interfaces:type_name -> crivm.agent.v1.Interface
 	11, // 4: crivm.agent.v1.CreateSandboxRequest.routes:type_name -> crivm.agent.v1.Route
-	46, // 5: crivm.agent.v1.StatsContainerResponse.values:type_name -> crivm.agent.v1.StatsContainerResponse.ValuesEntry
-	26, // 6: crivm.agent.v1.StatsContainerResponse.io:type_name -> crivm.agent.v1.IODeviceStats
-	27, // 7: crivm.agent.v1.StatsContainerResponse.hugetlb:type_name -> crivm.agent.v1.HugetlbStats
-	0,  // 8: crivm.agent.v1.ReadOutputRequest.stream:type_name -> crivm.agent.v1.Stream
-	4,  // 9: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
-	5,  // 10: crivm.agent.v1.Agent.Resume:input_type -> crivm.agent.v1.ResumeRequest
-	12, // 11: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
-	14, // 12: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
-	16, // 13: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
-	18, // 14: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
-	20, // 15: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
-	22, // 16: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
-	24, // 17: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
-	28, // 18: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
-	30, // 19: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
-	32, // 20: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
-	34, // 21: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
-	36, // 22: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
-	38, // 23: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
-	40, // 24: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
-	42, // 25: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
-	44, // 26: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
-	2,  // 27: crivm.agent.v1.Agent.GetOOMEvent:input_type -> crivm.agent.v1.GetOOMEventRequest
-	7,  // 28: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
-	6,  // 29: crivm.agent.v1.Agent.Resume:output_type -> crivm.agent.v1.ResumeResponse
-	13, // 30: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
-	15, // 31: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
-	17, // 32: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
-	19, // 33: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
-	21, // 34: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
-	23, // 35: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
-	25, // 36: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
-	29, // 37: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
-	31, // 38: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
-	33, // 39: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
-	35, // 40: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
-	37, // 41: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
-	39, // 42: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
-	41, // 43: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
-	43, // 44: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
-	45, // 45: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
-	3,  // 46: crivm.agent.v1.Agent.GetOOMEvent:output_type -> crivm.agent.v1.GetOOMEventResponse
-	28, // [28:47] is the sub-list for method output_type
-	9,  // [9:28] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	18, // 5: crivm.agent.v1.CreateContainerResponse.phases:type_name -> crivm.agent.v1.Phase
+	47, // 6: crivm.agent.v1.StatsContainerResponse.values:type_name -> crivm.agent.v1.StatsContainerResponse.ValuesEntry
+	27, // 7: crivm.agent.v1.StatsContainerResponse.io:type_name -> crivm.agent.v1.IODeviceStats
+	28, // 8: crivm.agent.v1.StatsContainerResponse.hugetlb:type_name -> crivm.agent.v1.HugetlbStats
+	0,  // 9: crivm.agent.v1.ReadOutputRequest.stream:type_name -> crivm.agent.v1.Stream
+	4,  // 10: crivm.agent.v1.Agent.Health:input_type -> crivm.agent.v1.HealthRequest
+	5,  // 11: crivm.agent.v1.Agent.Resume:input_type -> crivm.agent.v1.ResumeRequest
+	12, // 12: crivm.agent.v1.Agent.CreateSandbox:input_type -> crivm.agent.v1.CreateSandboxRequest
+	14, // 13: crivm.agent.v1.Agent.DestroySandbox:input_type -> crivm.agent.v1.DestroySandboxRequest
+	16, // 14: crivm.agent.v1.Agent.CreateContainer:input_type -> crivm.agent.v1.CreateContainerRequest
+	19, // 15: crivm.agent.v1.Agent.StartContainer:input_type -> crivm.agent.v1.StartContainerRequest
+	21, // 16: crivm.agent.v1.Agent.DeleteContainer:input_type -> crivm.agent.v1.DeleteContainerRequest
+	23, // 17: crivm.agent.v1.Agent.UpdateContainer:input_type -> crivm.agent.v1.UpdateContainerRequest
+	25, // 18: crivm.agent.v1.Agent.StatsContainer:input_type -> crivm.agent.v1.StatsContainerRequest
+	29, // 19: crivm.agent.v1.Agent.StartProcess:input_type -> crivm.agent.v1.StartProcessRequest
+	31, // 20: crivm.agent.v1.Agent.DeleteProcess:input_type -> crivm.agent.v1.DeleteProcessRequest
+	33, // 21: crivm.agent.v1.Agent.WaitProcess:input_type -> crivm.agent.v1.WaitProcessRequest
+	35, // 22: crivm.agent.v1.Agent.SignalProcess:input_type -> crivm.agent.v1.SignalProcessRequest
+	37, // 23: crivm.agent.v1.Agent.ReadOutput:input_type -> crivm.agent.v1.ReadOutputRequest
+	39, // 24: crivm.agent.v1.Agent.WriteStdin:input_type -> crivm.agent.v1.WriteStdinRequest
+	41, // 25: crivm.agent.v1.Agent.CloseStdin:input_type -> crivm.agent.v1.CloseStdinRequest
+	43, // 26: crivm.agent.v1.Agent.ResizeTerminal:input_type -> crivm.agent.v1.ResizeTerminalRequest
+	45, // 27: crivm.agent.v1.Agent.ExecProcess:input_type -> crivm.agent.v1.ExecProcessRequest
+	2,  // 28: crivm.agent.v1.Agent.GetOOMEvent:input_type -> crivm.agent.v1.GetOOMEventRequest
+	7,  // 29: crivm.agent.v1.Agent.Health:output_type -> crivm.agent.v1.HealthResponse
+	6,  // 30: crivm.agent.v1.Agent.Resume:output_type -> crivm.agent.v1.ResumeResponse
+	13, // 31: crivm.agent.v1.Agent.CreateSandbox:output_type -> crivm.agent.v1.CreateSandboxResponse
+	15, // 32: crivm.agent.v1.Agent.DestroySandbox:output_type -> crivm.agent.v1.DestroySandboxResponse
+	17, // 33: crivm.agent.v1.Agent.CreateContainer:output_type -> crivm.agent.v1.CreateContainerResponse
+	20, // 34: crivm.agent.v1.Agent.StartContainer:output_type -> crivm.agent.v1.StartContainerResponse
+	22, // 35: crivm.agent.v1.Agent.DeleteContainer:output_type -> crivm.agent.v1.DeleteContainerResponse
+	24, // 36: crivm.agent.v1.Agent.UpdateContainer:output_type -> crivm.agent.v1.UpdateContainerResponse
+	26, // 37: crivm.agent.v1.Agent.StatsContainer:output_type -> crivm.agent.v1.StatsContainerResponse
+	30, // 38: crivm.agent.v1.Agent.StartProcess:output_type -> crivm.agent.v1.StartProcessResponse
+	32, // 39: crivm.agent.v1.Agent.DeleteProcess:output_type -> crivm.agent.v1.DeleteProcessResponse
+	34, // 40: crivm.agent.v1.Agent.WaitProcess:output_type -> crivm.agent.v1.WaitProcessResponse
+	36, // 41: crivm.agent.v1.Agent.SignalProcess:output_type -> crivm.agent.v1.SignalProcessResponse
+	38, // 42: crivm.agent.v1.Agent.ReadOutput:output_type -> crivm.agent.v1.ReadOutputResponse
+	40, // 43: crivm.agent.v1.Agent.WriteStdin:output_type -> crivm.agent.v1.WriteStdinResponse
+	42, // 44: crivm.agent.v1.Agent.CloseStdin:output_type -> crivm.agent.v1.CloseStdinResponse
+	44, // 45: crivm.agent.v1.Agent.ResizeTerminal:output_type -> crivm.agent.v1.ResizeTerminalResponse
+	46, // 46: crivm.agent.v1.Agent.ExecProcess:output_type -> crivm.agent.v1.ExecProcessResponse
+	3,  // 47: crivm.agent.v1.Agent.GetOOMEvent:output_type -> crivm.agent.v1.GetOOMEventResponse
+	29, // [29:48] is the sub-list for method output_type
+	10, // [10:29] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -3068,7 +3138,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -13,11 +13,28 @@ import (
 // or the guest's CreateContainer round trip.
 var stepLog = regexp.MustCompile(`msg=(?:step|"rpc done"|"guest created the container") rpc=(\w+)(?:.*? step="([^"]+)" took=(\S+) ok=true| .*?(?:duration|rpc)=([0-9.]+(?:ns|µs|ms|s))\b)`)
 
+// guestPhasesLog matches the guest's own steps of a CreateContainer,
+// which the daemon logs as guest_phases="name=duration ...".
+var guestPhasesLog = regexp.MustCompile(`msg="guest created the container" rpc=(\w+).*? guest_phases="([^"]*)"`)
+
+// guestPhasePrefix names a guest step in a breakdown.
+const guestPhasePrefix = "(guest) "
+
 // StepBreakdown reads a daemon's debug log and returns, per RPC and step
-// (and per RPC as a whole, as step "(rpc)"), the durations it logged, for
-// a breakdown of where a pod start goes.
+// (and per RPC as a whole, as step "(rpc)", and the guest's own steps, as
+// "(guest) name"), the durations it logged, for a breakdown of where a pod
+// start goes.
 func StepBreakdown(log string) map[[2]string][]time.Duration {
 	out := map[[2]string][]time.Duration{}
+	for _, m := range guestPhasesLog.FindAllStringSubmatch(log, -1) {
+		for _, f := range strings.Fields(m[2]) {
+			name, took, _ := strings.Cut(f, "=")
+			if d, err := time.ParseDuration(took); err == nil {
+				k := [2]string{m[1], guestPhasePrefix + name}
+				out[k] = append(out[k], d)
+			}
+		}
+	}
 	for _, m := range stepLog.FindAllStringSubmatch(log, -1) {
 		rpc, step, took := m[1], m[2], m[3]
 		switch {
@@ -50,6 +67,12 @@ func PrintBreakdown(w io.Writer, log string, rpcs ...string) {
 	first := func(k [2]string) int {
 		if k[1] == "(rpc)" {
 			return -1
+		}
+		if name, ok := strings.CutPrefix(k[1], guestPhasePrefix); ok {
+			// Where the daemon logged them, in the guest's order.
+			m := guestPhasesLog.FindStringSubmatchIndex(log)
+			fields := strings.Fields(log[m[4]:m[5]])
+			return m[4] + slices.IndexFunc(fields, func(f string) bool { return strings.HasPrefix(f, name+"=") })
 		}
 		return strings.Index(log, `step="`+k[1]+`"`)
 	}

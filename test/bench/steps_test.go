@@ -9,7 +9,7 @@ func TestStepBreakdown(t *testing.T) {
 	log := `time=x level=DEBUG msg=step rpc=RunPodSandbox sandbox=ab pod=e2e/p handler=vm step="booting VM" took=80.5ms ok=true
 time=x level=DEBUG msg=step rpc=RunPodSandbox sandbox=ab step="creating the tap" took=471.727µs ok=true
 time=x level=DEBUG msg=step rpc=RunPodSandbox sandbox=ab step="broken" took=1ms ok=false
-time=x level=DEBUG msg="guest created the container" rpc=CreateContainer sandbox=ab container=cd spec_bytes=100 rpc=172.5ms
+time=x level=DEBUG msg="guest created the container" rpc=CreateContainer sandbox=ab container=cd spec_bytes=100 rpc=172.5ms guest_phases="cgroup=6.7ms fork=400µs"
 time=x level=DEBUG msg="rpc done" rpc=StartContainer container=cd duration=27.8ms
 time=x level=DEBUG msg="rpc done" rpc=RunPodSandbox sandbox=ab duration=2.9s
 `
@@ -22,6 +22,8 @@ time=x level=DEBUG msg="rpc done" rpc=RunPodSandbox sandbox=ab duration=2.9s
 		{"RunPodSandbox", "creating the tap", 471727 * time.Nanosecond},
 		{"CreateContainer", "(guest CreateContainer round trip)", 172500 * time.Microsecond},
 		{"StartContainer", "(rpc)", 27800 * time.Microsecond},
+		{"CreateContainer", "(guest) cgroup", 6700 * time.Microsecond},
+		{"CreateContainer", "(guest) fork", 400 * time.Microsecond},
 		{"RunPodSandbox", "(rpc)", 2900 * time.Millisecond},
 	}
 	for _, tt := range tests {
