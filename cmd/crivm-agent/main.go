@@ -35,12 +35,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "crivm-agent: runs only as PID 1 of a crivm guest (try `crivm-agent version`)")
 		os.Exit(2)
 	}
-	// stderr is /dev/console, which the host captures as console.log. It
-	// is an emulated UART: every byte costs the guest time (see
-	// vmm.BaseKernelArgs). So the agent logs at info only what tells why
-	// a VM never served (its start, warnings, errors) and the power
-	// button; what it does for a pod is at debug (crivm.debug on the
-	// kernel command line), and the host, which asked for it, logs it.
+	// stderr is /dev/console, which the host captures as console.log: the
+	// place for what the host cannot learn otherwise. So the agent logs
+	// at info only what tells why a VM never served (its start, warnings,
+	// errors) and the power button; what it does for a pod is at debug
+	// (crivm.debug on the kernel command line): the host, which asked for
+	// it, logs it, with the guest's steps (CreateContainerResponse).
 	lv := new(slog.LevelVar)
 	l := log.New(os.Stderr, "text", lv).With("component", "crivm-agent")
 	ctx := log.WithLogger(context.Background(), l)
