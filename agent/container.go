@@ -32,8 +32,13 @@ type container struct {
 	spec *specs.Spec
 	// cgroup is the container's cgroup v2 directory.
 	cgroup string
-	// child is the init before it is started; Start execs it.
+	// child is the init; StartContainer releases it to exec its program.
 	child *launch.Child
+	// execed is closed once the started init's exec succeeded or failed
+	// (execErr then says why); nil until StartContainer released the
+	// init. Guarded by mu; execErr is set before execed is closed.
+	execed  chan struct{}
+	execErr error
 	// oomBase is memory.events oom_kill when the container was created.
 	oomBase uint64
 	init    *process
@@ -69,7 +74,14 @@ type process struct {
 	exitCode  int32
 	exitedAt  time.Time
 	oomKilled bool
+	// startError: the init's exec failed, and why (exitCode is then
+	// startErrorExitCode).
+	startError string
 }
+
+// startErrorExitCode is an init's exit code when its exec failed, as
+// containerd reports a start that failed.
+const startErrorExitCode = 128
 
 func (p *process) hasExited() bool {
 	select {
@@ -166,6 +178,16 @@ func (s *Service) watch(c *container, p *process, ch <-chan unix.WaitStatus, isI
 		p.mu.Unlock()
 		p.exitCode = exitCode(ws)
 		p.exitedAt = time.Now()
+		if isInit {
+			// The init died, so its sync pipe is at EOF: execed closes.
+			if execed := c.execedChan(); execed != nil {
+				<-execed
+				if c.execErr != nil {
+					p.startError = c.execErr.Error()
+					p.exitCode = startErrorExitCode
+				}
+			}
+		}
 		if isInit && c.cgroup != "" {
 			if n, err := oomKills(c.cgroup); err == nil && n > c.oomBase {
 				p.oomKilled = true
@@ -340,6 +362,28 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	return &api.CreateContainerResponse{Pid: uint32(p.pid), Phases: phases}, nil
 }
 
+func (c *container) execedChan() chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.execed
+}
+
+// waitExeced waits until a started init's exec succeeded or failed, so
+// that what runs in the container is its program, not the init still
+// setting it up.
+func (c *container) waitExeced(ctx context.Context) error {
+	execed := c.execedChan()
+	if execed == nil {
+		return nil
+	}
+	select {
+	case <-execed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // resolveTargetPID replaces a PID namespace path naming another container
 // (agentproxy.GuestContainerPIDNamespace) by its init's namespace. The
 // target is one of the pod's containers, created by this agent, whose init
@@ -374,7 +418,12 @@ func joinsNamespace(s *specs.Spec, t specs.LinuxNamespaceType, path string) bool
 	return slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == t && n.Path == path })
 }
 
-// StartContainer lets the created container's init exec its program.
+// StartContainer lets the created container's init exec its program. It
+// does not wait for the exec, as runc start does not: the init checked
+// before CreateContainer returned that the program exists and is
+// executable, and an exec that fails all the same ends the init with a
+// start error (WaitProcess). Waiting would keep the exec of the program,
+// read over the share, on every pod start's path.
 func (s *Service) StartContainer(ctx context.Context, req *api.StartContainerRequest) (*api.StartContainerResponse, error) {
 	c, err := s.lookup(req.ContainerId)
 	if err != nil {
@@ -388,11 +437,17 @@ func (s *Service) StartContainer(ctx context.Context, req *api.StartContainerReq
 	if c.init.hasExited() {
 		return nil, errdefs.FailedPrecondition("starting container %s: its process exited before the start", c.id)
 	}
-	err = c.child.Start()
+	done, err := c.child.Release()
 	c.started = true
 	if err != nil {
 		return nil, fmt.Errorf("starting container %s: %w", c.id, err)
 	}
+	execed := make(chan struct{})
+	c.execed = execed
+	go func() {
+		c.execErr = <-done
+		close(execed)
+	}()
 	return &api.StartContainerResponse{Pid: uint32(c.init.pid)}, nil
 }
 
@@ -489,7 +544,7 @@ func (s *Service) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return &api.WaitProcessResponse{ExitCode: p.exitCode, OomKilled: p.oomKilled, ExitedAtUnixNano: p.exitedAt.UnixNano()}, nil
+	return &api.WaitProcessResponse{ExitCode: p.exitCode, OomKilled: p.oomKilled, ExitedAtUnixNano: p.exitedAt.UnixNano(), StartError: p.startError}, nil
 }
 
 // SignalProcess signals a process, or with all every process of the

@@ -69,12 +69,18 @@ func (s *Service) spawnExec(c *container, p *specs.Process, stdio [3]*os.File) (
 	})
 }
 
-// runningInit fails unless c's init was started and still runs.
-func runningInit(c *container) error {
+// runningInit fails unless c's init was started and still runs its
+// program (it waits for the init's exec).
+func runningInit(ctx context.Context, c *container) error {
 	c.mu.Lock()
 	started := c.started
 	c.mu.Unlock()
-	if !started || c.init.hasExited() {
+	if started {
+		if err := c.waitExeced(ctx); err != nil {
+			return err
+		}
+	}
+	if !started || c.init.hasExited() || c.execErr != nil {
 		return errdefs.FailedPrecondition("container %s is not running", c.id)
 	}
 	return nil
@@ -87,7 +93,7 @@ func (s *Service) execInContainer(ctx context.Context, req *api.ExecProcessReque
 	if err != nil {
 		return nil, err
 	}
-	if err := runningInit(c); err != nil {
+	if err := runningInit(ctx, c); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
 	p, err := execProcess(c, nil, req.Args, req.Env, req.Cwd, false)
@@ -123,7 +129,7 @@ func (s *Service) StartProcess(ctx context.Context, req *api.StartProcessRequest
 	if err != nil {
 		return nil, err
 	}
-	if err := runningInit(c); err != nil {
+	if err := runningInit(ctx, c); err != nil {
 		return nil, fmt.Errorf("starting process %s: %w", req.ExecId, err)
 	}
 	c.mu.Lock()

@@ -356,6 +356,58 @@ func TestVMContainers(t *testing.T) {
 		}
 	})
 
+	// A hostile guest root floods its console, which the host keeps on
+	// tmpfs: QEMU does not pace the UART, whatever its baud rate, so the
+	// flood reaches console.log at the emulation's speed. vmm.TrimLogs'
+	// interval is sized by this rate, which the test logs.
+	t.Run("console flood", func(t *testing.T) {
+		g := *g
+		g.t = t
+		size := func() int64 {
+			st, err := os.Stat(vm.ConsoleLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st.Size()
+		}
+		const n = 256 << 10
+		before := size()
+		start := time.Now()
+		g.exec(ctx, "", gbb, "sh", "-c", fmt.Sprintf("%s stty -F /dev/ttyS0 300; %s head -c %d /dev/zero > /dev/ttyS0", gbb, gbb, n))
+		for deadline := time.Now().Add(time.Minute); size()-before < n && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		}
+		took := time.Since(start)
+		if grown := size() - before; grown < n {
+			t.Fatalf("console.log grew by %d bytes in %v, want %d", grown, took, n)
+		}
+		t.Logf("%d KiB onto the console at 300 baud in %v: %.0f KB/s", n>>10, took.Round(time.Millisecond), float64(n)/took.Seconds()/1000)
+	})
+
+	t.Run("exec failing after the start", func(t *testing.T) {
+		g := *g
+		g.t = t
+		// Executable, so CreateContainer's check passes, but no program:
+		// the exec fails after StartContainer returned, which does not
+		// wait for it.
+		bin := filepath.Join(agentproxy.HostRootfs(g.shared, "badexec"), "bin")
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, "notelf"), []byte("\x00\x01 not a program\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		g.create(ctx, "badexec", ctrOpts{}, "/bin/notelf")
+		g.start(ctx, "badexec")
+		w := g.wait(ctx, "badexec", "")
+		if w.ExitCode != 128 || !strings.Contains(w.StartError, "exec /bin/notelf: exec format error") {
+			t.Errorf("WaitProcess = %+v, want exit 128 and the exec's error", w)
+		}
+		if _, err := c.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: "badexec", Args: []string{"true"}}); !errdefs.IsClass(err, errdefs.ErrFailedPrecondition) {
+			t.Errorf("exec in a container whose start failed: %v, want FailedPrecondition", err)
+		}
+		g.delete(ctx, "badexec")
+	})
+
 	t.Run("oom", func(t *testing.T) {
 		g := *g
 		g.t = t

@@ -76,7 +76,7 @@ func createContainer(t *testing.T, spec *specs.Spec, cgroup string) (*Child, *os
 func runContainer(t *testing.T, spec *specs.Spec, cgroup string) (string, unix.WaitStatus) {
 	t.Helper()
 	child, out := createContainer(t, spec, cgroup)
-	if err := child.Start(); err != nil {
+	if err := startChild(child); err != nil {
 		t.Fatal(err)
 	}
 	out.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -138,7 +138,7 @@ func TestCwdOutsideRoot(t *testing.T) {
 	spec := rootSpec(rootfs, nil, "ls")
 	spec.Process.Cwd = fmt.Sprintf("/proc/self/fd/%d", leakFd(t, hostDir, unix.O_RDONLY|unix.O_DIRECTORY))
 	child, _ := createContainer(t, spec, "")
-	err := child.Start()
+	err := startChild(child)
 	if err == nil || !strings.Contains(err.Error(), "outside the container's root") {
 		t.Errorf("starting with cwd %s (the host's %s): %v, want the cwd refused", spec.Process.Cwd, hostDir, err)
 	}
@@ -342,7 +342,7 @@ func TestExecNotDumpable(t *testing.T) {
 	rootfs := busyboxRootfs(t)
 	spec := rootSpec(rootfs, nil, "sleep", "30")
 	c, _ := createContainer(t, spec, "")
-	if err := c.Start(); err != nil {
+	if err := startChild(c); err != nil {
 		t.Fatal(err)
 	}
 	join, err := ProcessNamespaces(c.Pid)

@@ -393,21 +393,28 @@ func Spawn(opts Options) (*Child, error) {
 	return c, nil
 }
 
-// Start lets a created container exec its program and waits until the
-// exec succeeded or failed.
-func (c *Child) Start() error {
+// Release lets a created container exec its program without waiting for
+// the exec, as runc start does not: done receives its outcome, nil once
+// the exec succeeded or the init's report of why it failed (the init then
+// exits). An error means the init was not told to start.
+func (c *Child) Release() (done <-chan error, err error) {
 	if c.start == nil {
-		return errdefs.FailedPrecondition("the process was started already")
+		return nil, errdefs.FailedPrecondition("the process was started already")
 	}
-	defer func() {
-		c.start.Close()
+	start := c.start
+	c.start = nil
+	_, err = start.Write([]byte{1})
+	start.Close()
+	if err != nil {
 		c.syncF.Close()
-		c.start = nil
-	}()
-	if _, err := c.start.Write([]byte{1}); err != nil {
-		return fmt.Errorf("signalling the start: %w", err)
+		return nil, fmt.Errorf("signalling the start: %w", err)
 	}
-	return c.readSync(false)
+	ch := make(chan error, 1)
+	go func() {
+		ch <- c.readSync(false)
+		c.syncF.Close()
+	}()
+	return ch, nil
 }
 
 // Abort ends a created container that was never started.

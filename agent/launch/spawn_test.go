@@ -150,7 +150,7 @@ func TestSpawnOnHost(t *testing.T) {
 	t.Cleanup(func() { unix.Kill(child.Pid, unix.SIGKILL) })
 
 	// 2. Start: it execs the program.
-	if err := child.Start(); err != nil {
+	if err := startChild(child); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
@@ -267,4 +267,13 @@ func TestWarm(t *testing.T) {
 			t.Errorf("%s: Warm returned nil, want an error", tt.name)
 		}
 	}
+}
+
+// startChild releases a created container and waits for its exec.
+func startChild(c *Child) error {
+	done, err := c.Release()
+	if err != nil {
+		return err
+	}
+	return <-done
 }

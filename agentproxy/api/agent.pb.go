@@ -994,8 +994,7 @@ type CreateContainerResponse struct {
 	// The init process, in the guest's PID namespace.
 	Pid uint32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
 	// The guest's set-up steps and their durations, in order, for the
-	// host's debug log: the guest logs none of them (its console is an
-	// emulated UART, which costs the guest time per byte).
+	// host's debug log (the agent logs pods' events at debug only).
 	Phases        []*Phase `protobuf:"bytes,2,rep,name=phases,proto3" json:"phases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1989,8 +1988,12 @@ type WaitProcessResponse struct {
 	// while the process ran). Set for init processes only.
 	OomKilled        bool  `protobuf:"varint,2,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	ExitedAtUnixNano int64 `protobuf:"varint,3,opt,name=exited_at_unix_nano,json=exitedAtUnixNano,proto3" json:"exited_at_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Why the init's exec failed, when it did after StartContainer
+	// returned (StartContainer does not wait for the exec, as runc start
+	// does not); exit_code is then 128.
+	StartError    string `protobuf:"bytes,4,opt,name=start_error,json=startError,proto3" json:"start_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WaitProcessResponse) Reset() {
@@ -2042,6 +2045,13 @@ func (x *WaitProcessResponse) GetExitedAtUnixNano() int64 {
 		return x.ExitedAtUnixNano
 	}
 	return 0
+}
+
+func (x *WaitProcessResponse) GetStartError() string {
+	if x != nil {
+		return x.StartError
+	}
+	return ""
 }
 
 type SignalProcessRequest struct {
@@ -2923,12 +2933,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x15DeleteProcessResponse\"P\n" +
 	"\x12WaitProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x80\x01\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\xa1\x01\n" +
 	"\x13WaitProcessResponse\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x1d\n" +
 	"\n" +
 	"oom_killed\x18\x02 \x01(\bR\toomKilled\x12-\n" +
-	"\x13exited_at_unix_nano\x18\x03 \x01(\x03R\x10exitedAtUnixNano\"|\n" +
+	"\x13exited_at_unix_nano\x18\x03 \x01(\x03R\x10exitedAtUnixNano\x12\x1f\n" +
+	"\vstart_error\x18\x04 \x01(\tR\n" +
+	"startError\"|\n" +
 	"\x14SignalProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +

@@ -33,7 +33,15 @@ type exitRecord struct {
 	OOMKilled bool      `json:"oom_killed"`
 	ExitedAt  time.Time `json:"exited_at"`
 	Reason    string    `json:"reason,omitempty"`
+	Message   string    `json:"message,omitempty"`
 }
+
+// startErrorReason is a container's reason when its init's exec failed
+// after StartContainer returned (containerd's word for a failed start).
+const startErrorReason = "StartError"
+
+// maxExitMessage bounds the guest's text kept in an exit record.
+const maxExitMessage = 1024
 
 func (h *Handler) exitPath(id string) string { return filepath.Join(h.dir, "exits", id) }
 
@@ -266,6 +274,9 @@ func (h *Handler) awaitExit(ctx context.Context, c *agentproxy.Client, id string
 		return // the VM died: ContainerState reports VMExited
 	}
 	rec := exitRecord{ExitCode: r.ExitCode, OOMKilled: r.OomKilled, ExitedAt: time.Unix(0, r.ExitedAtUnixNano)}
+	if msg := r.GetStartError(); msg != "" {
+		rec.Reason, rec.Message = startErrorReason, strings.ToValidUTF8(msg[:min(len(msg), maxExitMessage)], "")
+	}
 	if b, err := json.Marshal(rec); err == nil {
 		tmp := h.exitPath(id) + ".tmp"
 		if os.WriteFile(tmp, b, 0o600) == nil {
@@ -288,6 +299,8 @@ func (h *Handler) readExit(id string) (*handlers.ContainerState, bool) {
 	}
 	st := &handlers.ContainerState{State: store.ContainerExited, ExitCode: rec.ExitCode, FinishedAt: rec.ExitedAt, Reason: "Completed"}
 	switch {
+	case rec.Reason != "":
+		st.Reason, st.Message = rec.Reason, rec.Message
 	case rec.OOMKilled:
 		st.Reason = "OOMKilled"
 	case rec.ExitCode != 0:

@@ -1,10 +1,13 @@
 package vm
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crivm/crivm/agentproxy/api"
+	"github.com/crivm/crivm/store"
 )
 
 func TestGuestPhases(t *testing.T) {
@@ -28,6 +31,52 @@ func TestGuestPhases(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := guestPhases(tt.phases); got != tt.want {
 				t.Errorf("guestPhases = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestExitState: the agent's exit report becomes the container's state;
+// an exec that failed after StartContainer returned is a StartError with
+// the guest's reason, cut to maxExitMessage bytes of valid UTF-8.
+func TestExitState(t *testing.T) {
+	long := strings.Repeat("é", maxExitMessage)
+	tests := []struct {
+		name        string
+		code        int32
+		startError  string
+		wantReason  string
+		wantMessage string
+	}{
+		{"completed", 0, "", "Completed", ""},
+		{"failed", 3, "", "Error", ""},
+		{"exec failed", 128, "exec /bin/notelf: exec format error", startErrorReason, "exec /bin/notelf: exec format error"},
+		{"a long reason is cut", 128, long, startErrorReason, long[:maxExitMessage]},
+		{"a cut never splits a character", 128, "a" + long, startErrorReason, "a" + long[:maxExitMessage-2]},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newFakePods(t, 5*time.Second)
+			exits := make(chan string, 1)
+			if err := p.h.WatchExits(t.Context(), func(id string) { exits <- id }); err != nil {
+				t.Fatal(err)
+			}
+			sb := sandboxID(fmt.Sprint("exit", i))
+			f := p.startSandbox(sb)
+			c := p.createContainer(f, sb, "ctr")
+			f.endOutput(c.ID)
+			f.exitStart(c.ID, tt.code, tt.startError)
+			select {
+			case <-exits:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no exit reported")
+			}
+			st, err := p.h.ContainerState(t.Context(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.State != store.ContainerExited || st.ExitCode != tt.code || st.Reason != tt.wantReason || st.Message != tt.wantMessage {
+				t.Errorf("state %s, exit %d, reason %q, message %q; want exited, %d, %q, %q", st.State, st.ExitCode, st.Reason, st.Message, tt.code, tt.wantReason, tt.wantMessage)
 			}
 		})
 	}

@@ -76,6 +76,8 @@ type fakeContainer struct {
 	out    [2]*fakeStream // by api.Stream
 	exited chan struct{}  // closed by exit
 	code   int32
+	// startError: the init's exec failed (WaitProcess start_error).
+	startError string
 }
 
 // fakeStream keeps every byte a stream had since offset 0: the agent
@@ -310,11 +312,15 @@ func (f *fakeAgent) endOutput(id string) {
 }
 
 // exit makes container id exit with code.
-func (f *fakeAgent) exit(id string, code int32) {
+func (f *fakeAgent) exit(id string, code int32) { f.exitStart(id, code, "") }
+
+// exitStart makes container id exit with code, its exec failed for
+// startError when not empty.
+func (f *fakeAgent) exitStart(id string, code int32, startError string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := f.ctrs[id]
-	c.code = code
+	c.code, c.startError = code, startError
 	close(c.exited)
 }
 
@@ -369,7 +375,7 @@ func (f *fakeAgent) WaitProcess(ctx context.Context, req *api.WaitProcessRequest
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &api.WaitProcessResponse{ExitCode: c.code, ExitedAtUnixNano: time.Now().UnixNano()}, nil
+	return &api.WaitProcessResponse{ExitCode: c.code, ExitedAtUnixNano: time.Now().UnixNano(), StartError: c.startError}, nil
 }
 
 // ReadOutput follows the agent's offset protocol (agent.proto), without
