@@ -395,12 +395,14 @@ func tailConsole(vm *vmm.VM) string {
 
 var _ handlers.Warmer = (*Handler)(nil)
 
-// Warm prepares the handler's factory ahead of the first pod: the
-// template of its default size (vm_factory = "template"), or, with a
-// vm_pool_size, the pool (of booted VMs, or of clones under "template"),
-// after removing the pooled VMs a previous daemon left.
+// Warm starts bounding the handler's VMs' logs until ctx ends, and
+// prepares the handler's factory ahead of the first pod: the template of
+// its default size (vm_factory = "template"), or, with a vm_pool_size,
+// the pool (of booted VMs, or of clones under "template"), after removing
+// the pooled VMs a previous daemon left.
 func (h *Handler) Warm(ctx context.Context) {
 	h.baseLog.Store(log.G(ctx).With("handler", h.name))
+	go h.trimLogs(log.WithLogger(ctx, h.baseLog.Load()))
 	if h.cfg.VMFactory != factoryTemplate && h.cfg.VMFactory != factoryPool {
 		return
 	}
