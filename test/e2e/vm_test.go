@@ -319,7 +319,8 @@ func TestVMDaemonRestart(t *testing.T) {
 // untrusted pod may not mount sensitive host paths.
 func TestVMPodBehaviour(t *testing.T) {
 	requiresVM(t)
-	e := newRuncEnv(t)
+	vols := t.TempDir()
+	e := newRuncEnv(t, "[crivm.runtime]", fmt.Sprintf("untrusted_allowed_host_paths = [%q]", vols))
 	ctx := context.Background()
 	events := followEvents(t, e)
 
@@ -410,6 +411,21 @@ func TestVMPodBehaviour(t *testing.T) {
 		t.Errorf("the name of a failed create is not free again: %v", err)
 	} else {
 		e.ids = append(e.ids, ghostID)
+	}
+
+	// 4c. A program that passes CreateContainer's check (it exists and is
+	//     executable) but is no program: StartContainer succeeds, for it
+	//     does not wait for the exec (as runc start does not), and the
+	//     container exits with StartError, exit code 128 and the exec's
+	//     error, as containerd reports a failed start.
+	if err := os.WriteFile(filepath.Join(vols, "notelf"), []byte("\x00\x01 not a program\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	notelf := e.containerConfig("notelf", "/hostbin/notelf")
+	notelf.Mounts = []*runtimeapi.Mount{{HostPath: vols, ContainerPath: "/hostbin", Readonly: true}}
+	notelfID := e.startContainer(t, vmSB, notelf, pod)
+	if got := e.waitExited(t, notelfID, 30*time.Second); got.Reason != "StartError" || got.ExitCode != 128 || !strings.Contains(got.Message, "exec /hostbin/notelf: exec format error") {
+		t.Errorf("a program the guest cannot exec: reason %q, exit %d, message %q; want StartError, 128, the exec's error", got.Reason, got.ExitCode, got.Message)
 	}
 
 	// 5. Sensitive host paths stay out of untrusted pods.
