@@ -33,12 +33,8 @@ type container struct {
 	// cgroup is the container's cgroup v2 directory.
 	cgroup string
 	// child is the init; StartContainer releases it to exec its program.
+	// Its Release and Execed are called under mu.
 	child *launch.Child
-	// execed is closed once the started init's exec succeeded or failed
-	// (execErr then says why); nil until StartContainer released the
-	// init. Guarded by mu; execErr is set before execed is closed.
-	execed  chan struct{}
-	execErr error
 	// oomBase is memory.events oom_kill when the container was created.
 	oomBase uint64
 	init    *process
@@ -182,8 +178,8 @@ func (s *Service) watch(c *container, p *process, ch <-chan unix.WaitStatus, isI
 			// The init died, so its sync pipe is at EOF: execed closes.
 			if execed := c.execedChan(); execed != nil {
 				<-execed
-				if c.execErr != nil {
-					p.startError = c.execErr.Error()
+				if err := c.child.ExecErr(); err != nil {
+					p.startError = err.Error()
 					p.exitCode = startErrorExitCode
 				}
 			}
@@ -362,10 +358,10 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	return &api.CreateContainerResponse{Pid: uint32(p.pid), Phases: phases}, nil
 }
 
-func (c *container) execedChan() chan struct{} {
+func (c *container) execedChan() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.execed
+	return c.child.Execed()
 }
 
 // waitExeced waits until a started init's exec succeeded or failed, so
@@ -437,17 +433,11 @@ func (s *Service) StartContainer(ctx context.Context, req *api.StartContainerReq
 	if c.init.hasExited() {
 		return nil, errdefs.FailedPrecondition("starting container %s: its process exited before the start", c.id)
 	}
-	done, err := c.child.Release()
+	err = c.child.Release()
 	c.started = true
 	if err != nil {
 		return nil, fmt.Errorf("starting container %s: %w", c.id, err)
 	}
-	execed := make(chan struct{})
-	c.execed = execed
-	go func() {
-		c.execErr = <-done
-		close(execed)
-	}()
 	return &api.StartContainerResponse{Pid: uint32(c.init.pid)}, nil
 }
 

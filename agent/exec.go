@@ -80,7 +80,7 @@ func runningInit(ctx context.Context, c *container) error {
 			return err
 		}
 	}
-	if !started || c.init.hasExited() || c.execErr != nil {
+	if !started || c.init.hasExited() || c.child.ExecErr() != nil {
 		return errdefs.FailedPrecondition("container %s is not running", c.id)
 	}
 	return nil

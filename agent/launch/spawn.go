@@ -60,6 +60,10 @@ type Child struct {
 	sync  *json.Decoder
 	syncF *os.File
 	start *os.File
+	// execed is closed once a released child's exec succeeded or failed
+	// (execErr, set before, says which); nil before Release.
+	execed  chan struct{}
+	execErr error
 }
 
 // nsFlags maps namespace types to clone/setns flags.
@@ -394,28 +398,38 @@ func Spawn(opts Options) (*Child, error) {
 }
 
 // Release lets a created container exec its program without waiting for
-// the exec, as runc start does not: done receives its outcome, nil once
-// the exec succeeded or the init's report of why it failed (the init then
-// exits). An error means the init was not told to start.
-func (c *Child) Release() (done <-chan error, err error) {
+// the exec, as runc start does not: Execed is closed once the exec
+// succeeded or failed, and ExecErr then says which. An error means the
+// init was not told to start. The caller calls Release and Execed under
+// one lock of its own.
+func (c *Child) Release() error {
 	if c.start == nil {
-		return nil, errdefs.FailedPrecondition("the process was started already")
+		return errdefs.FailedPrecondition("the process was started already")
 	}
 	start := c.start
 	c.start = nil
-	_, err = start.Write([]byte{1})
+	_, err := start.Write([]byte{1})
 	start.Close()
 	if err != nil {
 		c.syncF.Close()
-		return nil, fmt.Errorf("signalling the start: %w", err)
+		return fmt.Errorf("signalling the start: %w", err)
 	}
-	ch := make(chan error, 1)
+	c.execed = make(chan struct{})
 	go func() {
-		ch <- c.readSync(false)
+		c.execErr = c.readSync(false)
 		c.syncF.Close()
+		close(c.execed)
 	}()
-	return ch, nil
+	return nil
 }
+
+// Execed is closed once a released child's exec succeeded or failed; nil
+// before Release.
+func (c *Child) Execed() <-chan struct{} { return c.execed }
+
+// ExecErr is why a released child's exec failed (the init's report; the
+// init then exits), nil when it succeeded. Read it once Execed is closed.
+func (c *Child) ExecErr() error { return c.execErr }
 
 // Abort ends a created container that was never started.
 func (c *Child) Abort() {

@@ -271,9 +271,9 @@ func TestWarm(t *testing.T) {
 
 // startChild releases a created container and waits for its exec.
 func startChild(c *Child) error {
-	done, err := c.Release()
-	if err != nil {
+	if err := c.Release(); err != nil {
 		return err
 	}
-	return <-done
+	<-c.Execed()
+	return c.ExecErr()
 }
