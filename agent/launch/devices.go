@@ -315,9 +315,9 @@ func attachDeviceProgram(dir string, prog []bpfInsn) error {
 		return err
 	}
 	defer unix.Close(pfd)
-	cg, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	cg, err := openCgroup(dir)
 	if err != nil {
-		return fmt.Errorf("opening cgroup %s: %w", dir, err)
+		return err
 	}
 	defer unix.Close(cg)
 	attr := bpfProgAttachAttr{

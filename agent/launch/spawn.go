@@ -332,9 +332,9 @@ func Spawn(opts Options) (*Child, error) {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdio[0], opts.Stdio[1], opts.Stdio[2]
 	}
 	if opts.CgroupDir != "" {
-		fd, err := unix.Open(opts.CgroupDir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := openCgroup(opts.CgroupDir)
 		if err != nil {
-			return nil, fmt.Errorf("opening cgroup %s: %w", opts.CgroupDir, err)
+			return nil, err
 		}
 		defer unix.Close(fd)
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
@@ -576,6 +576,16 @@ func recvFd(sock *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(fds[0]), string(buf[:n])), nil
 }
 
+// openCgroup opens a cgroup dir as a descriptor: for CLONE_INTO_CGROUP,
+// or to attach a BPF program to.
+func openCgroup(dir string) (int, error) {
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("opening cgroup %s: %w", dir, err)
+	}
+	return fd, nil
+}
+
 // warmWait bounds Warm's child: an exec of the agent that prints its
 // version takes ~50 ms under TCG.
 const warmWait = 30 * time.Second
@@ -592,9 +602,9 @@ func Warm(dir string, start func(*exec.Cmd) (<-chan unix.WaitStatus, error)) err
 	if err != nil {
 		return err
 	}
-	cg, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	cg, err := openCgroup(dir)
 	if err != nil {
-		return fmt.Errorf("opening cgroup %s: %w", dir, err)
+		return err
 	}
 	defer unix.Close(cg)
 	const fd = 3 // exe, the first of ExtraFiles
