@@ -146,8 +146,6 @@ func (h *Handler) CreateContainer(ctx context.Context, sb *store.Sandbox, req *h
 	return &handlers.ContainerCreated{ExitFile: h.exitPath(c.ID), Extra: extra, User: handlers.SpecUser(spec)}, nil
 }
 
-// checkPropagation refuses bidirectional propagation: a mount made in
-// the guest cannot reach the host.
 // guestPhases formats the guest's set-up steps for a log line:
 // "cgroup=6.6ms fork=9.4ms ...". The guest chose them: at most
 // maxGuestPhases are kept, each name cut to maxGuestPhaseName bytes of
@@ -173,6 +171,8 @@ const (
 	maxGuestPhaseName = 32
 )
 
+// checkPropagation refuses bidirectional propagation: a mount made in
+// the guest cannot reach the host.
 func checkPropagation(cfg *runtimeapi.ContainerConfig) error {
 	for _, m := range cfg.GetMounts() {
 		if m.GetPropagation() == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL {

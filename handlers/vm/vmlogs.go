@@ -16,8 +16,9 @@ import (
 // nothing to trim.
 const logTrimInterval = time.Second
 
-// trimLogs bounds the logs of every VM dir of the handler (pods' VMs,
-// pooled VMs, templates being built) until ctx ends.
+// trimLogs bounds the logs of every VM dir of the handler (pods' VMs and
+// pooled VMs) until ctx ends. A template's VM, below templatesDir, is
+// left out: it runs no pod's code, and only until it is saved.
 func (h *Handler) trimLogs(ctx context.Context) {
 	t := time.NewTicker(logTrimInterval)
 	defer t.Stop()
