@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/crivm/crivm/configs"
 	"github.com/crivm/crivm/vmm"
 	"github.com/crivm/crivm/vmm/assets"
@@ -163,11 +161,10 @@ func kernelOrigin(configured, kernel string) string {
 	if filepath.Dir(kernel) == assets.GuestKernelDir {
 		return "crivm's guest kernel"
 	}
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
+	release := assets.HostRelease()
+	if release == "" {
 		return "newest installed"
 	}
-	release := unix.ByteSliceToString(u.Release[:])
 	if filepath.Base(kernel) == "vmlinuz-"+release {
 		return "matches uname -r"
 	}

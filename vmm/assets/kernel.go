@@ -30,18 +30,19 @@ var errNoKernel = errors.New("no guest kernel found in /boot (install linux-imag
 // /boot/vmlinuz-$(uname -r), else the newest /boot/vmlinuz-* by version
 // order.
 func FindKernel(configured string) (string, error) {
-	return findKernel(configured, GuestKernelDir, DefaultBootDir, hostRelease())
+	return findKernel(configured, GuestKernelDir, DefaultBootDir, HostRelease())
 }
 
 // FindHostKernel returns the distro's kernel that FindKernel takes when
 // crivm's own is not installed: /boot/vmlinuz-$(uname -r), else the
 // newest /boot/vmlinuz-*.
 func FindHostKernel() (string, error) {
-	return findKernel("", "", DefaultBootDir, hostRelease())
+	return findKernel("", "", DefaultBootDir, HostRelease())
 }
 
-// hostRelease is the running kernel's release; "" when unknown.
-func hostRelease() string {
+// HostRelease is the running kernel's release (uname -r); "" when
+// unknown.
+func HostRelease() string {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return ""
